@@ -1,0 +1,24 @@
+//! Sluice's wire contract, in one small crate that does no I/O.
+//!
+//! - [`pb`]: the protobuf records (`LogChunk`, `ClusterEvent`) and gRPC
+//!   services, generated from `proto/sluice/v1/`.
+//! - [`topics`]: bus topic names and how records are keyed.
+//! - [`auth`]: bearer tokens, principals and the tonic interceptors every
+//!   service shares.
+//!
+//! Everything that must agree between processes lives here, so that a change
+//! to it is a change to one crate with its own compatibility tests.
+
+pub mod auth;
+pub mod topics;
+
+/// Generated protobuf types and gRPC stubs of package `sluice.v1`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("sluice.v1");
+}
+
+pub use pb::{ClusterEvent, EventKind, Layout, Line, LogChunk, Source, Stream};
+
+/// Version of the `sluice` build, reported by services.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,174 @@
+//! The `Bus` and `Consumer` traits every implementation keeps.
+//!
+//! Offsets follow Kafka: a partition's records have consecutive offsets from
+//! its start; a committed position is the offset of the *next* record to read.
+
+use std::fmt;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{BusStatus, Result};
+
+/// A record to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Records with equal keys go to one partition and keep their order.
+    pub key: Bytes,
+    pub payload: Bytes,
+    /// Milliseconds since the Unix epoch; the time of the record's content.
+    pub timestamp_ms: i64,
+}
+
+impl Record {
+    pub fn new(key: impl Into<Bytes>, payload: impl Into<Bytes>, timestamp_ms: i64) -> Self {
+        Record {
+            key: key.into(),
+            payload: payload.into(),
+            timestamp_ms,
+        }
+    }
+}
+
+/// Where an acknowledged record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Delivery {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Resolves once the bus holds a record durably (see each implementation
+/// for what durable means there), or fails; a failed record was not stored
+/// and may be published again.
+pub type Ack = Pin<Box<dyn std::future::Future<Output = Result<Delivery>> + Send + 'static>>;
+
+/// A consumed record.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Bytes,
+    pub payload: Bytes,
+    pub timestamp_ms: i64,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("payload_len", &self.payload.len())
+            .field("timestamp_ms", &self.timestamp_ms)
+            .finish()
+    }
+}
+
+impl Message {
+    /// The position to commit once this message is processed.
+    pub fn next_position(&self) -> Position {
+        Position {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset + 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+/// A partition and an offset in it: a commit (the next offset to read) or a
+/// seek target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+impl Position {
+    pub fn new(topic: impl Into<String>, partition: u32, offset: u64) -> Self {
+        Position {
+            topic: topic.into(),
+            partition,
+            offset,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + fmt::Debug {
+    /// The URL this bus was opened with, for messages and status.
+    fn url(&self) -> String;
+
+    /// Queues `record` on `topic` (created on first use) and returns its
+    /// acknowledgement. Waits only while the bus pushes back (a full queue).
+    /// Records queued one after another by one caller with the same key are
+    /// stored in that order.
+    async fn send(&self, topic: &str, record: Record) -> Result<Ack>;
+
+    /// Sends and waits for the acknowledgement.
+    async fn publish(&self, topic: &str, record: Record) -> Result<Delivery> {
+        self.send(topic, record).await?.await
+    }
+
+    /// Creates topics that do not exist yet.
+    async fn ensure_topics(&self, topics: &[&str]) -> Result<()>;
+
+    /// Joins consumer group `group` reading `topics`. Each partition is read
+    /// by one member of a group at a time, from the group's committed
+    /// position, or from the oldest record when the group has none.
+    async fn consumer(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>>;
+
+    /// Topics, partitions, offsets and consumer-group lag.
+    async fn status(&self) -> Result<BusStatus>;
+
+    /// Waits until every record sent so far is acknowledged or failed.
+    async fn flush(&self, timeout: Duration) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// Up to `max` records, waiting at most `timeout` for the first; an empty
+    /// batch when none arrived. Records of one partition come in offset order.
+    async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Message>>;
+
+    /// Commits positions (next offsets to read) for assigned partitions.
+    async fn commit(&mut self, positions: &[Position]) -> Result<()>;
+
+    /// Makes the next `poll` of `topic/partition` start at `offset`.
+    async fn seek(&mut self, position: &Position) -> Result<()>;
+
+    /// Partitions currently assigned to this member.
+    fn assignment(&self) -> Result<Vec<TopicPartition>>;
+
+    /// The group's committed positions for the assigned partitions.
+    async fn committed(&mut self) -> Result<Vec<Position>>;
+}
+
+/// Polls until `want` messages arrived or `deadline` passed. For tools and
+/// tests that read a known amount.
+pub async fn poll_until(
+    consumer: &mut dyn Consumer,
+    want: usize,
+    deadline: Duration,
+) -> Result<Vec<Message>> {
+    let start = tokio::time::Instant::now();
+    let mut out = Vec::with_capacity(want);
+    while out.len() < want && start.elapsed() < deadline {
+        let batch = consumer
+            .poll(want - out.len(), Duration::from_millis(200))
+            .await?;
+        out.extend(batch);
+    }
+    Ok(out)
+}

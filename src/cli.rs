@@ -1,0 +1,89 @@
+//! Command-line flags and dispatch. Every client command finds its cluster
+//! through `--data-dir` (or `SLUICE_DATA_DIR`), whose `client.toml` `sluice
+//! up` writes; `SLUICE_ADDR` and `SLUICE_TOKEN` point at a remote cluster.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{admin, bus_cmd, up};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Ship, archive, query and tail the logs of cluster jobs"
+)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); `SLUICE_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn log_level(&self) -> &'static str {
+        match self.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything in one process: bus, services (and, as they land,
+    /// scheduler, nodes, archiver and query service).
+    Up(up::UpArgs),
+    /// Inspect the bus: topics, offsets, consumer lag, records.
+    #[command(subcommand)]
+    Bus(BusCommand),
+    /// Ask a running cluster how it is.
+    Status(StatusArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BusCommand {
+    /// Topics, partitions, end offsets and consumer-group lag.
+    Status(bus_cmd::StatusArgs),
+    /// Print records as text or JSON lines.
+    Dump(bus_cmd::DumpArgs),
+}
+
+/// Where the cluster is: shared by every client command.
+#[derive(Args, Debug, Clone)]
+pub struct DataDirArg {
+    /// The data directory of a `sluice up`; its `client.toml` says the rest.
+    #[arg(
+        long,
+        env = "SLUICE_DATA_DIR",
+        default_value = "./sluice-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Bus(BusCommand::Status(args)) => bus_cmd::status(args).await,
+        Command::Bus(BusCommand::Dump(args)) => bus_cmd::dump(args).await,
+        Command::Status(args) => admin::status(args).await,
+    }
+}

@@ -1,0 +1,206 @@
+//! `sluice up`: everything in one process.
+//!
+//! Today that is the bus (embedded in `D/bus` by default, or Kafka) and the
+//! authenticated admin service; the scheduler, nodes, archiver and query
+//! service join as they are built. It writes `D/tokens.toml` (an admin token,
+//! stored hashed) once, and `D/client.toml` (endpoint, admin token, bus) on
+//! every start, and stops cleanly on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use sluice_broker::{BusConfig, BusUrl};
+use sluice_schema::auth::{self, AuthInterceptor, Tokens};
+use sluice_schema::pb::admin_server::AdminServer;
+use sluice_schema::topics;
+
+use crate::admin::AdminService;
+use crate::cli::DataDirArg;
+use crate::client::ClientConfig;
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Nodes to run (agents and shippers, each with its own sandbox root).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub nodes: u32,
+    /// The bus: `embedded:///PATH` or `kafka://HOST:PORT[,HOST:PORT]`
+    /// [default: embedded in DATA_DIR/bus]
+    #[arg(long, env = "SLUICE_BUS")]
+    pub bus: Option<BusUrl>,
+    /// Kafka client setting passed to librdkafka (SASL, TLS, …); repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// The archive: `file:///PATH` or `s3://BUCKET/PREFIX` [default: DATA_DIR/archive]
+    #[arg(long, env = "SLUICE_STORE")]
+    pub store: Option<String>,
+    /// Submit sample jobs once the scheduler exists (not yet: see README).
+    #[arg(long)]
+    pub demo: bool,
+    /// Address of the services.
+    #[arg(long, default_value = "127.0.0.1:0", env = "SLUICE_LISTEN")]
+    pub listen: SocketAddr,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+/// `file:///PATH` or `s3://BUCKET[/PREFIX]`.
+fn check_store(url: &str) -> anyhow::Result<()> {
+    if let Some(path) = url.strip_prefix("file://") {
+        anyhow::ensure!(
+            path.starts_with('/'),
+            "--store {url:?}: a file store needs an absolute path, `file:///PATH`"
+        );
+        return Ok(());
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        anyhow::ensure!(
+            !rest.is_empty() && !rest.starts_with('/'),
+            "--store {url:?}: no bucket, expected `s3://BUCKET/PREFIX`"
+        );
+        return Ok(());
+    }
+    anyhow::bail!("--store {url:?}: expected `file:///PATH` or `s3://BUCKET/PREFIX`")
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = std::path::absolute(&args.dir.data_dir)?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
+    let store = match &args.store {
+        Some(url) => url.clone(),
+        None => format!("file://{}", data_dir.join("archive").display()),
+    };
+    check_store(&store)?;
+    if args.demo {
+        tracing::warn!(
+            "--demo: sample jobs need the scheduler, which this build does not have yet; running without them"
+        );
+    }
+
+    let (token, tokens) = admin_token(&data_dir)?;
+    let mut bus_config = BusConfig::new(
+        args.bus
+            .clone()
+            .unwrap_or_else(|| BusUrl::Embedded(data_dir.join("bus"))),
+    );
+    bus_config
+        .kafka
+        .properties
+        .extend(args.kafka_properties.iter().cloned());
+    let bus = sluice_broker::open(&bus_config)
+        .await
+        .context("failed to open the bus")?;
+    bus.ensure_topics(&topics::ALL)
+        .await
+        .context("failed to create the bus topics")?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let service = AdminService::new(bus.clone(), store.clone(), args.nodes);
+    let server = tonic::transport::Server::builder()
+        .add_service(AdminServer::with_interceptor(
+            service,
+            AuthInterceptor::new(Arc::new(tokens)),
+        ))
+        .serve_with_incoming_shutdown(tokio_stream_from(listener), shutdown_signal());
+
+    ClientConfig {
+        endpoint: format!("http://{addr}"),
+        token,
+        bus: bus_config.url.clone(),
+    }
+    .write(&data_dir)?;
+    eprintln!(
+        "sluice is up: services on {addr}, bus {}, archive {store}\n  client settings in {}\n  try: sluice bus status --data-dir {}",
+        bus_config.url,
+        ClientConfig::path(&data_dir).display(),
+        data_dir.display()
+    );
+    server.await.context("service failed")?;
+    tracing::info!("shutting down");
+    bus.flush(Duration::from_secs(10))
+        .await
+        .context("failed to flush the bus")?;
+    Ok(())
+}
+
+/// The admin token: kept across restarts in `client.toml`, registered
+/// (hashed) in `tokens.toml`, which operators may extend with more users.
+fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Tokens)> {
+    let tokens_path = data_dir.join("tokens.toml");
+    let previous = ClientConfig::read(data_dir).ok().flatten().map(|c| c.token);
+    if !tokens_path.exists() {
+        let token = previous.clone().unwrap_or_else(new_token);
+        write_private(
+            &tokens_path,
+            &auth::token_file_entry("admin", &token, &[auth::ANY_ROLE]),
+        )?;
+    }
+    let text = std::fs::read_to_string(&tokens_path)
+        .with_context(|| format!("failed to read {}", tokens_path.display()))?;
+    let tokens = Tokens::parse(&text).with_context(|| format!("in {}", tokens_path.display()))?;
+    let token = match previous.filter(|t| tokens.authenticate(t).is_some_and(|p| p.is_admin())) {
+        Some(token) => token,
+        None => {
+            // client.toml lost or stale: add a fresh admin token.
+            let token = new_token();
+            let entry = auth::token_file_entry("admin", &token, &[auth::ANY_ROLE]);
+            write_private(&tokens_path, &format!("{text}\n{entry}"))?;
+            token
+        }
+    };
+    let text = std::fs::read_to_string(&tokens_path)?;
+    Ok((token, Tokens::parse(&text)?))
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_private(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn tokio_stream_from(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,115 @@
+//! Runs `sluice` processes for the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// `sluice ARGS…` to completion.
+pub fn sluice(args: &[&str]) -> Output {
+    Command::new(SLUICE)
+        .args(args)
+        .env_remove("SLUICE_DATA_DIR")
+        .env_remove("SLUICE_ADDR")
+        .env_remove("SLUICE_TOKEN")
+        .env_remove("SLUICE_BUS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice")
+}
+
+/// Runs `sluice ARGS…`, asserting success, and returns its stdout.
+pub fn sluice_ok(args: &[&str]) -> String {
+    let out = sluice(args);
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// A `sluice up` running in the background; SIGKILLed if dropped.
+pub struct Up {
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Up {
+    /// Starts `sluice up --data-dir DIR EXTRA…` and waits for its client.toml.
+    pub fn start(dir: &Path, extra: &[&str]) -> Up {
+        let started = std::time::SystemTime::now();
+        let log = std::fs::File::create(dir.with_extension("up.log")).unwrap();
+        let child = Command::new(SLUICE)
+            .arg("up")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env_remove("SLUICE_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice up");
+        let mut up = Up {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let written = |p: &Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= started)
+        };
+        while !written(&dir.join("client.toml")) {
+            if let Some(status) = up.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sluice up exited with {status}: {}", up.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice up did not start: {}",
+                up.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        up
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("up.log")).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice up ignored SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

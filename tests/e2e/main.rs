@@ -1,0 +1,9 @@
+//! End-to-end tests: the `sluice` binary as users run it, on loopback.
+//!
+//! One test binary for the whole suite (one link, one place for the
+//! harness); each area is a module.
+
+mod harness;
+
+mod bus;
+mod up;

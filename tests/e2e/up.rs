@@ -1,0 +1,178 @@
+//! `sluice up`: client.toml, status while running, authentication, restart.
+
+use serde_json::Value;
+use sluice_schema::auth::BearerInterceptor;
+use sluice_schema::pb::StatusRequest;
+use sluice_schema::pb::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::harness::{Up, sluice, sluice_ok};
+
+fn client_toml(dir: &std::path::Path) -> toml::Table {
+    toml::from_str(&std::fs::read_to_string(dir.join("client.toml")).unwrap()).unwrap()
+}
+
+#[test]
+fn up_writes_client_toml_and_bus_status_answers_while_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let up = Up::start(&dir, &[]);
+    let client = client_toml(&dir);
+    assert!(
+        client["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    assert_eq!(
+        client["bus"].as_str().unwrap(),
+        format!("embedded://{}/bus", dir.display())
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("client.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "client.toml holds a token: owner only");
+
+    let status: Value = serde_json::from_str(&sluice_ok(&[
+        "bus",
+        "status",
+        "--data-dir",
+        up.data_dir(),
+        "--json",
+    ]))
+    .unwrap();
+    let topics: Vec<&str> = status["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, ["sluice.events", "sluice.logs"]);
+    assert_eq!(
+        status["topics"][0]["partitions"].as_array().unwrap().len(),
+        4
+    );
+
+    let text = sluice_ok(&["bus", "status", "--data-dir", up.data_dir()]);
+    assert!(
+        text.contains("sluice.logs") && text.contains("PARTITION"),
+        "{text}"
+    );
+
+    let admin: Value = serde_json::from_str(&sluice_ok(&[
+        "status",
+        "--data-dir",
+        up.data_dir(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(admin["user"], "admin");
+    assert_eq!(
+        admin["detail"]["bus"]["topics"].as_array().unwrap().len(),
+        2
+    );
+
+    let status = up.stop();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+}
+
+#[test]
+fn a_restart_keeps_the_admin_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let token = {
+        let up = Up::start(&dir, &[]);
+        let token = client_toml(&dir)["token"].as_str().unwrap().to_string();
+        assert!(up.stop().success());
+        token
+    };
+    let tokens = std::fs::read_to_string(dir.join("tokens.toml")).unwrap();
+    assert!(
+        !tokens.contains(&token),
+        "tokens.toml stores digests, not tokens"
+    );
+    let up = Up::start(&dir, &[]);
+    assert_eq!(client_toml(&dir)["token"].as_str().unwrap(), token);
+    sluice_ok(&["status", "--data-dir", up.data_dir()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_service_refuses_calls_without_a_valid_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let up = Up::start(&dir, &[]);
+    let client = client_toml(&dir);
+    let endpoint = client["endpoint"].as_str().unwrap().to_string();
+    let channel = Channel::from_shared(endpoint)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let err = AdminClient::new(channel.clone())
+        .status(StatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    assert_eq!(err.message(), "missing bearer token");
+
+    let wrong = BearerInterceptor::new("0123456789abcdef-not-the-token").unwrap();
+    let err = AdminClient::with_interceptor(channel.clone(), wrong)
+        .status(StatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let right = BearerInterceptor::new(client["token"].as_str().unwrap()).unwrap();
+    let reply = AdminClient::with_interceptor(channel, right)
+        .status(StatusRequest {})
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().user, "admin");
+    drop(up);
+}
+
+#[test]
+fn client_commands_without_a_cluster_say_how_to_start_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = sluice(&["status", "--data-dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no cluster found") && err.contains("sluice up --data-dir"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_flags_name_what_is_wrong() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["up", "--bus", "redis://x:1"],
+            "expected `embedded:///PATH` or `kafka://HOST:PORT`",
+        ),
+        (
+            &["up", "--bus", "embedded://relative"],
+            "needs an absolute path",
+        ),
+        (
+            &["up", "--store", "ftp://x"],
+            "expected `file:///PATH` or `s3://BUCKET/PREFIX`",
+        ),
+        (&["up", "--nodes", "0"], "--nodes"),
+    ];
+    for (args, expected) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args = args.to_vec();
+        args.extend(["--data-dir", tmp.path().to_str().unwrap()]);
+        let out = sluice(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
