@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{admin, bus_cmd, up};
+use crate::{admin, bench, bus_cmd, up};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +42,15 @@ pub enum Command {
     Bus(BusCommand),
     /// Ask a running cluster how it is.
     Status(StatusArgs),
+    /// Measure a component; results go to docs/PERFORMANCE.md.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Publish → consume throughput and acknowledgement latency of a bus.
+    Bus(bench::BusBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,5 +94,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bus(BusCommand::Status(args)) => bus_cmd::status(args).await,
         Command::Bus(BusCommand::Dump(args)) => bus_cmd::dump(args).await,
         Command::Status(args) => admin::status(args).await,
+        Command::Bench(BenchCommand::Bus(args)) => bench::bus(args).await,
     }
 }

@@ -2,6 +2,7 @@
 //! each command is a module that wires the libraries together.
 
 mod admin;
+mod bench;
 mod bus_cmd;
 mod cli;
 mod client;

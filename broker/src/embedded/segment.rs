@@ -42,7 +42,27 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The header of a record: what precedes its key and payload on disk. The
+/// writer sends header, key and payload to the file without copying them.
+pub(crate) fn header(
+    offset: u64,
+    timestamp_ms: i64,
+    key: &[u8],
+    payload: &[u8],
+) -> [u8; HEADER_LEN] {
+    let frame_len = FRAME_FIXED as usize + key.len() + payload.len();
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&(frame_len as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&offset.to_le_bytes());
+    h[16..24].copy_from_slice(&timestamp_ms.to_le_bytes());
+    h[24..28].copy_from_slice(&(key.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&h[8..]), key), payload);
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
 /// Appends one encoded record to `buf`.
+#[cfg(test)]
 pub(crate) fn encode(
     buf: &mut Vec<u8>,
     offset: u64,
@@ -50,19 +70,9 @@ pub(crate) fn encode(
     key: &[u8],
     payload: &[u8],
 ) {
-    let frame_len = FRAME_FIXED as usize + key.len() + payload.len();
-    buf.reserve(4 + frame_len);
-    buf.extend_from_slice(&(frame_len as u32).to_le_bytes());
-    let crc_at = buf.len();
-    buf.extend_from_slice(&[0; 4]);
-    let body_at = buf.len();
-    buf.extend_from_slice(&offset.to_le_bytes());
-    buf.extend_from_slice(&timestamp_ms.to_le_bytes());
-    buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&header(offset, timestamp_ms, key, payload));
     buf.extend_from_slice(key);
     buf.extend_from_slice(payload);
-    let crc = crc32c::crc32c(&buf[body_at..]);
-    buf[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Size of a record once encoded.

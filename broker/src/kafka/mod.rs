@@ -193,10 +193,11 @@ impl KafkaBus {
                         Err((topic, code)) => (topic, Some(code)),
                     })
                     .collect(),
-                Err(e) => match e.rdkafka_error_code() {
-                    Some(code) => missing.iter().map(|t| (t.clone(), Some(code))).collect(),
-                    None => return Err(self.kafka(e)),
-                },
+                // The whole request failed, for instance timed out.
+                Err(KafkaError::AdminOp(code)) => {
+                    missing.iter().map(|t| (t.clone(), Some(code))).collect()
+                }
+                Err(e) => return Err(self.kafka(e)),
             };
         for (topic, error) in results {
             match error {
@@ -223,7 +224,9 @@ impl KafkaBus {
     /// An error naming the topic, retryable when the cause is.
     fn creation_failed(&self, topic: &str, code: RDKafkaErrorCode) -> Error {
         let detail = format!("failed to create topic {topic}: {code}");
-        if self.kafka(KafkaError::AdminOp(code)).is_retryable() {
+        // `KafkaError::AdminOp` hides its code from `rdkafka_error_code`,
+        // which `is_retryable` reads; `Global` shows it.
+        if self.kafka(KafkaError::Global(code)).is_retryable() {
             Error::Unavailable {
                 servers: self.servers.to_string(),
                 detail,
@@ -529,9 +532,6 @@ impl ClientContext for KafkaContext {
 impl ConsumerContext for KafkaContext {}
 
 pub(crate) fn log_librdkafka(servers: &str, level: RDKafkaLogLevel, facility: &str, message: &str) {
-    if std::env::var_os("KDEBUG").is_some() {
-        eprintln!("RDK {level:?} {facility} {message}");
-    }
     match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
@@ -579,9 +579,6 @@ pub(crate) fn client_config(
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", servers);
     client.set("client.id", "sluice");
-    if std::env::var_os("KDEBUG").is_some() {
-        client.set_log_level(RDKafkaLogLevel::Debug);
-    }
     for (key, value) in settings {
         client.set(*key, value);
     }

@@ -13,11 +13,15 @@ use crate::{Message, Position, poll_until};
 const KEYS: [&str; 4] = ["node-a", "node-b", "node-c", ""];
 
 fn config(timeout_ms: u64) -> KafkaConfig {
+    // The mock cluster keeps a group whose last member left rebalancing for
+    // the session timeout less a second before it admits a new member.
+    let properties = [("session.timeout.ms".to_string(), "6000".to_string())];
     KafkaConfig {
         partitions: 3,
         replication: 1,
         timeout_ms,
         linger_ms: 5,
+        properties: properties.into(),
         ..KafkaConfig::default()
     }
 }
@@ -183,7 +187,6 @@ async fn records_round_trip_in_key_order_and_commits_resume() {
         .consumer("archivers", &["sluice.logs"])
         .await
         .expect("rejoin group");
-    eprintln!("DEBUG assignment after rejoin: {:?}", resumed.assignment());
     let rest = poll_until(resumed.as_mut(), 1, Duration::from_secs(30))
         .await
         .expect("poll");
@@ -223,25 +226,64 @@ async fn records_round_trip_in_key_order_and_commits_resume() {
     assert_eq!(group.offsets.len(), positions.len());
 }
 
+/// A topic the cluster has is found by asking, not created: the mock
+/// cluster cannot create topics, so creating would fail after the timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_are_created_on_first_send() {
+async fn existing_topics_are_found_not_created() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let servers = cluster.bootstrap_servers();
-    let bus = KafkaBus::connect(&servers, config(10_000))
+    let bus = KafkaBus::connect(&servers, config(5_000))
         .await
         .expect("connect");
+    cluster
+        .create_topic("sluice.late", 2, 1)
+        .expect("create topic");
+    assert!(!bus.is_known("sluice.late"), "created after connecting");
+    let started = Instant::now();
+    bus.ensure_topics(&["sluice.late"]).await.expect("ensure");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(bus.is_known("sluice.late"));
     let delivery = bus
-        .publish("sluice.fresh", record("node-a", 0))
+        .publish("sluice.late", record("node-a", 0))
         .await
-        .expect("publish to a new topic");
+        .expect("publish");
     assert_eq!(delivery.offset, 0);
-    assert!(bus.is_known("sluice.fresh"));
+    let status = bus.status().await.expect("status");
+    let late = status
+        .topics
+        .iter()
+        .find(|t| t.topic == "sluice.late")
+        .expect("topic in status");
+    assert_eq!(late.partitions.len(), 2);
+    assert!(status.groups.is_empty(), "{status:?}");
+}
+
+/// When a topic cannot be created the error names it and the servers, and
+/// asking about it did not make the broker auto-create it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_topic_creation_names_the_topic() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let servers = cluster.bootstrap_servers();
+    let bus = KafkaBus::connect(&servers, config(1_000))
+        .await
+        .expect("connect");
+    let Err(error) = bus.send("sluice.nowhere", record("node-a", 0)).await else {
+        panic!("the mock cluster cannot create topics");
+    };
+    let message = error.to_string();
+    assert!(message.contains("sluice.nowhere"), "{message}");
+    assert!(message.contains(&servers), "{message}");
+    assert!(error.is_retryable(), "creation timed out: {error:?}");
+    assert!(!bus.is_known("sluice.nowhere"));
     let status = bus.status().await.expect("status");
     assert!(
-        status.topics.iter().any(|t| t.topic == "sluice.fresh"),
-        "{status:?}"
+        status.topics.iter().all(|t| t.topic != "sluice.nowhere"),
+        "asking about the topic created it: {status:?}"
     );
-    assert!(status.groups.is_empty(), "the mock cluster lists no groups");
 }
 
 /// Sends record `seq` of every key for each `seq` of `rounds`.
@@ -257,8 +299,9 @@ async fn send_rounds(bus: &KafkaBus, keys: &[&str], rounds: Range<u64>, acks: &m
     }
 }
 
-/// The partition leader goes down mid-stream and comes back: every record
-/// is acknowledged once and stored once, in order per key.
+/// The partition leader goes down mid-stream and comes back, then answers
+/// too slowly, so that requests it stored time out and are sent again:
+/// every record is acknowledged once and stored once, in order per key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_outage_loses_and_duplicates_nothing() {
     const LEADER: i32 = 1;
@@ -272,16 +315,19 @@ async fn leader_outage_loses_and_duplicates_nothing() {
             .expect("set leader");
     }
     let servers = cluster.bootstrap_servers();
-    let bus = KafkaBus::connect(&servers, config(30_000))
-        .await
-        .expect("connect");
+    let mut config = config(30_000);
+    // Requests time out after a second; the slow phase answers after three.
+    config
+        .properties
+        .insert("socket.timeout.ms".into(), "1000".into());
+    let bus = KafkaBus::connect(&servers, config).await.expect("connect");
 
-    let per_key = 150;
+    let per_key = 200;
     let keys = &KEYS[..3];
     let mut acks = Vec::new();
-    send_rounds(&bus, keys, 0..per_key / 3, &mut acks).await;
+    send_rounds(&bus, keys, 0..50, &mut acks).await;
     cluster.broker_down(LEADER).expect("leader down");
-    send_rounds(&bus, keys, per_key / 3..2 * per_key / 3, &mut acks).await;
+    send_rounds(&bus, keys, 50..100, &mut acks).await;
     // Give the producer time to run into the outage (not an assertion).
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let last = acks.last_mut().expect("acks");
@@ -289,8 +335,18 @@ async fn leader_outage_loses_and_duplicates_nothing() {
         last.now_or_never().is_none(),
         "a record was acknowledged while its leader was down"
     );
-    send_rounds(&bus, keys, 2 * per_key / 3..per_key, &mut acks).await;
     cluster.broker_up(LEADER).expect("leader up");
+
+    cluster
+        .broker_round_trip_time(LEADER, Duration::from_millis(3_000))
+        .expect("slow leader");
+    send_rounds(&bus, keys, 100..150, &mut acks).await;
+    // Let produce requests time out after being stored (not an assertion).
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    cluster
+        .broker_round_trip_time(LEADER, Duration::ZERO)
+        .expect("fast leader");
+    send_rounds(&bus, keys, 150..per_key, &mut acks).await;
 
     let mut deliveries = HashSet::new();
     for ack in acks {

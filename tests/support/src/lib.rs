@@ -69,7 +69,8 @@ impl TestKafka {
 
     fn launch(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = format!("sqlite://{}", self.dir.path().join("tansu.db").display());
+        // tansu resolves the database path against its working directory.
+        let storage = "sqlite://tansu.db";
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -83,7 +84,8 @@ impl TestKafka {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", &storage])
+            .args(["--storage-engine", storage])
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("tansu log"))
             .stderr(log)

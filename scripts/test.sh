@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every Sluice check and test, from a fresh machine: installs what it needs
+# (cached under ~/.cache/sluice-tools), then fmt, clippy, doc and all tests,
+# including the Kafka runs against a real Kafka-protocol broker (tansu).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
+mkdir -p "$tools"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+# rdkafka links the system OpenSSL (TLS and SASL to Kafka).
+if ! pkg-config --exists openssl 2>/dev/null; then
+  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config
+fi
+
+step "Kafka-protocol broker (tansu 0.6, cached)"
+tansu="$tools/tansu/bin/tansu"
+if [ ! -x "$tansu" ]; then
+  # Its default build has no storage engine; sqlite keeps data across restarts.
+  cargo install tansu --version 0.6.0 --locked --features libsql,dynostore --root "$tools/tansu"
+fi
+export SLUICE_TANSU="$tansu" SLUICE_REQUIRE_KAFKA=1
+
+step "test runner"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked --root "$tools/nextest"
+  export PATH="$tools/nextest/bin:$PATH"
+fi
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "tests"
+cargo nextest run --workspace --locked --profile ci
+cargo test --workspace --doc --locked
