@@ -38,6 +38,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-step "tests"
-cargo nextest run --workspace --locked --profile ci
+step "doc tests"
 cargo test --workspace --doc --locked
+
+step "tests"
+# Last, so its summary is the run's closing line.
+cargo nextest run --workspace --locked --profile ci

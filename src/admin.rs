@@ -41,7 +41,7 @@ impl Admin for AdminService {
         let caller = principal(&request)?;
         let bus = self
             .bus
-            .status()
+            .status(&[])
             .await
             .map_err(|e| Status::unavailable(format!("bus status: {e}")))?;
         let detail = serde_json::json!({ "bus": bus, "store": self.store, "nodes": self.nodes });

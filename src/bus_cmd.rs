@@ -24,6 +24,10 @@ pub struct StatusArgs {
     /// The bus [default: the data directory's]
     #[arg(long)]
     pub bus: Option<BusUrl>,
+    /// Also report this consumer group (repeatable): for Kafka brokers that
+    /// do not list groups, such as tansu.
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -64,7 +68,8 @@ async fn open(
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let bus = open(&args.dir, args.bus.as_ref()).await?;
-    let status = bus.status().await?;
+    let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
+    let status = bus.status(&groups).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&status)?)?;
@@ -108,7 +113,7 @@ fn write_status(out: &mut impl Write, status: &BusStatus) -> std::io::Result<()>
 
 pub async fn dump(args: DumpArgs) -> anyhow::Result<()> {
     let bus = open(&args.dir, args.bus.as_ref()).await?;
-    let status = bus.status().await?;
+    let status = bus.status(&[]).await?;
     let ends: BTreeMap<u32, (u64, u64)> = status
         .topics
         .iter()

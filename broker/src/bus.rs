@@ -41,8 +41,10 @@ pub struct Delivery {
 }
 
 /// Resolves once the bus holds a record durably (see each implementation
-/// for what durable means there), or fails; a failed record was not stored
-/// and may be published again.
+/// for what durable means there), or fails. A failed record may still have
+/// been stored (Kafka: a delivery timeout while the request was in flight),
+/// so sending it again can store it twice: consumers drop such duplicates by
+/// the record's own identity (`(source_id, offset)` for log lines).
 pub type Ack = Pin<Box<dyn std::future::Future<Output = Result<Delivery>> + Send + 'static>>;
 
 /// A consumed record.
@@ -129,8 +131,10 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// position, or from the oldest record when the group has none.
     async fn consumer(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>>;
 
-    /// Topics, partitions, offsets and consumer-group lag.
-    async fn status(&self) -> Result<BusStatus>;
+    /// Topics, partitions, offsets and the lag of consumer groups that
+    /// committed: every group the bus can list, those this handle joined,
+    /// and `groups` (for brokers that do not list groups, such as tansu).
+    async fn status(&self, groups: &[&str]) -> Result<BusStatus>;
 
     /// Waits until every record sent so far is acknowledged or failed.
     async fn flush(&self, timeout: Duration) -> Result<()>;

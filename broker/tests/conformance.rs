@@ -253,7 +253,7 @@ async fn status_reports_offsets_and_lag(h: &Harness) {
         .commit(&[messages[9].next_position()])
         .await
         .unwrap();
-    let status = bus.status().await.unwrap();
+    let status = bus.status(&[]).await.unwrap();
     let topic = status
         .topics
         .iter()

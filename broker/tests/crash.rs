@@ -116,7 +116,7 @@ async fn kill_9_loses_no_acknowledged_record() {
     }
 
     let bus = EmbeddedBus::open(dir.path(), config()).unwrap();
-    let status = bus.status().await.unwrap();
+    let status = bus.status(&[]).await.unwrap();
     let total: u64 = status.topics[0]
         .partitions
         .iter()

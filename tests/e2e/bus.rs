@@ -1,6 +1,5 @@
 //! `sluice bus status` and `sluice bus dump` on both buses.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use prost::Message as _;
@@ -236,5 +235,32 @@ async fn status_and_dump_work_on_kafka() {
         .unwrap();
     publish_samples(bus.as_ref()).await;
     check_dump(&["--bus", &url, "--data-dir", dir.to_str().unwrap()]);
-    let _ = Path::new(&url);
+
+    // A group's lag, by name: tansu does not list groups.
+    let mut consumer = bus.consumer("e2e-lag", &[topics::LOGS]).await.unwrap();
+    let read = sluice_broker::poll_until(consumer.as_mut(), 2, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2, "both records of the one key");
+    consumer.commit(&[read[0].next_position()]).await.unwrap();
+    drop(consumer);
+    let args = [
+        "bus",
+        "status",
+        "--bus",
+        &url,
+        "--group",
+        "e2e-lag",
+        "--json",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ];
+    let status: Value = serde_json::from_str(&sluice_ok(&args)).unwrap();
+    let group = status["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "e2e-lag")
+        .expect("group reported");
+    assert_eq!(group["lag"], 1, "{group}");
 }

@@ -23,6 +23,8 @@ use crate::embedded::partition::Cursor;
 use crate::{Consumer, Error, Message, Position, Result, TopicPartition};
 
 type Offsets = BTreeMap<(String, u32), u64>;
+/// A generation and the member's partitions with their committed offsets.
+type Assignment = (u64, Vec<(TopicPartition, Option<u64>)>);
 
 #[derive(Default)]
 struct Group {
@@ -91,7 +93,7 @@ impl Groups {
         group: &str,
         member: u64,
         partitions_of: impl Fn(&str) -> u32,
-    ) -> Result<(u64, Vec<(TopicPartition, Option<u64>)>)> {
+    ) -> Result<Assignment> {
         self.with_group(group, |g| {
             let mut mine = Vec::new();
             let topics = g.members.get(&member).cloned().unwrap_or_default();

@@ -219,7 +219,7 @@ async fn read_only_inspection_sees_new_records_and_refuses_writes() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::ReadOnly(_)), "{err}");
-    let status = reader.status().await.unwrap();
+    let status = reader.status(&[]).await.unwrap();
     assert_eq!(status.topics[0].partitions[0].end_offset, 6);
 }
 

@@ -145,14 +145,13 @@ impl KafkaConsumer {
         }
     }
 
-    fn holds(&self, topic: &str, partition: u32) -> Result<bool> {
+    /// The partitions this member holds now; none once librdkafka considers
+    /// the assignment lost.
+    fn held(&self) -> Result<Vec<TopicPartition>> {
         if self.consumer.assignment_lost() {
-            return Ok(false);
+            return Ok(Vec::new());
         }
-        Ok(self
-            .assignment()?
-            .iter()
-            .any(|tp| tp.topic == topic && tp.partition == partition))
+        self.assignment()
     }
 
     fn not_held(&self, topic: &str, partition: u32) -> Error {
@@ -238,9 +237,10 @@ impl Consumer for KafkaConsumer {
         let Some(first) = positions.first() else {
             return Ok(());
         };
+        let held = self.held()?;
         let mut list = TopicPartitionList::with_capacity(positions.len());
         for position in positions {
-            if !self.holds(&position.topic, position.partition)? {
+            if !holds(&held, &position.topic, position.partition) {
                 return Err(self.not_held(&position.topic, position.partition));
             }
             list.add_partition_offset(
@@ -274,7 +274,7 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn seek(&mut self, position: &Position) -> Result<()> {
-        if !self.holds(&position.topic, position.partition)? {
+        if !holds(&self.held()?, &position.topic, position.partition) {
             return Err(Error::NotAssigned {
                 topic: position.topic.clone(),
                 partition: position.partition,
@@ -351,6 +351,11 @@ impl Consumer for KafkaConsumer {
         positions.sort();
         Ok(positions)
     }
+}
+
+fn holds(held: &[TopicPartition], topic: &str, partition: u32) -> bool {
+    held.iter()
+        .any(|tp| tp.topic == topic && tp.partition == partition)
 }
 
 enum Seek {

@@ -56,6 +56,9 @@ pub struct KafkaBus {
     /// topic by asking about it.
     admin: Arc<AdminClient<KafkaContext>>,
     known_topics: Mutex<HashSet<String>>,
+    /// Groups this handle joined: reported by `status` even where the broker
+    /// does not list groups (tansu drops ListGroups).
+    joined_groups: Mutex<std::collections::BTreeSet<String>>,
     /// Held while a record is enqueued, so records keep the order of `send`.
     enqueue: tokio::sync::Mutex<()>,
 }
@@ -128,6 +131,7 @@ impl KafkaBus {
             config,
             producer,
             admin,
+            joined_groups: Mutex::default(),
             known_topics: Mutex::new(known),
             enqueue: tokio::sync::Mutex::new(()),
         })
@@ -348,16 +352,19 @@ impl Bus for KafkaBus {
     async fn consumer(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>> {
         self.ensure(topics).await?;
         let consumer = KafkaConsumer::join(&self.servers, &self.config, group, topics).await?;
+        self.joined_groups.lock().unwrap().insert(group.to_string());
         Ok(Box::new(consumer))
     }
 
-    async fn status(&self) -> Result<BusStatus> {
+    async fn status(&self, groups: &[&str]) -> Result<BusStatus> {
+        let mut wanted = self.joined_groups.lock().unwrap().clone();
+        wanted.extend(groups.iter().map(|g| g.to_string()));
         let servers = self.servers.clone();
         let config = self.config.clone();
         let admin = self.admin.clone();
         let url = self.url();
         let (topics, groups) =
-            blocking(move || read_status(&servers, &config, admin.inner())).await?;
+            blocking(move || read_status(&servers, &config, admin.inner(), wanted)).await?;
         Ok(BusStatus {
             url,
             topics,
@@ -384,12 +391,13 @@ impl Bus for KafkaBus {
     }
 }
 
-/// Topics with their watermarks, then the consumer groups that committed on
-/// them. Blocking.
+/// Topics with their watermarks, then the consumer groups (those the broker
+/// lists, and `wanted`) that committed on them. Blocking.
 fn read_status(
     servers: &str,
     config: &KafkaConfig,
     client: &Client<KafkaContext>,
+    mut wanted: std::collections::BTreeSet<String>,
 ) -> Result<(Vec<TopicStatus>, Vec<GroupStatus>)> {
     let timeout = config.timeout();
     let metadata = client
@@ -424,37 +432,33 @@ fn read_status(
     }
     topics.sort_by(|a, b| a.topic.cmp(&b.topic));
 
-    let mut groups = Vec::new();
     match client.fetch_group_list(None, timeout) {
-        Ok(list) => {
-            let mut names: Vec<String> = list
-                .groups()
+        Ok(list) => wanted.extend(
+            list.groups()
                 .iter()
                 .filter(|g| g.protocol_type().is_empty() || g.protocol_type() == "consumer")
-                .map(|g| g.name().to_string())
-                .collect();
-            names.sort();
-            names.dedup();
-            for name in names {
-                match group_status(servers, config, &name, &topics) {
-                    Ok(Some(status)) => groups.push(status),
-                    Ok(None) => {}
-                    Err(e) => warn!(
-                        servers,
-                        group = %name,
-                        error = %e,
-                        "failed to read kafka consumer group offsets"
-                    ),
-                }
-            }
-        }
-        // Old brokers, librdkafka's mock cluster and clusters that deny
-        // describing groups: the topics are still worth reporting.
+                .map(|g| g.name().to_string()),
+        ),
+        // Old brokers, tansu, librdkafka's mock cluster and clusters that
+        // deny describing groups: report the groups asked for by name.
         Err(e) => warn!(
             servers,
             error = %e,
-            "kafka did not list consumer groups; reporting topics only"
+            "kafka did not list consumer groups; reporting the groups named or joined"
         ),
+    }
+    let mut groups = Vec::new();
+    for name in wanted {
+        match group_status(servers, config, &name, &topics) {
+            Ok(Some(status)) => groups.push(status),
+            Ok(None) => {}
+            Err(e) => warn!(
+                servers,
+                group = %name,
+                error = %e,
+                "failed to read kafka consumer group offsets"
+            ),
+        }
     }
     Ok((topics, groups))
 }
