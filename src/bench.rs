@@ -36,6 +36,10 @@ pub struct BusBenchArgs {
     /// Records awaiting acknowledgement at once.
     #[arg(long, default_value_t = 256)]
     pub inflight: usize,
+    /// Kafka client setting (e.g. `linger.ms=20`, `batch.size=4194304`);
+    /// repeatable, applied last.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = crate::up::parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
     /// fsync policy of the embedded bus.
     #[arg(long, value_enum, default_value = "batch")]
     pub fsync: FsyncArg,
@@ -114,6 +118,10 @@ pub async fn bus(args: BusBenchArgs) -> anyhow::Result<()> {
         FsyncArg::Interval => FsyncPolicy::Interval,
         FsyncArg::Never => FsyncPolicy::Never,
     };
+    config
+        .kafka
+        .properties
+        .extend(args.kafka_properties.iter().cloned());
     let total = args.mb << 20;
     let records = total.div_ceil(chunks[0].payload.len() as u64);
     let bus = sluice_broker::open(&config)

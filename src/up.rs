@@ -47,7 +47,7 @@ pub struct UpArgs {
     pub listen: SocketAddr,
 }
 
-fn parse_property(text: &str) -> Result<(String, String), String> {
+pub fn parse_property(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
         .filter(|(k, _)| !k.is_empty())
@@ -88,7 +88,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
     }
 
-    let (token, tokens) = admin_token(&data_dir)?;
     let mut bus_config = BusConfig::new(
         args.bus
             .clone()
@@ -104,6 +103,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     bus.ensure_topics(&topics::ALL)
         .await
         .context("failed to create the bus topics")?;
+    // After the bus: a second `up` on this data directory stops at its lock
+    // before touching the tokens.
+    let (token, tokens) = admin_token(&data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -86,10 +86,18 @@ impl Up {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends `SIG<name>` and waits for the process to exit.
+    pub fn signal(mut self, name: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
         let pid = child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {

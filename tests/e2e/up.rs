@@ -176,3 +176,38 @@ fn bad_flags_name_what_is_wrong() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_kill_9_leaves_a_bus_that_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let up = Up::start(&dir, &[]);
+    assert!(up.signal("INT").success(), "Ctrl-C (SIGINT) exits 0");
+
+    let up = Up::start(&dir, &[]);
+    assert!(!up.signal("KILL").success());
+    let up = Up::start(&dir, &[]);
+    let status: Value = serde_json::from_str(&sluice_ok(&[
+        "bus",
+        "status",
+        "--data-dir",
+        up.data_dir(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(status["topics"].as_array().unwrap().len(), 2);
+    assert!(up.stop().success());
+}
+
+#[test]
+fn a_second_up_on_the_same_data_dir_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let _up = Up::start(&dir, &[]);
+    let out = sluice(&["up", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is in use by another process (pid "), "{err}");
+}
