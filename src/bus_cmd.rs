@@ -11,11 +11,11 @@ use prost::Message as _;
 use serde_json::{Map, Value, json};
 use sluice_broker::{BusConfig, BusStatus, BusUrl, Message, Position};
 use sluice_schema::pb::{ClusterEvent, EventKind, Layout, LogChunk, Stream};
+use sluice_schema::time::rfc3339_nanos;
 use sluice_schema::topics;
 
 use crate::cli::DataDirArg;
 use crate::client;
-use crate::time::rfc3339_nanos;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{admin, bench, bus_cmd, up};
+use crate::{admin, bench, bus_cmd, shipper_cmd, up};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +42,8 @@ pub enum Command {
     Bus(BusCommand),
     /// Ask a running cluster how it is.
     Status(StatusArgs),
+    /// Run a shipper: tail the sandboxes under a root and publish to the bus.
+    Shipper(shipper_cmd::ShipperArgs),
     /// Measure a component; results go to docs/PERFORMANCE.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -94,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bus(BusCommand::Status(args)) => bus_cmd::status(args).await,
         Command::Bus(BusCommand::Dump(args)) => bus_cmd::dump(args).await,
         Command::Status(args) => admin::status(args).await,
+        Command::Shipper(args) => shipper_cmd::run(args).await,
         Command::Bench(BenchCommand::Bus(args)) => bench::bus(args).await,
     }
 }

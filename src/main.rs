@@ -6,7 +6,8 @@ mod bench;
 mod bus_cmd;
 mod cli;
 mod client;
-mod time;
+mod metrics_http;
+mod shipper_cmd;
 mod up;
 
 use std::process::ExitCode;

@@ -1,5 +1,23 @@
 //! The shipper: finds task sandboxes, tails what tasks write, attaches who
-//! wrote it and publishes it to the Bus, and serves live Tail streams.
+//! wrote it and publishes it to the Bus, without losing or doubling a line.
 //!
-//! Not built yet: see the shipper issue. This crate holds the place the
-//! workspace layout gives it so that the other crates can be wired to it.
+//! - [`layout`]: where each cluster manager puts logs and who wrote them.
+//! - `files`: line assembly, file generations and the tracker thread.
+//! - [`checkpoint`]: acknowledged offsets, kept across restarts.
+//! - `publish`: chunks and events to the bus, acknowledgements back.
+//! - [`progress`]: per-sandbox ship progress for garbage collection.
+//! - [`Shipper`]: starts and stops the pieces.
+
+pub mod checkpoint;
+mod config;
+mod error;
+pub mod files;
+pub mod layout;
+pub mod metrics;
+pub mod progress;
+mod publish;
+mod shipper;
+
+pub use config::ShipperConfig;
+pub use error::{Error, Result};
+pub use shipper::Shipper;

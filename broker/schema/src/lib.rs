@@ -5,11 +5,16 @@
 //! - [`topics`]: bus topic names and how records are keyed.
 //! - [`auth`]: bearer tokens, principals and the tonic interceptors every
 //!   service shares.
+//! - [`sandbox`]: the native sandbox layout and its manifest, shared by the
+//!   scheduler core (writer) and the shipper (reader).
 //!
 //! Everything that must agree between processes lives here, so that a change
 //! to it is a change to one crate with its own compatibility tests.
 
 pub mod auth;
+pub mod events;
+pub mod sandbox;
+pub mod time;
 pub mod topics;
 
 /// Generated protobuf types and gRPC stubs of package `sluice.v1`.

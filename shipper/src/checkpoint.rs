@@ -1,0 +1,173 @@
+//! Checkpoints: where to resume each file generation after a restart.
+//!
+//! One JSON file (`<state_dir>/checkpoints.json`) holds an entry per file
+//! generation: its key, birth time, truncation count, `source_id`, content
+//! prefix and the offset up to which the bus acknowledged every line. It is
+//! replaced atomically (write, fsync, rename, fsync the directory) and only
+//! ever records acknowledged offsets, so a restart resumes at or before the
+//! last acknowledged line: nothing is lost, and what is sent twice carries
+//! the same `(source_id, offset)` for the archive to drop.
+//!
+//! A corrupt checkpoint file is renamed aside with a logged error and the
+//! shipper starts from the beginning of every file (duplicates, not loss).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::files::source::{FileKey, Prefix};
+use crate::{Error, Result};
+
+const FILE_NAME: &str = "checkpoints.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub key: FileKey,
+    pub birth: Option<i64>,
+    pub generation: u32,
+    pub source_id: u64,
+    pub prefix: Prefix,
+    /// Every line before this offset is acknowledged by the bus.
+    pub offset: u64,
+    /// Last path the file was seen at.
+    pub path: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileFormat {
+    version: u32,
+    checkpoints: Vec<Checkpoint>,
+}
+
+#[derive(Debug)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+    entries: BTreeMap<FileKey, Checkpoint>,
+    dirty: bool,
+}
+
+impl CheckpointStore {
+    /// Loads `<dir>/checkpoints.json`, creating `dir` if needed.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("failed to create state directory", dir, e))?;
+        let path = dir.join(FILE_NAME);
+        let entries = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<FileFormat>(&bytes) {
+                Ok(file) => file.checkpoints.into_iter().map(|c| (c.key, c)).collect(),
+                Err(e) => {
+                    let aside = path.with_extension("json.corrupt");
+                    let _ = std::fs::rename(&path, &aside);
+                    tracing::error!(path = %path.display(), saved = %aside.display(), error = %e,
+                        "corrupt checkpoint file moved aside; files are read again from their start (duplicates, no loss)");
+                    BTreeMap::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(Error::io("failed to read checkpoints", &path, e)),
+        };
+        Ok(CheckpointStore {
+            dir: dir.to_path_buf(),
+            entries,
+            dirty: false,
+        })
+    }
+
+    pub fn get(&self, key: &FileKey) -> Option<&Checkpoint> {
+        self.entries.get(key)
+    }
+
+    pub fn put(&mut self, checkpoint: Checkpoint) {
+        if self.entries.get(&checkpoint.key) != Some(&checkpoint) {
+            self.entries.insert(checkpoint.key, checkpoint);
+            self.dirty = true;
+        }
+    }
+
+    pub fn remove(&mut self, key: &FileKey) {
+        if self.entries.remove(key).is_some() {
+            self.dirty = true;
+        }
+    }
+
+    pub fn keys(&self) -> Vec<FileKey> {
+        self.entries.keys().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes the checkpoints if anything changed since the last save.
+    pub fn save(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let path = self.dir.join(FILE_NAME);
+        let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
+        let file = FileFormat {
+            version: 1,
+            checkpoints: self.entries.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec(&file).expect("checkpoints serialize");
+        let io = |e| Error::io("failed to write checkpoints", &path, e);
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(ino: u64, offset: u64) -> Checkpoint {
+        Checkpoint {
+            key: FileKey { dev: 1, ino },
+            birth: Some(5),
+            generation: 0,
+            source_id: ino * 7,
+            prefix: Prefix::of(b"abc"),
+            offset,
+            path: PathBuf::from(format!("/s/{ino}")),
+        }
+    }
+
+    #[test]
+    fn saved_checkpoints_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(dir.path()).unwrap();
+        store.put(checkpoint(1, 10));
+        store.put(checkpoint(2, 20));
+        store.save().unwrap();
+        store.put(checkpoint(2, 30));
+        store.remove(&FileKey { dev: 1, ino: 1 });
+        store.save().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.get(&FileKey { dev: 1, ino: 2 }).unwrap().offset, 30);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), b"{\"version\":1,\"checkpo").unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        assert!(store.is_empty());
+        assert!(dir.path().join("checkpoints.json.corrupt").exists());
+    }
+}

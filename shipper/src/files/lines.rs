@@ -1,0 +1,431 @@
+//! Turning a file's bytes into lines, with their place in the file.
+//!
+//! [`LineAssembler`] is fed the bytes of one file generation in order and
+//! emits [`LineOut`]s. Each line records the offset of its first byte and
+//! how many bytes it consumed (`raw_len`, framing and newline included), so
+//! `offset + raw_len` is where the next line starts and a checkpoint is
+//! always at a line boundary. It does no I/O, so every rule is unit-tested:
+//!
+//! - a physical line ends at `\n`; the `\n` is not part of the text;
+//! - a line longer than `max_line_bytes` is cut into pieces flagged
+//!   `partial` (all but the last);
+//! - framed lines (CRI, Docker) are decoded and their partial frames joined;
+//!   a frame that does not decode is shipped raw and counted;
+//! - bytes with no newline yet wait; [`LineAssembler::flush`] (after a quiet
+//!   period, or when the task ended) ships them as an `unterminated` line.
+
+use bytes::{Bytes, BytesMut};
+use sluice_schema::pb::Stream;
+
+use crate::layout::Framing;
+
+/// One line ready to ship.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineOut {
+    pub offset: u64,
+    pub raw_len: u32,
+    /// From the framing, when it has one.
+    pub ts_unix_nanos: Option<i64>,
+    pub stream: Option<Stream>,
+    pub text: Bytes,
+    pub partial: bool,
+    pub unterminated: bool,
+    /// `end()` is a place reading may resume from. False only inside a
+    /// framed line cut into pieces: resuming there would split a frame.
+    pub resume: bool,
+}
+
+impl LineOut {
+    pub fn end(&self) -> u64 {
+        self.offset + self.raw_len as u64
+    }
+}
+
+/// A framed line whose frames are being joined.
+#[derive(Debug)]
+struct Joining {
+    offset: u64,
+    text: BytesMut,
+    ts_unix_nanos: Option<i64>,
+    stream: Option<Stream>,
+}
+
+#[derive(Debug)]
+pub struct LineAssembler {
+    framing: Framing,
+    max_line_bytes: usize,
+    /// Bytes of a physical line whose `\n` has not been read yet.
+    pending: BytesMut,
+    /// File offset of `pending[0]`.
+    pending_offset: u64,
+    joining: Option<Joining>,
+    /// Physical lines that did not match the framing.
+    pub framing_errors: u64,
+}
+
+impl LineAssembler {
+    /// Starts at `offset`, which must be a line boundary.
+    pub fn new(framing: Framing, max_line_bytes: usize, offset: u64) -> Self {
+        LineAssembler {
+            framing,
+            max_line_bytes: max_line_bytes.max(16),
+            pending: BytesMut::new(),
+            pending_offset: offset,
+            joining: None,
+            framing_errors: 0,
+        }
+    }
+
+    /// Offset of the first byte not yet part of an emitted line: where
+    /// reading must resume after a restart that loses this assembler.
+    pub fn resume_offset(&self) -> u64 {
+        self.joining
+            .as_ref()
+            .map_or(self.pending_offset, |j| j.offset)
+    }
+
+    /// Offset of the next byte expected by [`push`](Self::push).
+    pub fn next_offset(&self) -> u64 {
+        self.pending_offset + self.pending.len() as u64
+    }
+
+    /// Bytes held that are not yet lines.
+    pub fn held_bytes(&self) -> usize {
+        self.pending.len() + self.joining.as_ref().map_or(0, |j| j.text.len())
+    }
+
+    /// Feeds the bytes that follow what was fed so far.
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<LineOut>) {
+        while !bytes.is_empty() {
+            match memchr(b'\n', bytes) {
+                Some(i) => {
+                    self.pending.extend_from_slice(&bytes[..i]);
+                    bytes = &bytes[i + 1..];
+                    let line = self.pending.split().freeze();
+                    let offset = self.pending_offset;
+                    self.pending_offset += line.len() as u64 + 1;
+                    let raw_len = line_len(line.len() + 1);
+                    self.physical(offset, line, raw_len, false, out);
+                }
+                None => {
+                    self.pending.extend_from_slice(bytes);
+                    bytes = &[];
+                    self.cut_long_pending(out);
+                }
+            }
+        }
+    }
+
+    /// Ships what is held as unterminated (quiet period or end of task).
+    pub fn flush(&mut self, out: &mut Vec<LineOut>) {
+        if !self.pending.is_empty() {
+            let line = self.pending.split().freeze();
+            let offset = self.pending_offset;
+            self.pending_offset += line.len() as u64;
+            let raw_len = line_len(line.len());
+            self.emit_raw(offset, line, raw_len, false, true, out);
+        }
+        if let Some(j) = self.joining.take() {
+            // Frames said "more follows" but nothing did: ship what came.
+            let raw_len = line_len((self.pending_offset - j.offset) as usize);
+            out.push(LineOut {
+                offset: j.offset,
+                raw_len,
+                ts_unix_nanos: j.ts_unix_nanos,
+                stream: j.stream,
+                text: j.text.freeze(),
+                partial: false,
+                unterminated: true,
+                resume: true,
+            });
+        }
+    }
+
+    /// A physical line with no `\n` longer than the limit: plain text is cut
+    /// into pieces; framed text can only be decoded whole, so past a hard
+    /// bound it is shipped raw.
+    fn cut_long_pending(&mut self, out: &mut Vec<LineOut>) {
+        let limit = match self.framing {
+            Framing::Plain => self.max_line_bytes,
+            _ => self.max_line_bytes * 4 + 4096,
+        };
+        while self.pending.len() > limit {
+            let piece = self.pending.split_to(self.max_line_bytes).freeze();
+            let offset = self.pending_offset;
+            self.pending_offset += piece.len() as u64;
+            if self.framing != Framing::Plain {
+                self.framing_errors += 1;
+            }
+            self.emit_raw(
+                offset,
+                piece,
+                line_len(self.max_line_bytes),
+                true,
+                false,
+                out,
+            );
+        }
+    }
+
+    fn physical(
+        &mut self,
+        offset: u64,
+        line: Bytes,
+        raw_len: u32,
+        unterminated: bool,
+        out: &mut Vec<LineOut>,
+    ) {
+        if self.framing == Framing::Plain {
+            return self.emit_raw(offset, line, raw_len, false, unterminated, out);
+        }
+        let frame = match self.framing.decode(&line) {
+            Ok(frame) => frame,
+            Err(_) => {
+                self.framing_errors += 1;
+                // Whatever was being joined ends here, shipped as it is.
+                self.flush_joining(offset, out);
+                return self.emit_raw(offset, line, raw_len, false, unterminated, out);
+            }
+        };
+        let joining = self.joining.get_or_insert_with(|| Joining {
+            offset,
+            text: BytesMut::new(),
+            ts_unix_nanos: frame.ts_unix_nanos,
+            stream: frame.stream,
+        });
+        joining.text.extend_from_slice(&frame.text);
+        let end = offset + raw_len as u64;
+        if frame.partial && joining.text.len() <= self.max_line_bytes {
+            return;
+        }
+        let j = self.joining.take().unwrap();
+        self.emit_joined(j, end, frame.partial, out);
+    }
+
+    fn flush_joining(&mut self, end: u64, out: &mut Vec<LineOut>) {
+        if let Some(j) = self.joining.take() {
+            self.emit_joined(j, end, true, out);
+        }
+    }
+
+    /// Emits a joined framed line, cut into pieces if it is too long. Pieces
+    /// get distinct offsets that tile the line's raw bytes (piece `i` starts
+    /// at `offset + i`, the last runs to the end), so `(source_id, offset)`
+    /// stays unique; only the last piece's end is a resume point.
+    fn emit_joined(&mut self, j: Joining, end: u64, continues: bool, out: &mut Vec<LineOut>) {
+        let mut text = j.text.freeze();
+        let mut offset = j.offset;
+        while text.len() > self.max_line_bytes && offset + 1 < end {
+            let piece = text.split_to(self.max_line_bytes);
+            out.push(LineOut {
+                offset,
+                raw_len: 1,
+                ts_unix_nanos: j.ts_unix_nanos,
+                stream: j.stream,
+                text: piece,
+                partial: true,
+                unterminated: false,
+                resume: false,
+            });
+            offset += 1;
+        }
+        out.push(LineOut {
+            offset,
+            raw_len: line_len((end - offset) as usize),
+            ts_unix_nanos: j.ts_unix_nanos,
+            stream: j.stream,
+            text,
+            partial: continues,
+            unterminated: false,
+            resume: true,
+        });
+    }
+
+    fn emit_raw(
+        &mut self,
+        offset: u64,
+        text: Bytes,
+        raw_len: u32,
+        partial: bool,
+        unterminated: bool,
+        out: &mut Vec<LineOut>,
+    ) {
+        if text.len() <= self.max_line_bytes || self.framing != Framing::Plain {
+            out.push(LineOut {
+                offset,
+                raw_len,
+                ts_unix_nanos: None,
+                stream: None,
+                text,
+                partial,
+                unterminated,
+                resume: true,
+            });
+            return;
+        }
+        // A complete plain line longer than the limit (it arrived in one read).
+        let mut text = text;
+        let mut at = offset;
+        let end = offset + raw_len as u64;
+        while text.len() > self.max_line_bytes {
+            let piece = text.split_to(self.max_line_bytes);
+            out.push(LineOut {
+                offset: at,
+                raw_len: line_len(piece.len()),
+                ts_unix_nanos: None,
+                stream: None,
+                text: piece,
+                partial: true,
+                unterminated: false,
+                resume: true,
+            });
+            at += self.max_line_bytes as u64;
+        }
+        out.push(LineOut {
+            offset: at,
+            raw_len: line_len((end - at) as usize),
+            ts_unix_nanos: None,
+            stream: None,
+            text,
+            partial,
+            unterminated,
+            resume: true,
+        });
+    }
+}
+
+fn line_len(n: usize) -> u32 {
+    u32::try_from(n).expect("line pieces are bounded by max_line_bytes")
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|b| *b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(a: &mut LineAssembler, chunks: &[&[u8]]) -> Vec<LineOut> {
+        let mut out = Vec::new();
+        for c in chunks {
+            a.push(c, &mut out);
+        }
+        out
+    }
+
+    fn texts(lines: &[LineOut]) -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.text).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn lines_carry_offsets_across_reads() {
+        let mut a = LineAssembler::new(Framing::Plain, 1024, 100);
+        let out = feed(&mut a, &[b"one\ntw", b"o\n\nthree"]);
+        assert_eq!(texts(&out), ["one", "two", ""]);
+        assert_eq!(
+            out.iter()
+                .map(|l| (l.offset, l.raw_len))
+                .collect::<Vec<_>>(),
+            [(100, 4), (104, 4), (108, 1)]
+        );
+        assert_eq!(a.resume_offset(), 109);
+        assert_eq!(a.next_offset(), 114);
+        let mut rest = Vec::new();
+        a.flush(&mut rest);
+        assert_eq!(texts(&rest), ["three"]);
+        assert!(rest[0].unterminated);
+        assert_eq!((rest[0].offset, rest[0].raw_len), (109, 5));
+        assert_eq!(a.resume_offset(), 114);
+    }
+
+    #[test]
+    fn long_lines_are_cut_into_flagged_pieces_that_tile_the_file() {
+        let mut a = LineAssembler::new(Framing::Plain, 16, 0);
+        let long = vec![b'x'; 40];
+        let mut input = long.clone();
+        input.extend_from_slice(b"\nok\n");
+        for split in [1, 7, 44] {
+            let mut a2 = LineAssembler::new(Framing::Plain, 16, 0);
+            let mut out = Vec::new();
+            for piece in input.chunks(split) {
+                a2.push(piece, &mut out);
+            }
+            assert_eq!(
+                texts(&out),
+                ["x".repeat(16), "x".repeat(16), "x".repeat(8), "ok".into()],
+                "split {split}"
+            );
+            assert_eq!(
+                out.iter().map(|l| l.partial).collect::<Vec<_>>(),
+                [true, true, false, false]
+            );
+            let mut at = 0;
+            for l in &out {
+                assert_eq!(l.offset, at, "pieces tile the file");
+                at = l.end();
+            }
+            assert_eq!(at, input.len() as u64);
+        }
+        let out = feed(&mut a, &[&input]);
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn invalid_utf8_and_nul_bytes_are_kept() {
+        let mut a = LineAssembler::new(Framing::Plain, 64, 0);
+        let out = feed(&mut a, &[b"\xff\xfe\x00ok\n"]);
+        assert_eq!(&out[0].text[..], b"\xff\xfe\x00ok");
+    }
+
+    #[test]
+    fn cri_partials_join_with_the_first_offset_and_last_end() {
+        let mut a = LineAssembler::new(Framing::Cri, 1024, 0);
+        let p = b"2024-01-02T03:04:05.000000006Z stdout P hel\n";
+        let f = b"2024-01-02T03:04:05.100000000Z stdout F lo\n";
+        let e = b"2024-01-02T03:04:06Z stderr F boom\n";
+        let out = feed(&mut a, &[p, f, e]);
+        assert_eq!(texts(&out), ["hello", "boom"]);
+        assert_eq!(out[0].offset, 0);
+        assert_eq!(out[0].raw_len as usize, p.len() + f.len());
+        assert_eq!(out[0].ts_unix_nanos, Some(1_704_164_645_000_000_006));
+        assert_eq!(out[0].stream, Some(Stream::Stdout));
+        assert_eq!(out[1].stream, Some(Stream::Stderr));
+        assert_eq!(out[1].end() as usize, p.len() + f.len() + e.len());
+        assert_eq!(a.framing_errors, 0);
+    }
+
+    #[test]
+    fn a_long_framed_line_is_cut_into_pieces_with_distinct_offsets() {
+        let mut a = LineAssembler::new(Framing::Cri, 16, 0);
+        let p = format!("2024-01-02T03:04:05Z stdout P {}\n", "a".repeat(20));
+        let f = format!("2024-01-02T03:04:05Z stdout F {}\n", "b".repeat(20));
+        let out = feed(&mut a, &[p.as_bytes(), f.as_bytes()]);
+        let joined: String = texts(&out).concat();
+        assert_eq!(joined, format!("{}{}", "a".repeat(20), "b".repeat(20)));
+        assert!(out.iter().all(|l| l.text.len() <= 16));
+        let mut at = 0;
+        for l in &out {
+            assert_eq!(l.offset, at, "pieces tile the raw bytes");
+            at = l.end();
+        }
+        assert_eq!(at as usize, p.len() + f.len());
+        // Each physical line that overflows is emitted at once, ending on a
+        // resume point.
+        assert_eq!(
+            out.iter().map(|l| l.resume).collect::<Vec<_>>(),
+            [false, true, false, true]
+        );
+    }
+
+    #[test]
+    fn a_bad_frame_is_shipped_raw_and_counted() {
+        let mut a = LineAssembler::new(Framing::Cri, 1024, 0);
+        let out = feed(&mut a, &[b"not cri at all\n"]);
+        assert_eq!(texts(&out), ["not cri at all"]);
+        assert_eq!(a.framing_errors, 1);
+    }
+}

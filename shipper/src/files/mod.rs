@@ -1,0 +1,7 @@
+//! Reading log files: [`lines`] turns bytes into lines, [`source`] says
+//! which file generation they belong to, and the tracker (a private module)
+//! owns every tailed file.
+
+pub mod lines;
+pub mod source;
+pub(crate) mod tracker;

@@ -1,0 +1,937 @@
+//! The tracker: one thread that owns every tailed file.
+//!
+//! It discovers log files (inotify hints and periodic rescans), reads new
+//! bytes with `pread`, turns them into chunks for the publisher and turns
+//! the bus's acknowledgements into checkpoints and ship progress. What it
+//! guarantees, file by file:
+//!
+//! - **Nothing lost while the file exists.** A file is read to its end
+//!   before it is let go, also after a rename (rotation) or deletion (the
+//!   descriptor stays open until the file has been quiet for
+//!   `rotated_grace` and everything read was acknowledged).
+//! - **Nothing acknowledged twice under different names.** A chunk's lines
+//!   carry `(source_id, offset)`; after a failed send or a restart, reading
+//!   resumes at the last acknowledged line, so re-sent lines carry the same
+//!   names and the archive drops them.
+//! - **Truncation** (`size < offset`) starts a new generation (new
+//!   `source_id`), reports a `file_truncated` event, and a `data_loss` event
+//!   for bytes written but never read — unless a copy of the file
+//!   (copytruncate) holds them: a new file beside it whose first bytes match
+//!   is read from where the original stopped.
+//! - **Inode reuse** is a new generation: the birth time (or, where the
+//!   filesystem has none, the first bytes) differ from the checkpoint's.
+//! - **Back-pressure**: past `max_inflight_bytes` read but unacknowledged,
+//!   nothing is read; the files are the buffer. A failed send rewinds the
+//!   source to its last acknowledged line and retries with backoff.
+//! - **Bounded descriptors**: past `max_open_files`, idle files that are read
+//!   to the end are closed and reopened by path when they grow.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use sluice_schema::events::EventIds;
+use sluice_schema::pb::{ClusterEvent, EventKind, Line, LogChunk, Source, Stream};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::files::lines::{LineAssembler, LineOut};
+use crate::files::source::{self, FileKey, Prefix};
+use crate::layout::{Framing, Identity, Layout};
+use crate::metrics::Metrics;
+use crate::progress::Progress;
+use crate::{Result, ShipperConfig};
+
+/// Most bytes read from one file in one pass, for fairness between files.
+const READ_BYTES: usize = 1 << 20;
+/// How long a copy that matches a live file waits for that file's
+/// truncation before it is shipped as a file of its own.
+const COPY_WAIT: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the tracker hands the publisher.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Chunk(ChunkOut),
+    Event(ClusterEvent),
+}
+
+#[derive(Debug)]
+pub(crate) struct ChunkOut {
+    pub note: AckNote,
+    pub chunk: LogChunk,
+}
+
+/// Sent back by the publisher once a chunk is acknowledged or failed.
+#[derive(Debug, Clone)]
+pub(crate) struct AckNote {
+    pub key: FileKey,
+    pub source_id: u64,
+    pub epoch: u64,
+    /// The offset reading may resume from once this chunk is acknowledged.
+    pub resume_end: u64,
+    pub bytes: usize,
+    pub ok: bool,
+}
+
+/// Wakes the tracker.
+#[derive(Debug)]
+pub(crate) enum Hint {
+    /// Something changed at this path (inotify).
+    Path(PathBuf),
+    /// The task of this sandbox ended: ship unterminated lines now.
+    SandboxEnded(PathBuf),
+    /// The watcher lost events: rescan now.
+    Rescan,
+    Shutdown,
+}
+
+struct Tracked {
+    key: FileKey,
+    path: PathBuf,
+    sandbox: PathBuf,
+    source: Source,
+    birth: Option<i64>,
+    generation: u32,
+    prefix: Prefix,
+    file: Option<File>,
+    lines: LineAssembler,
+    acked: u64,
+    /// Bumped on rewind: acknowledgements of older epochs move nothing.
+    epoch: u64,
+    /// Chunks sent: their resume end and whether acknowledged, in order.
+    inflight: VecDeque<(u64, bool)>,
+    size: u64,
+    /// Modification time at the last poll: when it moves, the first bytes
+    /// are checked again (a file truncated and refilled past its old size
+    /// looks like growth otherwise).
+    mtime: (i64, i64),
+    last_growth: Instant,
+    /// Renamed away or deleted: read to the end, then let go.
+    gone: bool,
+    ended: bool,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Tracked {
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            key: self.key,
+            birth: self.birth,
+            generation: self.generation,
+            source_id: self.source.source_id,
+            prefix: self.prefix,
+            offset: self.acked,
+            path: self.path.clone(),
+        }
+    }
+
+    fn caught_up(&self) -> bool {
+        self.lines.next_offset() >= self.size && self.lines.held_bytes() == 0
+    }
+}
+
+/// A file truncated recently, for copytruncate pairing.
+struct Truncation {
+    dir: PathBuf,
+    prefix: Prefix,
+    /// Where reading of the original stopped.
+    offset: u64,
+    at: Instant,
+}
+
+pub(crate) struct Tracker {
+    config: ShipperConfig,
+    layout: Arc<dyn Layout>,
+    framing: Framing,
+    files: HashMap<FileKey, Tracked>,
+    /// Where each tracked file was last seen, for inotify hints.
+    by_path: HashMap<PathBuf, FileKey>,
+    /// Files named by hints since the last pass.
+    dirty: std::collections::HashSet<FileKey>,
+    checkpoints: CheckpointStore,
+    progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
+    out: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    acks: Receiver<AckNote>,
+    hints: Receiver<Hint>,
+    event_ids: Arc<EventIds>,
+    inflight_bytes: usize,
+    open_files: usize,
+    /// Paths whose identity failed, reported once each.
+    reported: HashMap<PathBuf, String>,
+    /// Copies waiting for their original's truncation.
+    waiting_copies: HashMap<PathBuf, (FileKey, Instant)>,
+    truncations: Vec<Truncation>,
+    buf: Vec<u8>,
+}
+
+pub(crate) struct TrackerParts {
+    pub config: ShipperConfig,
+    pub layout: Arc<dyn Layout>,
+    pub progress: Arc<Progress>,
+    pub metrics: Arc<Metrics>,
+    pub out: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    pub acks: Receiver<AckNote>,
+    pub hints: Receiver<Hint>,
+    pub event_ids: Arc<EventIds>,
+}
+
+impl Tracker {
+    pub(crate) fn new(parts: TrackerParts) -> Result<Self> {
+        let checkpoints = CheckpointStore::open(&parts.config.state_dir)?;
+        Ok(Tracker {
+            framing: parts.layout.framing(),
+            layout: parts.layout,
+            config: parts.config,
+            files: HashMap::new(),
+            by_path: HashMap::new(),
+            dirty: std::collections::HashSet::new(),
+            checkpoints,
+            progress: parts.progress,
+            metrics: parts.metrics,
+            out: parts.out,
+            acks: parts.acks,
+            hints: parts.hints,
+            event_ids: parts.event_ids,
+            inflight_bytes: 0,
+            open_files: 0,
+            reported: HashMap::new(),
+            waiting_copies: HashMap::new(),
+            truncations: Vec::new(),
+            buf: vec![0; READ_BYTES],
+        })
+    }
+
+    /// Runs until shut down or the publisher goes away.
+    pub(crate) fn run(mut self) {
+        self.rescan();
+        let mut last_rescan = Instant::now();
+        let mut last_save = Instant::now();
+        let mut last_poll = Instant::now();
+        loop {
+            let mut hints = Vec::new();
+            match self.hints.recv_timeout(self.config.poll()) {
+                Ok(hint) => hints.push(hint),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            hints.extend(self.hints.try_iter());
+            let mut shutdown = false;
+            for hint in hints {
+                match hint {
+                    Hint::Path(path) => self.hinted(&path),
+                    Hint::SandboxEnded(sandbox) => {
+                        for t in self.files.values_mut().filter(|t| t.sandbox == sandbox) {
+                            t.ended = true;
+                        }
+                    }
+                    Hint::Rescan => last_rescan = Instant::now() - self.config.rescan(),
+                    Hint::Shutdown => shutdown = true,
+                }
+            }
+            self.drain_acks();
+            if last_rescan.elapsed() >= self.config.rescan() {
+                self.rescan();
+                last_rescan = Instant::now();
+            }
+            if shutdown {
+                break;
+            }
+            // Files named by inotify now; every file each poll interval.
+            let alive = if last_poll.elapsed() >= self.config.poll() {
+                last_poll = Instant::now();
+                self.poll_all()
+            } else {
+                let dirty: Vec<FileKey> = self.dirty.drain().collect();
+                dirty.into_iter().all(|key| self.poll_one(key))
+            };
+            if !alive {
+                break;
+            }
+            self.metrics.inflight_bytes.set(self.inflight_bytes as u64);
+            if last_save.elapsed() >= self.config.checkpoint_every() {
+                self.save();
+                last_save = Instant::now();
+            }
+        }
+        // Wait (a little) for acknowledgements of what was sent, so the
+        // last checkpoint is as fresh as it can be.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.inflight_bytes > 0 && Instant::now() < deadline {
+            match self.acks.recv_timeout(Duration::from_millis(50)) {
+                Ok(note) => self.acked(note),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.drain_acks();
+        self.save();
+    }
+
+    fn save(&mut self) {
+        if let Err(e) = self.checkpoints.save() {
+            tracing::error!(error = %e, "failed to save checkpoints; will retry");
+            self.metrics.errors.inc();
+        }
+    }
+
+    fn drain_acks(&mut self) {
+        while let Ok(note) = self.acks.try_recv() {
+            self.acked(note);
+        }
+    }
+
+    fn acked(&mut self, note: AckNote) {
+        self.inflight_bytes = self.inflight_bytes.saturating_sub(note.bytes);
+        let Some(t) = self.files.get_mut(&note.key) else {
+            return;
+        };
+        if t.source.source_id != note.source_id || t.epoch != note.epoch {
+            return;
+        }
+        if !note.ok {
+            // Back to the last acknowledged line: the file is the buffer.
+            self.metrics.send_failures.inc();
+            t.epoch += 1;
+            t.inflight.clear();
+            t.lines = LineAssembler::new(self.framing, self.config.max_line_bytes, t.acked);
+            t.retry_at = Some(Instant::now() + t.backoff);
+            t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
+            return;
+        }
+        t.backoff = Duration::from_millis(100);
+        if let Some(slot) = t
+            .inflight
+            .iter_mut()
+            .find(|(end, done)| !done && *end == note.resume_end)
+        {
+            slot.1 = true;
+        }
+        while let Some((end, true)) = t.inflight.front().copied() {
+            t.acked = t.acked.max(end);
+            t.inflight.pop_front();
+        }
+        self.progress.record(t.key, t.acked);
+        self.checkpoints.put(t.checkpoint());
+    }
+
+    /// Walks the root for log files, and forgets checkpoints of files that
+    /// no longer exist.
+    fn rescan(&mut self) {
+        let root = self.config.root.clone();
+        let mut found = Vec::new();
+        walk(&root, self.layout.max_depth() + 1, &mut found);
+        for path in &found {
+            self.consider(path, true);
+        }
+        let live: std::collections::HashSet<FileKey> = found
+            .iter()
+            .filter_map(|p| std::fs::symlink_metadata(p).ok().map(|m| FileKey::of(&m)))
+            .collect();
+        for key in self.checkpoints.keys() {
+            if !live.contains(&key) && !self.files.contains_key(&key) {
+                self.checkpoints.remove(&key);
+            }
+        }
+        self.metrics.files_tracked.set(self.files.len() as u64);
+    }
+
+    fn hinted(&mut self, path: &Path) {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                let depth = path
+                    .strip_prefix(&self.config.root)
+                    .map_or(0, |p| p.components().count());
+                let mut found = Vec::new();
+                walk(
+                    path,
+                    (self.layout.max_depth() + 1).saturating_sub(depth),
+                    &mut found,
+                );
+                for p in found {
+                    self.consider(&p, false);
+                }
+            }
+            Ok(meta) if meta.is_file() => match self.by_path.get(path) {
+                Some(key) if *key == FileKey::of(&meta) => {
+                    self.dirty.insert(*key);
+                }
+                _ => self.consider(path, false),
+            },
+            _ => {
+                if let Some(key) = self.by_path.get(path) {
+                    self.dirty.insert(*key);
+                }
+            }
+        }
+    }
+
+    /// Starts tracking the file at `path` if it is a log file not tracked yet.
+    fn consider(&mut self, path: &Path, rescan: bool) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let key = FileKey::of(&meta);
+        if let Some(t) = self.files.get_mut(&key) {
+            if t.path != path {
+                t.path = path.to_path_buf();
+                self.by_path.insert(path.to_path_buf(), key);
+            }
+            return;
+        }
+        if !rescan && self.reported.contains_key(path) {
+            return;
+        }
+        let identity = match self.layout.identify(&self.config.root, path) {
+            Ok(Some(identity)) => identity,
+            Ok(None) => return,
+            Err(e) => {
+                let problem = e.to_string();
+                if self.reported.get(path) != Some(&problem) {
+                    tracing::warn!(error = %problem, "log file skipped: its identity is unknown");
+                    self.metrics.errors.inc();
+                    self.reported.insert(path.to_path_buf(), problem);
+                }
+                return;
+            }
+        };
+        self.reported.remove(path);
+        let Ok(file) = File::open(path) else { return };
+        let birth = source::birth_nanos(&meta);
+        let size = meta.len();
+        let prefix = source::prefix(&file, size).unwrap_or_default();
+        let dir = path.parent().unwrap_or(path).to_path_buf();
+
+        let (start, generation, source_id) = match self.checkpoints.get(&key) {
+            Some(c)
+                if c.birth == birth
+                    && (birth.is_some() || same_start(&c.prefix, &prefix))
+                    && c.offset <= size =>
+            {
+                (c.offset, c.generation, c.source_id)
+            }
+            _ => match self.copy_origin(&dir, &key, &file, size, path) {
+                CopyOf::Truncated(offset) => {
+                    self.event(
+                        EventKind::FileRotated,
+                        None,
+                        path,
+                        "copytruncate",
+                        format!(
+                            "{} is a copy of a truncated file; reading it from byte {offset}",
+                            path.display()
+                        ),
+                        &[("offset", offset.to_string())],
+                    );
+                    (
+                        offset.min(size),
+                        0,
+                        source::source_id(&self.config.host, key, birth, 0),
+                    )
+                }
+                CopyOf::Live => return,
+                CopyOf::Nothing => (0, 0, source::source_id(&self.config.host, key, birth, 0)),
+            },
+        };
+        self.waiting_copies.remove(path);
+        let sandbox = self.layout.sandbox(&self.config.root, path).unwrap_or(dir);
+        let source = self.source_proto(&identity, path, source_id);
+        self.make_room();
+        self.open_files += 1;
+        tracing::debug!(path = %path.display(), source_id = format_args!("{source_id:016x}"), start, "tracking file");
+        let t = Tracked {
+            key,
+            path: path.to_path_buf(),
+            sandbox,
+            source,
+            birth,
+            generation,
+            prefix,
+            file: Some(file),
+            lines: LineAssembler::new(self.framing, self.config.max_line_bytes, start),
+            acked: start,
+            epoch: 0,
+            inflight: VecDeque::new(),
+            size,
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            last_growth: Instant::now(),
+            gone: false,
+            ended: false,
+            retry_at: None,
+            backoff: Duration::from_millis(100),
+        };
+        self.progress.record(key, start);
+        self.checkpoints.put(t.checkpoint());
+        self.files.insert(key, t);
+        self.by_path.insert(path.to_path_buf(), key);
+        self.dirty.insert(key);
+        self.metrics.files_tracked.set(self.files.len() as u64);
+    }
+
+    /// Whether a new file is a copy of a file that was (or is about to be)
+    /// truncated: its first bytes match that file's. A copy still being
+    /// written (shorter than the prefix) whose bytes so far match waits, as
+    /// does a copy of a live file, which may be truncated next; after
+    /// `COPY_WAIT` it is shipped as a file of its own.
+    fn copy_origin(
+        &mut self,
+        dir: &Path,
+        key: &FileKey,
+        file: &File,
+        size: u64,
+        path: &Path,
+    ) -> CopyOf {
+        self.truncations.retain(|t| t.at.elapsed() < COPY_WAIT * 2);
+        let mut wait = false;
+        for t in self
+            .truncations
+            .iter()
+            .filter(|t| t.dir == dir && t.prefix.len > 0)
+        {
+            if size < t.prefix.len {
+                wait = true;
+            } else if same_start(
+                &t.prefix,
+                &source::prefix(file, t.prefix.len).unwrap_or_default(),
+            ) {
+                return CopyOf::Truncated(t.offset);
+            }
+        }
+        wait |= self.files.values().any(|t| {
+            if t.key == *key || t.gone || t.path.parent() != Some(dir) || t.prefix.len == 0 {
+                return false;
+            }
+            let n = size.min(t.prefix.len);
+            let theirs = if n == t.prefix.len {
+                Some(t.prefix)
+            } else {
+                t.file.as_ref().and_then(|f| source::prefix(f, n).ok())
+            };
+            theirs.is_some_and(|p| same_start(&p, &source::prefix(file, n).unwrap_or_default()))
+        });
+        if wait {
+            let since = self
+                .waiting_copies
+                .entry(path.to_path_buf())
+                .or_insert((*key, Instant::now()))
+                .1;
+            if since.elapsed() < COPY_WAIT {
+                return CopyOf::Live;
+            }
+        }
+        CopyOf::Nothing
+    }
+
+    fn source_proto(&self, identity: &Identity, path: &Path, source_id: u64) -> Source {
+        let mut labels = self.config.labels.clone();
+        labels.extend(identity.labels.clone());
+        Source {
+            host: self.config.host.clone(),
+            job: identity.job.clone(),
+            instance: identity.instance,
+            task_id: identity.task_id.clone(),
+            run: identity.run,
+            process: identity.process.clone(),
+            stream: identity.stream as i32,
+            path: path.to_string_lossy().into_owned(),
+            layout: self.layout.kind() as i32,
+            labels,
+            source_id,
+        }
+    }
+
+    /// Closes the longest-idle file that is read to its end, if the budget
+    /// of open descriptors is used up.
+    fn make_room(&mut self) {
+        if self.open_files < self.config.max_open_files {
+            return;
+        }
+        let victim = self
+            .files
+            .values()
+            .filter(|t| t.file.is_some() && !t.gone && t.caught_up())
+            .min_by_key(|t| t.last_growth)
+            .map(|t| t.key);
+        if let Some(key) = victim {
+            self.files.get_mut(&key).unwrap().file = None;
+            self.open_files -= 1;
+        }
+    }
+
+    /// One pass over every tracked file. Returns false when the publisher is gone.
+    fn poll_all(&mut self) -> bool {
+        let keys: Vec<FileKey> = self.files.keys().copied().collect();
+        let waiting: Vec<PathBuf> = self.waiting_copies.keys().cloned().collect();
+        for path in waiting {
+            self.consider(&path, false);
+        }
+        for key in keys {
+            if !self.poll_one(key) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn poll_one(&mut self, key: FileKey) -> bool {
+        let now = Instant::now();
+        let Some(t) = self.files.get_mut(&key) else {
+            return true;
+        };
+        if t.retry_at.is_some_and(|at| at > now) {
+            return true;
+        }
+        t.retry_at = None;
+        // Reopen a closed file by path when it grew.
+        if t.file.is_none() {
+            match std::fs::symlink_metadata(&t.path) {
+                Ok(meta) if FileKey::of(&meta) == key && meta.len() > t.lines.next_offset() => {
+                    if let Ok(file) = File::open(&t.path) {
+                        t.file = Some(file);
+                        self.open_files += 1;
+                    }
+                }
+                Ok(meta) if FileKey::of(&meta) == key => return true,
+                _ => {
+                    t.gone = true;
+                    return self.let_go_if_done(key, now);
+                }
+            }
+        }
+        let t = self.files.get_mut(&key).unwrap();
+        let Some(file) = &t.file else { return true };
+        let Ok(meta) = file.metadata() else {
+            return true;
+        };
+        let size = meta.len();
+        if size > t.size {
+            t.last_growth = now;
+        }
+        t.size = size;
+        if meta.nlink() == 0 {
+            t.gone = true;
+        }
+        if !t.gone {
+            match std::fs::symlink_metadata(&t.path) {
+                Ok(m) if FileKey::of(&m) == key => {}
+                Ok(_) => {
+                    t.gone = true;
+                    let (path, source) = (t.path.clone(), t.source.clone());
+                    self.metrics.rotations.inc();
+                    self.event(
+                        EventKind::FileRotated,
+                        Some(&source),
+                        &path,
+                        "rotated",
+                        format!(
+                            "{} was replaced by a new file; the old one is read to its end",
+                            path.display()
+                        ),
+                        &[],
+                    );
+                    self.consider(&path, false);
+                }
+                Err(_) => self.files.get_mut(&key).unwrap().gone = true,
+            }
+        }
+        let t = self.files.get_mut(&key).unwrap();
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        let rewritten = mtime != t.mtime
+            && t.prefix.len > 0
+            && size >= t.prefix.len
+            && t.file
+                .as_ref()
+                .and_then(|f| source::prefix(f, t.prefix.len).ok())
+                .is_some_and(|p| !same_start(&p, &t.prefix));
+        t.mtime = mtime;
+        if size < t.lines.next_offset() || rewritten {
+            self.truncated(key, size);
+            return true;
+        }
+        // Read what is new, within the in-flight budget.
+        let mut out = Vec::new();
+        let budget = self
+            .config
+            .max_inflight_bytes
+            .saturating_sub(self.inflight_bytes);
+        let t = self.files.get_mut(&key).unwrap();
+        if t.lines.next_offset() < size && budget > 0 {
+            let want = ((size - t.lines.next_offset()) as usize)
+                .min(READ_BYTES)
+                .min(budget);
+            let at = t.lines.next_offset();
+            match t.file.as_ref().unwrap().read_at(&mut self.buf[..want], at) {
+                Ok(n) => {
+                    t.lines.push(&self.buf[..n], &mut out);
+                    self.metrics.bytes_read.add(n as u64);
+                    if !t.prefix.is_complete() && at < source::PREFIX_BYTES {
+                        t.prefix = source::prefix(t.file.as_ref().unwrap(), t.lines.next_offset())
+                            .unwrap_or(t.prefix);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(path = %t.path.display(), error = %e, "failed to read log file; will retry");
+                    self.metrics.errors.inc();
+                }
+            }
+        }
+        let quiet = t.last_growth.elapsed() >= self.config.quiet();
+        if t.lines.next_offset() >= size && t.lines.held_bytes() > 0 && (quiet || t.ended || t.gone)
+        {
+            t.lines.flush(&mut out);
+        }
+        if !out.is_empty() && !self.send_lines(key, out) {
+            return false;
+        }
+        self.let_go_if_done(key, now)
+    }
+
+    /// A gone file that is read, acknowledged and quiet is let go.
+    fn let_go_if_done(&mut self, key: FileKey, now: Instant) -> bool {
+        let t = &self.files[&key];
+        let quiet = now.duration_since(t.last_growth) >= self.config.rotated_grace();
+        if !(t.gone && quiet && t.caught_up() && t.inflight.is_empty()) {
+            return true;
+        }
+        let t = self.files.remove(&key).unwrap();
+        if t.file.is_some() {
+            self.open_files -= 1;
+        }
+        if self.by_path.get(&t.path) == Some(&key) {
+            self.by_path.remove(&t.path);
+        }
+        let deleted = t
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_none_or(|m| m.nlink() == 0);
+        if deleted {
+            self.checkpoints.remove(&key);
+            self.progress.forget(&key);
+        }
+        tracing::debug!(path = %t.path.display(), deleted, "done with file");
+        true
+    }
+
+    /// The file shrank: a new generation starts at 0.
+    fn truncated(&mut self, key: FileKey, size: u64) {
+        let host = self.config.host.clone();
+        let t = self.files.get_mut(&key).unwrap();
+        let read = t.lines.next_offset();
+        // Bytes the file had that were never read, as far as we saw.
+        let unread = t.size.max(read).saturating_sub(read);
+        let old_prefix = t.prefix;
+        let mut flushed = Vec::new();
+        t.lines.flush(&mut flushed);
+        let old_source = t.source.clone();
+        let path = t.path.clone();
+        if !flushed.is_empty() {
+            // Lines read before the truncation still ship under the old generation.
+            let _ = self.send_lines(key, flushed);
+        }
+        let t = self.files.get_mut(&key).unwrap();
+        t.generation += 1;
+        t.source.source_id = source::source_id(&host, key, t.birth, t.generation);
+        t.epoch += 1;
+        t.inflight.clear();
+        t.lines = LineAssembler::new(self.framing, self.config.max_line_bytes, 0);
+        t.acked = 0;
+        t.size = size;
+        t.prefix = t
+            .file
+            .as_ref()
+            .map(|f| source::prefix(f, size).unwrap_or_default())
+            .unwrap_or_default();
+        self.checkpoints.put(t.checkpoint());
+        self.progress.record(key, 0);
+        self.metrics.truncations.inc();
+        let dir = path.parent().unwrap_or(&path).to_path_buf();
+        self.truncations.push(Truncation {
+            dir: dir.clone(),
+            prefix: old_prefix,
+            offset: read,
+            at: Instant::now(),
+        });
+        self.event(
+            EventKind::FileTruncated,
+            Some(&old_source),
+            &path,
+            "truncated",
+            format!("{} was truncated at byte {read}", path.display()),
+            &[
+                ("offset", read.to_string()),
+                ("unread_bytes", unread.to_string()),
+            ],
+        );
+        // A copy waiting for this truncation is the rest of the old file.
+        let copies: Vec<PathBuf> = self
+            .waiting_copies
+            .keys()
+            .filter(|p| p.parent() == Some(&dir))
+            .cloned()
+            .collect();
+        let mut paired = false;
+        for copy in copies {
+            self.consider(&copy, false);
+            paired |= !self.waiting_copies.contains_key(&copy);
+        }
+        if unread > 0 && !paired {
+            self.metrics.data_loss_bytes.add(unread);
+            self.event(
+                EventKind::DataLoss,
+                Some(&old_source),
+                &path,
+                "truncated_before_read",
+                format!(
+                    "{unread} bytes of {} were truncated before they were read",
+                    path.display()
+                ),
+                &[
+                    ("bytes", unread.to_string()),
+                    ("path", path.to_string_lossy().into_owned()),
+                ],
+            );
+        }
+    }
+
+    /// Groups lines into chunks (one stream each, up to `chunk_bytes`) and
+    /// hands them to the publisher. Returns false when it is gone.
+    fn send_lines(&mut self, key: FileKey, lines: Vec<LineOut>) -> bool {
+        let now = now_nanos();
+        let t = self.files.get_mut(&key).unwrap();
+        let mut groups: Vec<(Option<Stream>, Vec<LineOut>)> = Vec::new();
+        let mut size = 0;
+        for line in lines {
+            let same = groups.last().is_some_and(|(s, _)| *s == line.stream)
+                && size + line.text.len() <= self.config.chunk_bytes;
+            if !same {
+                groups.push((line.stream, Vec::new()));
+                size = 0;
+            }
+            size += line.text.len();
+            groups.last_mut().unwrap().1.push(line);
+        }
+        let mut outgoing = Vec::new();
+        for (stream, lines) in groups {
+            let resume_end = lines.iter().filter(|l| l.resume).map(LineOut::end).max();
+            let bytes: usize = lines.iter().map(|l| l.text.len()).sum::<usize>().max(1);
+            let mut source = t.source.clone();
+            if let Some(stream) = stream {
+                source.stream = stream as i32;
+            }
+            self.metrics.lines_read.add(lines.len() as u64);
+            let lines = lines
+                .into_iter()
+                .map(|l| Line {
+                    offset: l.offset,
+                    raw_len: l.raw_len,
+                    ts_unix_nanos: l.ts_unix_nanos.unwrap_or(now),
+                    text: l.text,
+                    partial: l.partial,
+                    truncated: false,
+                    unterminated: l.unterminated,
+                })
+                .collect();
+            // A chunk with no resume point moves the checkpoint nowhere.
+            let resume_end =
+                resume_end.unwrap_or_else(|| t.inflight.back().map_or(t.acked, |(end, _)| *end));
+            t.inflight.push_back((resume_end, false));
+            self.inflight_bytes += bytes;
+            outgoing.push(Outgoing::Chunk(ChunkOut {
+                note: AckNote {
+                    key,
+                    source_id: t.source.source_id,
+                    epoch: t.epoch,
+                    resume_end,
+                    bytes,
+                    ok: false,
+                },
+                chunk: LogChunk {
+                    source: Some(source),
+                    lines,
+                    shipped_at_unix_nanos: now,
+                },
+            }));
+        }
+        self.metrics.framing_errors.set(t.lines.framing_errors);
+        outgoing.into_iter().all(|o| self.out.send(o).is_ok())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        kind: EventKind,
+        source: Option<&Source>,
+        path: &Path,
+        reason: &str,
+        message: String,
+        attrs: &[(&str, String)],
+    ) {
+        let mut attributes: std::collections::BTreeMap<String, String> = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        attributes.insert("path".into(), path.to_string_lossy().into_owned());
+        let event = ClusterEvent {
+            id: self.event_ids.next(),
+            ts_unix_nanos: now_nanos(),
+            kind: kind as i32,
+            job: source.map(|s| s.job.clone()).unwrap_or_default(),
+            instance: source.map(|s| s.instance),
+            task_id: source.map(|s| s.task_id.clone()).unwrap_or_default(),
+            run: source.map_or(0, |s| s.run),
+            host: self.config.host.clone(),
+            actor: "system:shipper".into(),
+            reason: reason.into(),
+            message,
+            attributes,
+        };
+        tracing::info!(kind = ?kind, reason, path = %path.display(), "file event");
+        let _ = self.out.send(Outgoing::Event(event));
+    }
+}
+
+enum CopyOf {
+    /// A copy of a truncated file: read it from this offset.
+    Truncated(u64),
+    /// May be a copy (of a live file that may be truncated soon, or still
+    /// being written): wait.
+    Live,
+    Nothing,
+}
+
+fn same_start(a: &Prefix, b: &Prefix) -> bool {
+    a.len == b.len && a.hash == b.hash
+}
+
+/// Regular files in `dir` and its subdirectories, `depth` levels in all
+/// (1: `dir` itself); symlinks skipped.
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_file() {
+            out.push(entry.path());
+        } else if kind.is_dir() && depth > 1 {
+            walk(&entry.path(), depth - 1, out);
+        }
+    }
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

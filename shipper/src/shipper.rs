@@ -1,0 +1,182 @@
+//! The shipper as one thing to start and stop: the tracker thread, the
+//! publisher task and the inotify watcher, joined by channels.
+//!
+//! ```text
+//! inotify ──hints──▶ tracker (thread) ──chunks, events──▶ publisher (task) ──▶ Bus
+//!                       ▲                                     │
+//!                       └──────────── acknowledgements ───────┘
+//! scheduler-core ──EventSink──────────────────────────────────▶
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use notify::{RecursiveMode, Watcher};
+use sluice_broker::Bus;
+use sluice_schema::events::{EventIds, EventSink};
+use sluice_schema::pb::ClusterEvent;
+
+use crate::files::tracker::{Hint, Outgoing, Tracker, TrackerParts, now_nanos};
+use crate::metrics::Metrics;
+use crate::progress::Progress;
+use crate::{Error, Result, ShipperConfig, publish};
+
+/// A running shipper. Dropping it without [`Shipper::shutdown`] stops it too,
+/// less gracefully (the last acknowledgements may not be checkpointed: those
+/// lines are sent again after a restart, with the same names).
+pub struct Shipper {
+    config: ShipperConfig,
+    hints: mpsc::Sender<Hint>,
+    progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
+    events: Arc<BusEvents>,
+    tracker: Option<std::thread::JoinHandle<()>>,
+    publisher: Option<tokio::task::JoinHandle<()>>,
+    stop_publisher: Option<tokio::sync::oneshot::Sender<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Shipper {
+    /// Starts shipping the files under `config.root` to `bus`. Must be
+    /// called within a Tokio runtime.
+    pub fn start(config: ShipperConfig, bus: Arc<dyn Bus>) -> Result<Shipper> {
+        config.validate()?;
+        if !config.root.is_dir() {
+            return Err(Error::Config(format!(
+                "root: {} is not a directory",
+                config.root.display()
+            )));
+        }
+        let layout: Arc<dyn crate::layout::Layout> = Arc::from(config.layout.layout());
+        let progress = Arc::new(Progress::new(config.root.clone(), layout.clone()));
+        let metrics = Arc::new(Metrics::default());
+        let (out, input) = tokio::sync::mpsc::unbounded_channel();
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let (hints, hint_rx) = mpsc::channel();
+        let event_ids = Arc::new(EventIds::new(
+            &format!("shipper@{}", config.host),
+            now_nanos(),
+        ));
+        let tracker = Tracker::new(TrackerParts {
+            config: config.clone(),
+            layout,
+            progress: progress.clone(),
+            metrics: metrics.clone(),
+            out: out.clone(),
+            acks: ack_rx,
+            hints: hint_rx,
+            event_ids,
+        })?;
+        let watcher = watch(&config.root, hints.clone());
+        let tracker = std::thread::Builder::new()
+            .name(format!("sluice-tracker-{}", config.host))
+            .spawn(move || tracker.run())
+            .map_err(|e| Error::io("failed to start the tracker for", &config.root, e))?;
+        let (stop_publisher, stop) = tokio::sync::oneshot::channel();
+        let publisher = tokio::spawn(publish::run(bus, input, ack_tx, metrics.clone(), stop));
+        tracing::info!(host = %config.host, layout = config.layout.name(), root = %config.root.display(), "shipper started");
+        Ok(Shipper {
+            events: Arc::new(BusEvents { out }),
+            config,
+            hints,
+            progress,
+            metrics,
+            tracker: Some(tracker),
+            publisher: Some(publisher),
+            stop_publisher: Some(stop_publisher),
+            _watcher: watcher,
+        })
+    }
+
+    pub fn config(&self) -> &ShipperConfig {
+        &self.config
+    }
+
+    /// Ship progress per sandbox, for garbage collection.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Where the scheduler core sends cluster events: to `sluice.events`.
+    pub fn event_sink(&self) -> Arc<dyn EventSink> {
+        self.events.clone()
+    }
+
+    /// The task of `sandbox` ended: ship its unterminated last lines now
+    /// instead of after the quiet period.
+    pub fn sandbox_ended(&self, sandbox: &Path) {
+        let _ = self.hints.send(Hint::SandboxEnded(sandbox.to_path_buf()));
+    }
+
+    /// Stops reading, waits briefly for outstanding acknowledgements, writes
+    /// the checkpoints and stops.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.hints.send(Hint::Shutdown);
+        if let Some(tracker) = self.tracker.take() {
+            let _ = tokio::task::spawn_blocking(move || tracker.join()).await;
+        }
+        if let Some(stop) = self.stop_publisher.take() {
+            let _ = stop.send(());
+        }
+        if let Some(publisher) = self.publisher.take() {
+            let _ = publisher.await;
+        }
+        tracing::info!(host = %self.config.host, "shipper stopped");
+    }
+}
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        let _ = self.hints.send(Hint::Shutdown);
+        if let Some(stop) = self.stop_publisher.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// inotify on the root (recursive), as hints to the tracker; the tracker's
+/// rescans cover what inotify misses or when it cannot watch at all.
+fn watch(root: &Path, hints: mpsc::Sender<Hint>) -> Option<notify::RecommendedWatcher> {
+    let handler = move |event: notify::Result<notify::Event>| match event {
+        Ok(event) => {
+            for path in event.paths {
+                let _ = hints.send(Hint::Path(path));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "file watcher error; rescanning");
+            let _ = hints.send(Hint::Rescan);
+        }
+    };
+    match notify::recommended_watcher(handler)
+        .and_then(|mut w| w.watch(root, RecursiveMode::Recursive).map(|()| w))
+    {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(root = %root.display(), error = %e, "cannot watch the root; relying on periodic rescans");
+            None
+        }
+    }
+}
+
+/// Publishes events through the shipper's publisher.
+struct BusEvents {
+    out: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+}
+
+impl EventSink for BusEvents {
+    fn emit(&self, event: ClusterEvent) {
+        if self.out.send(Outgoing::Event(event)).is_err() {
+            tracing::warn!("shipper stopped: cluster event not published");
+        }
+    }
+}
