@@ -512,3 +512,56 @@ async fn a_sandbox_without_a_manifest_is_skipped_not_fatal() {
     );
     shipper.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_while_the_shipper_is_down_is_a_new_generation() {
+    let mut w = World::new().await;
+    let logs = w.sandbox("t-down", "a/b/c", 0, &["p"]);
+    let path = logs.join("p.stdout");
+    let old = numbered("old", 0..40);
+    append(&path, &lines_text(&old));
+    let shipper = w.start();
+    w.expect_texts(&old).await;
+    shipper.shutdown().await;
+    // Truncated and refilled past the checkpoint while nobody watched.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let new = numbered("new", 0..80);
+    append(&path, &lines_text(&new));
+    let shipper = w.start();
+    let all: Vec<String> = [old, new].concat();
+    w.expect_texts(&all).await;
+    let ids: BTreeSet<u64> = w.lines.keys().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 2, "one source_id per generation");
+    shipper.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_while_the_shipper_is_down_loses_and_doubles_nothing() {
+    let mut w = World::new().await;
+    let logs = w.sandbox("t-down-copy", "a/b/c", 0, &["p"]);
+    let path = logs.join("p.stdout");
+    let first = numbered("first", 0..60);
+    append(&path, &lines_text(&first[..30]));
+    let shipper = w.start();
+    w.expect_texts(&first[..30]).await;
+    shipper.shutdown().await;
+    append(&path, &lines_text(&first[30..]));
+    std::fs::copy(&path, logs.join("p.stdout.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let after = numbered("after", 0..10);
+    append(&path, &lines_text(&after));
+    let shipper = w.start();
+    let all: Vec<String> = [first, after].concat();
+    w.expect_texts(&all).await;
+    shipper.shutdown().await;
+}

@@ -110,6 +110,9 @@ struct Tracked {
     /// looks like growth otherwise).
     mtime: (i64, i64),
     last_growth: Instant,
+    /// This generation is in the checkpoint file on disk. No line with its
+    /// `source_id` is sent before, so a restart never reuses a `source_id`.
+    registered: bool,
     /// Renamed away or deleted: read to the end, then let go.
     gone: bool,
     ended: bool,
@@ -273,10 +276,20 @@ impl Tracker {
         self.save();
     }
 
-    fn save(&mut self) {
-        if let Err(e) = self.checkpoints.save() {
-            tracing::error!(error = %e, "failed to save checkpoints; will retry");
-            self.metrics.errors.inc();
+    /// Writes the checkpoints; returns whether they are on disk.
+    fn save(&mut self) -> bool {
+        match self.checkpoints.save() {
+            Ok(()) => {
+                for t in self.files.values_mut() {
+                    t.registered = true;
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "failed to save checkpoints; will retry");
+                self.metrics.errors.inc();
+                false
+            }
         }
     }
 
@@ -326,6 +339,13 @@ impl Tracker {
         let root = self.config.root.clone();
         let mut found = Vec::new();
         walk(&root, self.layout.max_depth() + 1, &mut found);
+        // Files known from checkpoints first: an original must be known
+        // before a copy of it is looked at.
+        found.sort_by_key(|p| {
+            let known = std::fs::symlink_metadata(p)
+                .is_ok_and(|m| self.checkpoints.get(&FileKey::of(&m)).is_some());
+            !known
+        });
         for path in &found {
             self.consider(path, true);
         }
@@ -410,13 +430,47 @@ impl Tracker {
         let prefix = source::prefix(&file, size).unwrap_or_default();
         let dir = path.parent().unwrap_or(path).to_path_buf();
 
-        let (start, generation, source_id) = match self.checkpoints.get(&key) {
+        let (start, generation, source_id) = match self.checkpoints.get(&key).cloned() {
+            // The same file generation as before a restart.
             Some(c)
                 if c.birth == birth
+                    && c.offset <= size
                     && (birth.is_some() || same_start(&c.prefix, &prefix))
-                    && c.offset <= size =>
+                    && still_starts(&file, &c.prefix) =>
             {
                 (c.offset, c.generation, c.source_id)
+            }
+            // Truncated or rewritten while the shipper was down (same birth),
+            // or a new file on a reused inode: the next generation, so its
+            // `source_id` is new; old content may have a copy beside it.
+            Some(c) => {
+                let generation = c.generation + 1;
+                if c.birth == birth {
+                    self.truncations.push(Truncation {
+                        dir: dir.clone(),
+                        prefix: c.prefix,
+                        offset: c.offset,
+                        at: Instant::now(),
+                    });
+                    self.metrics.truncations.inc();
+                    self.event(
+                        EventKind::FileTruncated,
+                        None,
+                        path,
+                        "truncated",
+                        format!(
+                            "{} was truncated while the shipper was down (it had read {} bytes)",
+                            path.display(),
+                            c.offset
+                        ),
+                        &[("offset", c.offset.to_string())],
+                    );
+                }
+                (
+                    0,
+                    generation,
+                    source::source_id(&self.config.host, key, birth, generation),
+                )
             }
             _ => match self.copy_origin(&dir, &key, &file, size, path) {
                 CopyOf::Truncated(offset) => {
@@ -463,6 +517,7 @@ impl Tracker {
             size,
             mtime: (meta.mtime(), meta.mtime_nsec()),
             last_growth: Instant::now(),
+            registered: false,
             gone: false,
             ended: false,
             retry_at: None,
@@ -744,6 +799,7 @@ impl Tracker {
         t.inflight.clear();
         t.lines = LineAssembler::new(self.framing, self.config.max_line_bytes, 0);
         t.acked = 0;
+        t.registered = false;
         t.size = size;
         t.prefix = t
             .file
@@ -805,6 +861,17 @@ impl Tracker {
     /// Groups lines into chunks (one stream each, up to `chunk_bytes`) and
     /// hands them to the publisher. Returns false when it is gone.
     fn send_lines(&mut self, key: FileKey, lines: Vec<LineOut>) -> bool {
+        if !self.files[&key].registered && !self.save() {
+            // Not durable yet: read these bytes again later.
+            let t = self.files.get_mut(&key).unwrap();
+            t.lines = LineAssembler::new(
+                self.framing,
+                self.config.max_line_bytes,
+                t.inflight.back().map_or(t.acked, |(end, _)| *end),
+            );
+            t.retry_at = Some(Instant::now() + t.backoff);
+            return true;
+        }
         let now = now_nanos();
         let t = self.files.get_mut(&key).unwrap();
         let mut groups: Vec<(Option<Stream>, Vec<LineOut>)> = Vec::new();
@@ -906,6 +973,11 @@ enum CopyOf {
     /// being written): wait.
     Live,
     Nothing,
+}
+
+/// Whether `file` still begins with the bytes `prefix` describes.
+fn still_starts(file: &File, prefix: &Prefix) -> bool {
+    prefix.len == 0 || source::prefix(file, prefix.len).is_ok_and(|p| same_start(&p, prefix))
 }
 
 fn same_start(a: &Prefix, b: &Prefix) -> bool {
