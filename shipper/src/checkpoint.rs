@@ -32,6 +32,10 @@ pub struct Checkpoint {
     pub prefix: Prefix,
     /// Every line before this offset is acknowledged by the bus.
     pub offset: u64,
+    /// Fingerprint of the bytes just before `offset`: a restart resumes only
+    /// if they are still there.
+    #[serde(default)]
+    pub tail: Prefix,
     /// Last path the file was seen at.
     pub path: PathBuf,
 }
@@ -143,6 +147,7 @@ mod tests {
             source_id: ino * 7,
             prefix: Prefix::of(b"abc"),
             offset,
+            tail: Prefix::default(),
             path: PathBuf::from(format!("/s/{ino}")),
         }
     }

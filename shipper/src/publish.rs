@@ -61,7 +61,10 @@ pub(crate) async fn run(
                     let record = Record::new(topics::chunk_key(&c.chunk), c.chunk.encode_to_vec(), now_millis());
                     match bus.send(topics::LOGS, record).await {
                         Ok(ack) => pending.push(async move {
-                            note.ok = ack.await.is_ok();
+                            match ack.await {
+                                Ok(_) => note.ok = true,
+                                Err(e) => tracing::warn!(error = %e, "bus failed a chunk; it will be read again"),
+                            }
                             Done::Chunk(note)
                         }.boxed()),
                         Err(e) => {

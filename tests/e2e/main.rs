@@ -6,4 +6,5 @@
 mod harness;
 
 mod bus;
+mod soak;
 mod up;

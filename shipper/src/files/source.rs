@@ -68,7 +68,32 @@ pub fn prefix(file: &File, len: u64) -> io::Result<Prefix> {
     Ok(Prefix::of(&buf))
 }
 
-/// A fingerprint of a file's first bytes.
+/// Bytes before an offset that identify what was read up to it.
+pub const TAIL_BYTES: u64 = 64;
+
+/// Hash and length of the up to `TAIL_BYTES` bytes that end at `end`: if
+/// they change, the content under offsets already read was replaced.
+pub fn tail(file: &File, end: u64) -> io::Result<Prefix> {
+    let n = end.min(TAIL_BYTES) as usize;
+    let mut buf = vec![0u8; n];
+    let mut read = 0;
+    while read < n {
+        match file.read_at(&mut buf[read..], end - n as u64 + read as u64)? {
+            0 => break,
+            k => read += k,
+        }
+    }
+    if read < n {
+        return Ok(Prefix {
+            len: u64::MAX,
+            hash: 0,
+        });
+    }
+    Ok(Prefix::of(&buf))
+}
+
+/// A fingerprint of a file's first bytes (or, from [`tail`], of the bytes
+/// before an offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Prefix {
     pub len: u64,

@@ -99,7 +99,11 @@ struct Tracked {
     prefix: Prefix,
     file: Option<File>,
     lines: LineAssembler,
+    /// Fingerprint of the bytes before `lines.next_offset()`.
+    read_tail: Prefix,
     acked: u64,
+    /// Fingerprint of the bytes before `acked`, for the checkpoint.
+    acked_tail: Prefix,
     /// Bumped on rewind: acknowledgements of older epochs move nothing.
     epoch: u64,
     /// Chunks sent: their resume end and whether acknowledged, in order.
@@ -129,6 +133,7 @@ impl Tracked {
             source_id: self.source.source_id,
             prefix: self.prefix,
             offset: self.acked,
+            tail: self.acked_tail,
             path: self.path.clone(),
         }
     }
@@ -141,8 +146,10 @@ impl Tracked {
 /// A file truncated recently, for copytruncate pairing.
 struct Truncation {
     dir: PathBuf,
+    /// The truncated generation: its copy continues it under the same name.
+    source_id: u64,
     prefix: Prefix,
-    /// Where reading of the original stopped.
+    /// Every line of the original before this offset was acknowledged.
     offset: u64,
     at: Instant,
 }
@@ -313,6 +320,7 @@ impl Tracker {
             t.epoch += 1;
             t.inflight.clear();
             t.lines = LineAssembler::new(self.framing, self.config.max_line_bytes, t.acked);
+            t.read_tail = t.acked_tail;
             t.retry_at = Some(Instant::now() + t.backoff);
             t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
             return;
@@ -329,6 +337,11 @@ impl Tracker {
             t.acked = t.acked.max(end);
             t.inflight.pop_front();
         }
+        t.acked_tail = t
+            .file
+            .as_ref()
+            .and_then(|f| source::tail(f, t.acked).ok())
+            .unwrap_or_default();
         self.progress.record(t.key, t.acked);
         self.checkpoints.put(t.checkpoint());
     }
@@ -436,7 +449,10 @@ impl Tracker {
                 if c.birth == birth
                     && c.offset <= size
                     && (birth.is_some() || same_start(&c.prefix, &prefix))
-                    && still_starts(&file, &c.prefix) =>
+                    && still_starts(&file, &c.prefix)
+                    && (c.tail.len == 0
+                        || source::tail(&file, c.offset)
+                            .is_ok_and(|t| same_start(&t, &c.tail))) =>
             {
                 (c.offset, c.generation, c.source_id)
             }
@@ -448,6 +464,7 @@ impl Tracker {
                 if c.birth == birth {
                     self.truncations.push(Truncation {
                         dir: dir.clone(),
+                        source_id: c.source_id,
                         prefix: c.prefix,
                         offset: c.offset,
                         at: Instant::now(),
@@ -473,7 +490,10 @@ impl Tracker {
                 )
             }
             _ => match self.copy_origin(&dir, &key, &file, size, path) {
-                CopyOf::Truncated(offset) => {
+                // The copy is the truncated generation, byte for byte: it
+                // keeps that generation's name, so lines sent from both carry
+                // the same (source_id, offset) and the archive keeps one.
+                CopyOf::Truncated { source_id, offset } => {
                     self.event(
                         EventKind::FileRotated,
                         None,
@@ -483,13 +503,16 @@ impl Tracker {
                             "{} is a copy of a truncated file; reading it from byte {offset}",
                             path.display()
                         ),
-                        &[("offset", offset.to_string())],
+                        &[
+                            ("offset", offset.to_string()),
+                            ("source_id", format!("{source_id:016x}")),
+                        ],
                     );
-                    (
-                        offset.min(size),
-                        0,
-                        source::source_id(&self.config.host, key, birth, 0),
-                    )
+                    // From the start: what the original already sent is sent
+                    // again under the same names and dropped downstream; no
+                    // offset bookkeeping can lose a line in a crash.
+                    let _ = offset;
+                    (0, 0, source_id)
                 }
                 CopyOf::Live => return,
                 CopyOf::Nothing => (0, 0, source::source_id(&self.config.host, key, birth, 0)),
@@ -500,6 +523,7 @@ impl Tracker {
         let source = self.source_proto(&identity, path, source_id);
         self.make_room();
         self.open_files += 1;
+        let start_tail = source::tail(&file, start).unwrap_or_default();
         tracing::debug!(path = %path.display(), source_id = format_args!("{source_id:016x}"), start, "tracking file");
         let t = Tracked {
             key,
@@ -511,7 +535,9 @@ impl Tracker {
             prefix,
             file: Some(file),
             lines: LineAssembler::new(self.framing, self.config.max_line_bytes, start),
+            read_tail: start_tail,
             acked: start,
+            acked_tail: start_tail,
             epoch: 0,
             inflight: VecDeque::new(),
             size,
@@ -557,7 +583,10 @@ impl Tracker {
                 &t.prefix,
                 &source::prefix(file, t.prefix.len).unwrap_or_default(),
             ) {
-                return CopyOf::Truncated(t.offset);
+                return CopyOf::Truncated {
+                    source_id: t.source_id,
+                    offset: t.offset,
+                };
             }
         }
         wait |= self.files.values().any(|t| {
@@ -641,10 +670,12 @@ impl Tracker {
         let Some(t) = self.files.get_mut(&key) else {
             return true;
         };
-        if t.retry_at.is_some_and(|at| at > now) {
-            return true;
+        // A file backing off after a failed send is still watched (size,
+        // first bytes, path): only reading and sending wait.
+        let backing_off = t.retry_at.is_some_and(|at| at > now);
+        if !backing_off {
+            t.retry_at = None;
         }
-        t.retry_at = None;
         // Reopen a closed file by path when it grew.
         if t.file.is_none() {
             match std::fs::symlink_metadata(&t.path) {
@@ -699,16 +730,26 @@ impl Tracker {
         }
         let t = self.files.get_mut(&key).unwrap();
         let mtime = (meta.mtime(), meta.mtime_nsec());
+        // Content under offsets already read was replaced (truncated and
+        // refilled between two looks): its first bytes or the bytes just
+        // before the read position changed.
         let rewritten = mtime != t.mtime
-            && t.prefix.len > 0
-            && size >= t.prefix.len
-            && t.file
-                .as_ref()
-                .and_then(|f| source::prefix(f, t.prefix.len).ok())
-                .is_some_and(|p| !same_start(&p, &t.prefix));
+            && t.file.as_ref().is_some_and(|f| {
+                let head = t.prefix.len > 0
+                    && size >= t.prefix.len
+                    && source::prefix(f, t.prefix.len).is_ok_and(|p| !same_start(&p, &t.prefix));
+                let tail = t.read_tail.len > 0
+                    && size >= t.lines.next_offset()
+                    && source::tail(f, t.lines.next_offset())
+                        .is_ok_and(|p| !same_start(&p, &t.read_tail));
+                head || tail
+            });
         t.mtime = mtime;
         if size < t.lines.next_offset() || rewritten {
             self.truncated(key, size);
+            return true;
+        }
+        if backing_off {
             return true;
         }
         // Read what is new, within the in-flight budget.
@@ -727,9 +768,18 @@ impl Tracker {
                 Ok(n) => {
                     t.lines.push(&self.buf[..n], &mut out);
                     self.metrics.bytes_read.add(n as u64);
-                    if !t.prefix.is_complete() && at < source::PREFIX_BYTES {
-                        t.prefix = source::prefix(t.file.as_ref().unwrap(), t.lines.next_offset())
-                            .unwrap_or(t.prefix);
+                    t.read_tail = source::tail(t.file.as_ref().unwrap(), t.lines.next_offset())
+                        .unwrap_or_default();
+                    // The checkpoint must hold the first bytes of what was
+                    // sent, or a restart cannot tell this content from what
+                    // replaces it: a grown prefix is saved before the next send.
+                    if !t.prefix.is_complete()
+                        && let Ok(p) = source::prefix(t.file.as_ref().unwrap(), size)
+                        && p != t.prefix
+                    {
+                        t.prefix = p;
+                        t.registered = false;
+                        self.checkpoints.put(t.checkpoint());
                     }
                 }
                 Err(e) => {
@@ -781,6 +831,9 @@ impl Tracker {
         let host = self.config.host.clone();
         let t = self.files.get_mut(&key).unwrap();
         let read = t.lines.next_offset();
+        // A copy continues from here: what was read after it may still be
+        // unacknowledged, and is sent again from the copy under the same names.
+        let acked = t.acked;
         // Bytes the file had that were never read, as far as we saw.
         let unread = t.size.max(read).saturating_sub(read);
         let old_prefix = t.prefix;
@@ -799,6 +852,8 @@ impl Tracker {
         t.inflight.clear();
         t.lines = LineAssembler::new(self.framing, self.config.max_line_bytes, 0);
         t.acked = 0;
+        t.read_tail = Prefix::default();
+        t.acked_tail = Prefix::default();
         t.registered = false;
         t.size = size;
         t.prefix = t
@@ -812,8 +867,9 @@ impl Tracker {
         let dir = path.parent().unwrap_or(&path).to_path_buf();
         self.truncations.push(Truncation {
             dir: dir.clone(),
+            source_id: old_source.source_id,
             prefix: old_prefix,
-            offset: read,
+            offset: acked,
             at: Instant::now(),
         });
         self.event(
@@ -869,6 +925,11 @@ impl Tracker {
                 self.config.max_line_bytes,
                 t.inflight.back().map_or(t.acked, |(end, _)| *end),
             );
+            t.read_tail = t
+                .file
+                .as_ref()
+                .and_then(|f| source::tail(f, t.lines.next_offset()).ok())
+                .unwrap_or_default();
             t.retry_at = Some(Instant::now() + t.backoff);
             return true;
         }
@@ -967,8 +1028,11 @@ impl Tracker {
 }
 
 enum CopyOf {
-    /// A copy of a truncated file: read it from this offset.
-    Truncated(u64),
+    /// A copy of a truncated generation: continue it from `offset`.
+    Truncated {
+        source_id: u64,
+        offset: u64,
+    },
     /// May be a copy (of a live file that may be truncated soon, or still
     /// being written): wait.
     Live,
