@@ -40,16 +40,32 @@ pub struct Checkpoint {
     pub path: PathBuf,
 }
 
+/// A generation truncated recently: a copy of it (copytruncate) found later,
+/// also after a restart, continues it under its `source_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruncationRecord {
+    pub dir: PathBuf,
+    pub source_id: u64,
+    pub prefix: Prefix,
+    /// Every line of the original before this offset was acknowledged.
+    pub offset: u64,
+    pub at_unix_ms: i64,
+}
+
 #[derive(Serialize, Deserialize)]
 struct FileFormat {
     version: u32,
     checkpoints: Vec<Checkpoint>,
+    #[serde(default)]
+    truncations: Vec<TruncationRecord>,
 }
 
 #[derive(Debug)]
 pub struct CheckpointStore {
     dir: PathBuf,
     entries: BTreeMap<FileKey, Checkpoint>,
+    truncations: Vec<TruncationRecord>,
     dirty: bool,
 }
 
@@ -59,23 +75,27 @@ impl CheckpointStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io("failed to create state directory", dir, e))?;
         let path = dir.join(FILE_NAME);
-        let entries = match std::fs::read(&path) {
+        let (entries, truncations) = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<FileFormat>(&bytes) {
-                Ok(file) => file.checkpoints.into_iter().map(|c| (c.key, c)).collect(),
+                Ok(file) => (
+                    file.checkpoints.into_iter().map(|c| (c.key, c)).collect(),
+                    file.truncations,
+                ),
                 Err(e) => {
                     let aside = path.with_extension("json.corrupt");
                     let _ = std::fs::rename(&path, &aside);
                     tracing::error!(path = %path.display(), saved = %aside.display(), error = %e,
                         "corrupt checkpoint file moved aside; files are read again from their start (duplicates, no loss)");
-                    BTreeMap::new()
+                    (BTreeMap::new(), Vec::new())
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new()),
             Err(e) => return Err(Error::io("failed to read checkpoints", &path, e)),
         };
         Ok(CheckpointStore {
             dir: dir.to_path_buf(),
             entries,
+            truncations,
             dirty: false,
         })
     }
@@ -93,6 +113,18 @@ impl CheckpointStore {
 
     pub fn remove(&mut self, key: &FileKey) {
         if self.entries.remove(key).is_some() {
+            self.dirty = true;
+        }
+    }
+
+    pub fn truncations(&self) -> &[TruncationRecord] {
+        &self.truncations
+    }
+
+    /// Replaces the recent truncations (the tracker keeps them current).
+    pub fn set_truncations(&mut self, truncations: Vec<TruncationRecord>) {
+        if self.truncations != truncations {
+            self.truncations = truncations;
             self.dirty = true;
         }
     }
@@ -119,6 +151,7 @@ impl CheckpointStore {
         let file = FileFormat {
             version: 1,
             checkpoints: self.entries.values().cloned().collect(),
+            truncations: self.truncations.clone(),
         };
         let bytes = serde_json::to_vec(&file).expect("checkpoints serialize");
         let io = |e| Error::io("failed to write checkpoints", &path, e);

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use sluice_schema::events::EventIds;
 use sluice_schema::pb::{ClusterEvent, EventKind, Line, LogChunk, Source, Stream};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::checkpoint::{Checkpoint, CheckpointStore, TruncationRecord};
 use crate::files::lines::{LineAssembler, LineOut};
 use crate::files::source::{self, FileKey, Prefix};
 use crate::layout::{Framing, Identity, Layout};
@@ -143,17 +143,6 @@ impl Tracked {
     }
 }
 
-/// A file truncated recently, for copytruncate pairing.
-struct Truncation {
-    dir: PathBuf,
-    /// The truncated generation: its copy continues it under the same name.
-    source_id: u64,
-    prefix: Prefix,
-    /// Every line of the original before this offset was acknowledged.
-    offset: u64,
-    at: Instant,
-}
-
 pub(crate) struct Tracker {
     config: ShipperConfig,
     layout: Arc<dyn Layout>,
@@ -176,7 +165,6 @@ pub(crate) struct Tracker {
     reported: HashMap<PathBuf, String>,
     /// Copies waiting for their original's truncation.
     waiting_copies: HashMap<PathBuf, (FileKey, Instant)>,
-    truncations: Vec<Truncation>,
     buf: Vec<u8>,
 }
 
@@ -212,7 +200,6 @@ impl Tracker {
             open_files: 0,
             reported: HashMap::new(),
             waiting_copies: HashMap::new(),
-            truncations: Vec::new(),
             buf: vec![0; READ_BYTES],
         })
     }
@@ -443,6 +430,7 @@ impl Tracker {
         let prefix = source::prefix(&file, size).unwrap_or_default();
         let dir = path.parent().unwrap_or(path).to_path_buf();
 
+        let mut paired = false;
         let (start, generation, source_id) = match self.checkpoints.get(&key).cloned() {
             // The same file generation as before a restart.
             Some(c)
@@ -462,12 +450,12 @@ impl Tracker {
             Some(c) => {
                 let generation = c.generation + 1;
                 if c.birth == birth {
-                    self.truncations.push(Truncation {
+                    self.record_truncation(TruncationRecord {
                         dir: dir.clone(),
                         source_id: c.source_id,
                         prefix: c.prefix,
                         offset: c.offset,
-                        at: Instant::now(),
+                        at_unix_ms: now_nanos() / 1_000_000,
                     });
                     self.metrics.truncations.inc();
                     self.event(
@@ -500,7 +488,7 @@ impl Tracker {
                         path,
                         "copytruncate",
                         format!(
-                            "{} is a copy of a truncated file; reading it from byte {offset}",
+                            "{} is a copy of a truncated file (acknowledged up to byte {offset}); its lines continue that file's",
                             path.display()
                         ),
                         &[
@@ -511,7 +499,7 @@ impl Tracker {
                     // From the start: what the original already sent is sent
                     // again under the same names and dropped downstream; no
                     // offset bookkeeping can lose a line in a crash.
-                    let _ = offset;
+                    paired = true;
                     (0, 0, source_id)
                 }
                 CopyOf::Live => return,
@@ -555,6 +543,11 @@ impl Tracker {
         self.by_path.insert(path.to_path_buf(), key);
         self.dirty.insert(key);
         self.metrics.files_tracked.set(self.files.len() as u64);
+        if paired {
+            // The pairing lives only in memory until saved: a restart must
+            // find the copy under the name it adopted.
+            self.save();
+        }
     }
 
     /// Whether a new file is a copy of a file that was (or is about to be)
@@ -570,13 +563,9 @@ impl Tracker {
         size: u64,
         path: &Path,
     ) -> CopyOf {
-        self.truncations.retain(|t| t.at.elapsed() < COPY_WAIT * 2);
+        let recent = self.recent_truncations();
         let mut wait = false;
-        for t in self
-            .truncations
-            .iter()
-            .filter(|t| t.dir == dir && t.prefix.len > 0)
-        {
+        for t in recent.iter().filter(|t| t.dir == dir && t.prefix.len > 0) {
             if size < t.prefix.len {
                 wait = true;
             } else if same_start(
@@ -612,6 +601,28 @@ impl Tracker {
             }
         }
         CopyOf::Nothing
+    }
+
+    /// Truncations young enough for a copy to still appear (kept in the
+    /// checkpoint file, so a copy found after a restart is paired too).
+    fn recent_truncations(&mut self) -> Vec<TruncationRecord> {
+        let now = now_nanos() / 1_000_000;
+        let keep = (COPY_WAIT * 2).as_millis() as i64;
+        let recent: Vec<TruncationRecord> = self
+            .checkpoints
+            .truncations()
+            .iter()
+            .filter(|t| now - t.at_unix_ms < keep)
+            .cloned()
+            .collect();
+        self.checkpoints.set_truncations(recent.clone());
+        recent
+    }
+
+    fn record_truncation(&mut self, record: TruncationRecord) {
+        let mut all = self.recent_truncations();
+        all.push(record);
+        self.checkpoints.set_truncations(all);
     }
 
     fn source_proto(&self, identity: &Identity, path: &Path, source_id: u64) -> Source {
@@ -745,7 +756,10 @@ impl Tracker {
                 head || tail
             });
         t.mtime = mtime;
-        if size < t.lines.next_offset() || rewritten {
+        // Shorter than what was read, or than its recorded first bytes: a
+        // file only shrinks by truncation (even when nothing was read yet).
+        let shrunk = size < t.lines.next_offset() || size < t.prefix.len;
+        if shrunk || rewritten {
             self.truncated(key, size);
             return true;
         }
@@ -865,12 +879,12 @@ impl Tracker {
         self.progress.record(key, 0);
         self.metrics.truncations.inc();
         let dir = path.parent().unwrap_or(&path).to_path_buf();
-        self.truncations.push(Truncation {
+        self.record_truncation(TruncationRecord {
             dir: dir.clone(),
             source_id: old_source.source_id,
             prefix: old_prefix,
             offset: acked,
-            at: Instant::now(),
+            at_unix_ms: now_nanos() / 1_000_000,
         });
         self.event(
             EventKind::FileTruncated,
