@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{admin, bench, bus_cmd, shipper_cmd, up};
+use crate::{admin, bench, bench_shipper, bus_cmd, shipper_cmd, up};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +53,8 @@ pub enum Command {
 pub enum BenchCommand {
     /// Publish → consume throughput and acknowledgement latency of a bus.
     Bus(bench::BusBenchArgs),
+    /// Files → bus throughput of the shipper, next to cat and zstd.
+    Shipper(bench_shipper::ShipperBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,5 +100,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => admin::status(args).await,
         Command::Shipper(args) => shipper_cmd::run(args).await,
         Command::Bench(BenchCommand::Bus(args)) => bench::bus(args).await,
+        Command::Bench(BenchCommand::Shipper(args)) => bench_shipper::run(args).await,
     }
 }

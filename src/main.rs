@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod bench_shipper;
 mod bus_cmd;
 mod cli;
 mod client;

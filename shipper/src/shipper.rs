@@ -147,6 +147,14 @@ impl Drop for Shipper {
 /// rescans cover what inotify misses or when it cannot watch at all.
 fn watch(root: &Path, hints: mpsc::Sender<Hint>) -> Option<notify::RecommendedWatcher> {
     let handler = move |event: notify::Result<notify::Event>| match event {
+        // Reads (ours included) and attribute changes say nothing new: only
+        // creation, writes, renames and removals wake the tracker.
+        Ok(event)
+            if matches!(
+                event.kind,
+                notify::EventKind::Access(_)
+                    | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+            ) => {}
         Ok(event) => {
             for path in event.paths {
                 let _ = hints.send(Hint::Path(path));

@@ -166,6 +166,8 @@ pub(crate) struct Tracker {
     /// Copies waiting for their original's truncation.
     waiting_copies: HashMap<PathBuf, (FileKey, Instant)>,
     buf: Vec<u8>,
+    /// A file still had unread bytes after the last pass: read again at once.
+    behind: bool,
 }
 
 pub(crate) struct TrackerParts {
@@ -201,6 +203,7 @@ impl Tracker {
             reported: HashMap::new(),
             waiting_copies: HashMap::new(),
             buf: vec![0; READ_BYTES],
+            behind: false,
         })
     }
 
@@ -212,13 +215,23 @@ impl Tracker {
         let mut last_poll = Instant::now();
         loop {
             let mut hints = Vec::new();
-            match self.hints.recv_timeout(self.config.poll()) {
+            // Behind on a file and within the in-flight budget: no waiting.
+            let wait = if self.behind && self.inflight_bytes < self.config.max_inflight_bytes {
+                Duration::ZERO
+            } else {
+                self.config.poll()
+            };
+            self.behind = false;
+            match self.hints.recv_timeout(wait) {
                 Ok(hint) => hints.push(hint),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             hints.extend(self.hints.try_iter());
             let mut shutdown = false;
+            // One look per path however many events named it.
+            let mut seen = std::collections::HashSet::new();
+            hints.retain(|h| !matches!(h, Hint::Path(p) if !seen.insert(p.clone())));
             for hint in hints {
                 match hint {
                     Hint::Path(path) => self.hinted(&path),
@@ -240,7 +253,7 @@ impl Tracker {
                 break;
             }
             // Files named by inotify now; every file each poll interval.
-            let alive = if last_poll.elapsed() >= self.config.poll() {
+            let alive = if last_poll.elapsed() >= self.config.poll() || wait.is_zero() {
                 last_poll = Instant::now();
                 self.poll_all()
             } else {
@@ -782,6 +795,7 @@ impl Tracker {
                 Ok(n) => {
                     t.lines.push(&self.buf[..n], &mut out);
                     self.metrics.bytes_read.add(n as u64);
+                    self.behind |= t.lines.next_offset() < size;
                     t.read_tail = source::tail(t.file.as_ref().unwrap(), t.lines.next_offset())
                         .unwrap_or_default();
                     // The checkpoint must hold the first bytes of what was
