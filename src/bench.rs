@@ -297,25 +297,32 @@ pub fn corpus_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
         .context("no log corpus: pass --corpus DIR or set SLUICE_CORPUS (the loghub samples in ../shared/corpus/loghub)")
 }
 
-/// Chunks of about `size` bytes of real lines, one source per chunk, cycling
-/// over 16 instances of a few jobs so keys spread over partitions.
-fn build_chunks(corpus: &Path, size: usize) -> anyhow::Result<Vec<Record>> {
-    let mut lines = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus)?
+/// Every non-empty line of the corpus's `*.log` files, in file-name order.
+pub fn corpus_lines(corpus: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus)
+        .with_context(|| format!("failed to list {}", corpus.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     files.sort();
+    let mut lines = Vec::new();
     for path in &files {
         let text =
             std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
         lines.extend(
             text.split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
-                .map(Bytes::copy_from_slice),
+                .map(<[u8]>::to_vec),
         );
     }
     anyhow::ensure!(!lines.is_empty(), "no log lines in {}", corpus.display());
+    Ok(lines)
+}
+
+/// Chunks of about `size` bytes of real lines, one source per chunk, cycling
+/// over 16 instances of a few jobs so keys spread over partitions.
+fn build_chunks(corpus: &Path, size: usize) -> anyhow::Result<Vec<Record>> {
+    let lines: Vec<Bytes> = corpus_lines(corpus)?.into_iter().map(Bytes::from).collect();
     let jobs = [
         "www/prod/api",
         "batch/prod/etl",

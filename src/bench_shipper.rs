@@ -18,7 +18,7 @@ use sluice_schema::sandbox::{self, Manifest};
 use sluice_shipper::layout::LayoutKind;
 use sluice_shipper::{Shipper, ShipperConfig};
 
-use crate::bench::{child_cpu_time, corpus_dir, cpu_time};
+use crate::bench::{child_cpu_time, corpus_dir, corpus_lines, cpu_time};
 
 #[derive(Args, Debug)]
 pub struct ShipperBenchArgs {
@@ -220,23 +220,7 @@ fn write_sandboxes(
     files: usize,
     total: u64,
 ) -> anyhow::Result<(Vec<PathBuf>, u64, u64)> {
-    let mut lines: Vec<Vec<u8>> = Vec::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(corpus)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    names.sort();
-    for path in names
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-    {
-        let text = std::fs::read(path)?;
-        lines.extend(
-            text.split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| l.to_vec()),
-        );
-    }
-    anyhow::ensure!(!lines.is_empty(), "no log lines in {}", corpus.display());
+    let lines = corpus_lines(corpus)?;
     let per_file = total / files as u64;
     let (mut paths, mut bytes, mut count, mut next) = (Vec::new(), 0u64, 0u64, 0usize);
     for f in 0..files {
