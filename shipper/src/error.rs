@@ -20,9 +20,6 @@ pub enum Error {
 
     #[error(transparent)]
     Bus(#[from] sluice_broker::Error),
-
-    #[error("shipper is shut down")]
-    Closed,
 }
 
 impl Error {

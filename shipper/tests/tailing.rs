@@ -210,6 +210,15 @@ fn multiset(v: &[String]) -> BTreeMap<String, usize> {
     m
 }
 
+fn truncate(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -321,12 +330,7 @@ async fn copytruncate_ships_each_line_once_and_reports_no_loss() {
     // read the last ones from the original.
     append(&path, &lines_text(&first[100..]));
     std::fs::copy(&path, logs.join("p.stdout.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&path);
     let after = numbered("after", 0..50);
     append(&path, &lines_text(&after));
     let all: Vec<String> = [first, after].concat();
@@ -349,12 +353,7 @@ async fn truncation_starts_a_new_generation() {
     let old = numbered("old", 0..50);
     append(&path, &lines_text(&old));
     w.expect_texts(&old).await;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&path);
     let new = numbered("new", 0..50);
     append(&path, &lines_text(&new));
     let all: Vec<String> = [old, new].concat();
@@ -524,12 +523,7 @@ async fn a_file_truncated_while_the_shipper_is_down_is_a_new_generation() {
     w.expect_texts(&old).await;
     shipper.shutdown().await;
     // Truncated and refilled past the checkpoint while nobody watched.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&path);
     let new = numbered("new", 0..80);
     append(&path, &lines_text(&new));
     let shipper = w.start();
@@ -552,12 +546,7 @@ async fn copytruncate_while_the_shipper_is_down_loses_and_doubles_nothing() {
     shipper.shutdown().await;
     append(&path, &lines_text(&first[30..]));
     std::fs::copy(&path, logs.join("p.stdout.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&path);
     let after = numbered("after", 0..10);
     append(&path, &lines_text(&after));
     let shipper = w.start();

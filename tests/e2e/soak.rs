@@ -34,7 +34,7 @@ struct LogFile {
     path: PathBuf,
     layout: usize,
     who: Who,
-    /// Lines written to the file's current generation, not yet known shipped.
+    /// Next line number written to this file.
     seq: usize,
     rotations: usize,
     /// Texts written since the last truncation, for "shipped yet?".
@@ -107,6 +107,15 @@ fn frame(layout: usize, text: &str) -> String {
         1 => format!("{TS} stdout F {text}\n"),
         _ => format!("{{\"log\":\"{text}\\n\",\"stream\":\"stdout\",\"time\":\"{TS}\"}}\n"),
     }
+}
+
+fn truncate(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
 }
 
 fn append(path: &Path, text: &str) {
@@ -319,12 +328,7 @@ async fn shipper_soak_with_rotation_truncation_and_kill_9() {
                 if f.current.is_empty() {
                     f.to_truncate = false;
                 } else if f.current.iter().all(|t| received.texts.contains_key(t)) {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&f.path)
-                        .unwrap()
-                        .set_len(0)
-                        .unwrap();
+                    truncate(&f.path);
                     f.current.clear();
                     f.to_truncate = false;
                     truncations += 1;
@@ -358,12 +362,7 @@ async fn shipper_soak_with_rotation_truncation_and_kill_9() {
                     f.rotations += 1;
                     let to = PathBuf::from(format!("{}.{}", f.path.display(), f.rotations));
                     std::fs::copy(&f.path, &to).unwrap();
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&f.path)
-                        .unwrap()
-                        .set_len(0)
-                        .unwrap();
+                    truncate(&f.path);
                     f.current.clear();
                     copytruncates += 1;
                 }
