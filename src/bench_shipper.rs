@@ -5,6 +5,7 @@
 //! CPU time is this process's (the shipper's tracker and publisher, and for
 //! the embedded bus its writer thread too); the baselines' is their own.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -71,7 +72,10 @@ struct Report {
     files: usize,
     rows: Vec<Row>,
     /// Peak resident memory of this process while shipping (VmHWM).
+    rss_before_mib: f64,
     peak_rss_mib: f64,
+    /// CPU seconds of the shipping run by thread name.
+    cpu_by_thread: BTreeMap<String, f64>,
 }
 
 pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
@@ -99,6 +103,25 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
         Err(e) => eprintln!("zstd baseline skipped: {e:#} (apt-get install zstd)"),
     }
 
+    // What writing the same bytes to a file costs here, fsync included:
+    // the floor under any durable bus on this disk.
+    let copy = scratch.path().join("copy");
+    match baseline(
+        "baseline: cat > file, fsync",
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"out="$1"; shift; cat "$@" | dd of="$out" bs=1M conv=fdatasync status=none"#)
+            .arg("sh")
+            .arg(&copy)
+            .args(&paths),
+        bytes,
+        lines,
+    ) {
+        Ok(row) => rows.push(row),
+        Err(e) => eprintln!("write baseline skipped: {e:#}"),
+    }
+    let _ = std::fs::remove_file(&copy);
+
     let url = args
         .bus
         .clone()
@@ -113,6 +136,8 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
         scratch.path().join("state"),
     );
     config.max_open_files = args.files.max(16) + 16;
+    let rss_before_mib = reset_peak_rss();
+    let threads_before = thread_cpu();
     let cpu = cpu_time();
     let start = Instant::now();
     let shipper = Shipper::start(config, bus.clone())?;
@@ -142,6 +167,14 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
     let wall = start.elapsed();
     let used = cpu_time() - cpu;
     let peak_rss_mib = peak_rss_mib();
+    let mut by_thread: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, secs) in thread_cpu() {
+        *by_thread.entry(name).or_default() += secs;
+    }
+    for (name, secs) in threads_before {
+        *by_thread.entry(name).or_default() -= secs;
+    }
+    by_thread.retain(|_, secs| *secs >= 0.005);
     shipper.shutdown().await;
     rows.push(Row::new(
         &format!("shipper → {}", url_kind(&url)),
@@ -150,11 +183,24 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
         wall,
         used,
     ));
+    if let Some(writer) = by_thread.get(EMBEDDED_WRITER_THREAD) {
+        // The same run without the embedded bus's writer thread: the
+        // shipper's own cost (reading, framing, encoding, publishing).
+        rows.push(Row::new(
+            "  of which the shipper",
+            bytes,
+            lines,
+            wall,
+            used.saturating_sub(Duration::from_secs_f64(*writer)),
+        ));
+    }
     let report = Report {
         bus: url.to_string(),
         files: args.files,
         rows,
+        rss_before_mib,
         peak_rss_mib,
+        cpu_by_thread: by_thread,
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -169,24 +215,33 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
         )?;
         writeln!(
             out,
-            "{:<26} {:>8} {:>8} {:>10} {:>14}",
+            "{:<30} {:>8} {:>8} {:>10} {:>14}",
             "run", "wall s", "cpu s", "MB/cpu-s", "lines/cpu-s"
         )?;
         for r in &report.rows {
             writeln!(
                 out,
-                "{:<26} {:>8.2} {:>8.2} {:>10.0} {:>14.0}",
+                "{:<30} {:>8.2} {:>8.2} {:>10.0} {:>14.0}",
                 r.name, r.wall_s, r.cpu_s, r.mb_per_cpu_s, r.lines_per_cpu_s
             )?;
         }
         writeln!(
             out,
-            "peak resident memory while shipping: {:.1} MiB",
-            report.peak_rss_mib
+            "resident memory: {:.1} MiB before the shipper started, peak {:.1} MiB while shipping",
+            report.rss_before_mib, report.peak_rss_mib
         )?;
+        let threads: Vec<String> = report
+            .cpu_by_thread
+            .iter()
+            .map(|(name, secs)| format!("{name} {secs:.2}"))
+            .collect();
+        writeln!(out, "shipper CPU seconds by thread: {}", threads.join(", "))?;
     }
     Ok(())
 }
+
+/// The embedded bus's writer thread as `/proc` names it (15 bytes).
+const EMBEDDED_WRITER_THREAD: &str = "sluice-bus-writ";
 
 fn url_kind(url: &BusUrl) -> &'static str {
     match url {
@@ -256,15 +311,47 @@ fn write_sandboxes(
     Ok((paths, bytes, count))
 }
 
+/// Resets this process's peak resident set size to its current size (Linux
+/// `clear_refs`), so the peak measured later is the shipper's, not the
+/// corpus writer's; returns the current size.
+fn reset_peak_rss() -> f64 {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("cannot reset the peak resident size ({e}); it includes writing the files");
+    }
+    proc_status_mib("VmRSS:")
+}
+
+/// CPU seconds so far of each thread of this process, by thread name
+/// (`/proc/self/task/*/stat`; threads that ended are not counted).
+fn thread_cpu() -> Vec<(String, f64)> {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // `pid (comm) state ...`: fields after the last `)`.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((name, (utime + stime) / ticks))
+        })
+        .collect()
+}
+
 /// Peak resident set size of this process, from `/proc/self/status`.
 fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM:")
+}
+
+fn proc_status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_string))
         .and_then(|l| {
             l.split_whitespace()
                 .nth(1)

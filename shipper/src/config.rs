@@ -73,7 +73,7 @@ mod defaults {
         1024
     }
     pub fn max_inflight_bytes() -> usize {
-        32 << 20
+        8 << 20
     }
     pub fn rotated_grace_ms() -> u64 {
         5000

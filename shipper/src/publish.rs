@@ -21,7 +21,7 @@ use sluice_schema::pb::ClusterEvent;
 use sluice_schema::topics;
 use tokio::sync::mpsc::UnboundedReceiver as Receiver;
 
-use crate::files::tracker::{AckNote, Outgoing};
+use crate::files::tracker::{AckNote, Hint, Outgoing};
 use crate::metrics::Metrics;
 
 /// Events kept while the bus is down; past it the oldest are dropped, counted
@@ -31,7 +31,7 @@ const MAX_QUEUED_EVENTS: usize = 100_000;
 pub(crate) async fn run(
     bus: Arc<dyn Bus>,
     mut input: Receiver<Outgoing>,
-    acks: Sender<AckNote>,
+    acks: Sender<Hint>,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -58,7 +58,7 @@ pub(crate) async fn run(
             item = input.recv(), if open => match item {
                 Some(Outgoing::Chunk(c)) => {
                     let mut note = c.note;
-                    let record = Record::new(topics::chunk_key(&c.chunk), c.chunk.encode_to_vec(), now_millis());
+                    let record = Record::new(c.key, c.payload, now_millis());
                     match bus.send(topics::LOGS, record).await {
                         Ok(ack) => pending.push(async move {
                             match ack.await {
@@ -69,7 +69,7 @@ pub(crate) async fn run(
                         }.boxed()),
                         Err(e) => {
                             tracing::warn!(error = %e, "bus refused a chunk; it will be read again");
-                            let _ = acks.send(note);
+                            let _ = acks.send(Hint::Acked(note));
                         }
                     }
                 }
@@ -94,7 +94,7 @@ pub(crate) async fn run(
                         metrics.chunks_acked.inc();
                         metrics.acked_bytes.add(note.bytes as u64);
                     }
-                    let _ = acks.send(note);
+                    let _ = acks.send(Hint::Acked(note));
                 }
                 Done::Event(event, ok) => {
                     event_in_flight = false;

@@ -52,7 +52,6 @@ impl Shipper {
         let progress = Arc::new(Progress::new(config.root.clone(), layout.clone()));
         let metrics = Arc::new(Metrics::default());
         let (out, input) = tokio::sync::mpsc::unbounded_channel();
-        let (ack_tx, ack_rx) = mpsc::channel();
         let (hints, hint_rx) = mpsc::channel();
         let event_ids = Arc::new(EventIds::new(
             &format!("shipper@{}", config.host),
@@ -64,7 +63,6 @@ impl Shipper {
             progress: progress.clone(),
             metrics: metrics.clone(),
             out: out.clone(),
-            acks: ack_rx,
             hints: hint_rx,
             event_ids,
         })?;
@@ -74,7 +72,13 @@ impl Shipper {
             .spawn(move || tracker.run())
             .map_err(|e| Error::io("failed to start the tracker for", &config.root, e))?;
         let (stop_publisher, stop) = tokio::sync::oneshot::channel();
-        let publisher = tokio::spawn(publish::run(bus, input, ack_tx, metrics.clone(), stop));
+        let publisher = tokio::spawn(publish::run(
+            bus,
+            input,
+            hints.clone(),
+            metrics.clone(),
+            stop,
+        ));
         tracing::info!(host = %config.host, layout = config.layout.name(), root = %config.root.display(), "shipper started");
         Ok(Shipper {
             events: Arc::new(BusEvents { out }),

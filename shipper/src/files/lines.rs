@@ -14,24 +14,49 @@
 //! - bytes with no newline yet wait; [`LineAssembler::flush`] (after a quiet
 //!   period, or when the task ended) ships them as an `unterminated` line.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sluice_schema::pb::Stream;
 
 use crate::layout::Framing;
 
-/// One line ready to ship.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineOut {
+/// One line as the assembler emits it, borrowing its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRef<'a> {
     pub offset: u64,
     pub raw_len: u32,
     /// From the framing, when it has one.
     pub ts_unix_nanos: Option<i64>,
     pub stream: Option<Stream>,
-    pub text: Bytes,
+    pub text: &'a [u8],
     pub partial: bool,
     pub unterminated: bool,
     /// `end()` is a place reading may resume from. False only inside a
     /// framed line cut into pieces: resuming there would split a frame.
+    pub resume: bool,
+}
+
+impl LineRef<'_> {
+    pub fn end(&self) -> u64 {
+        self.offset + self.raw_len as u64
+    }
+}
+
+/// Where assembled lines go. The tracker encodes them straight into chunks;
+/// a `Vec<LineOut>` collects owned copies (tests, tools).
+pub trait LineSink {
+    fn line(&mut self, line: LineRef<'_>);
+}
+
+/// An owned [`LineRef`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineOut {
+    pub offset: u64,
+    pub raw_len: u32,
+    pub ts_unix_nanos: Option<i64>,
+    pub stream: Option<Stream>,
+    pub text: Bytes,
+    pub partial: bool,
+    pub unterminated: bool,
     pub resume: bool,
 }
 
@@ -41,11 +66,26 @@ impl LineOut {
     }
 }
 
+impl LineSink for Vec<LineOut> {
+    fn line(&mut self, l: LineRef<'_>) {
+        self.push(LineOut {
+            offset: l.offset,
+            raw_len: l.raw_len,
+            ts_unix_nanos: l.ts_unix_nanos,
+            stream: l.stream,
+            text: Bytes::copy_from_slice(l.text),
+            partial: l.partial,
+            unterminated: l.unterminated,
+            resume: l.resume,
+        });
+    }
+}
+
 /// A framed line whose frames are being joined.
 #[derive(Debug)]
 struct Joining {
     offset: u64,
-    text: BytesMut,
+    text: Vec<u8>,
     ts_unix_nanos: Option<i64>,
     stream: Option<Stream>,
 }
@@ -55,7 +95,7 @@ pub struct LineAssembler {
     framing: Framing,
     max_line_bytes: usize,
     /// Bytes of a physical line whose `\n` has not been read yet.
-    pending: BytesMut,
+    pending: Vec<u8>,
     /// File offset of `pending[0]`.
     pending_offset: u64,
     joining: Option<Joining>,
@@ -69,7 +109,7 @@ impl LineAssembler {
         LineAssembler {
             framing,
             max_line_bytes: max_line_bytes.max(16),
-            pending: BytesMut::new(),
+            pending: Vec::new(),
             pending_offset: offset,
             joining: None,
             framing_errors: 0,
@@ -94,46 +134,53 @@ impl LineAssembler {
         self.pending.len() + self.joining.as_ref().map_or(0, |j| j.text.len())
     }
 
-    /// Feeds the bytes that follow what was fed so far.
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<LineOut>) {
-        while !bytes.is_empty() {
-            match memchr(b'\n', bytes) {
-                Some(i) => {
-                    self.pending.extend_from_slice(&bytes[..i]);
-                    bytes = &bytes[i + 1..];
-                    let line = self.pending.split().freeze();
-                    let offset = self.pending_offset;
-                    self.pending_offset += line.len() as u64 + 1;
-                    let raw_len = line_len(line.len() + 1);
-                    self.physical(offset, line, raw_len, false, out);
-                }
-                None => {
-                    self.pending.extend_from_slice(bytes);
-                    bytes = &[];
-                    self.cut_long_pending(out);
-                }
-            }
+    /// Feeds the bytes that follow what was fed so far. Lines that lie
+    /// whole inside `bytes` are emitted without being copied.
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut impl LineSink) {
+        if !self.pending.is_empty() {
+            let Some(i) = memchr::memchr(b'\n', bytes) else {
+                self.pending.extend_from_slice(bytes);
+                self.cut_long_pending(out);
+                return;
+            };
+            self.pending.extend_from_slice(&bytes[..i]);
+            bytes = &bytes[i + 1..];
+            let line = std::mem::take(&mut self.pending);
+            let offset = self.pending_offset;
+            self.pending_offset += line.len() as u64 + 1;
+            self.physical(offset, &line, line_len(line.len() + 1), out);
+            self.pending = line;
+            self.pending.clear();
+        }
+        let mut start = 0;
+        for i in memchr::memchr_iter(b'\n', bytes) {
+            let offset = self.pending_offset;
+            self.pending_offset += (i + 1 - start) as u64;
+            self.physical(offset, &bytes[start..i], line_len(i + 1 - start), out);
+            start = i + 1;
+        }
+        if start < bytes.len() {
+            self.pending.extend_from_slice(&bytes[start..]);
+            self.cut_long_pending(out);
         }
     }
 
     /// Ships what is held as unterminated (quiet period or end of task).
-    pub fn flush(&mut self, out: &mut Vec<LineOut>) {
+    pub fn flush(&mut self, out: &mut impl LineSink) {
         if !self.pending.is_empty() {
-            let line = self.pending.split().freeze();
+            let line = std::mem::take(&mut self.pending);
             let offset = self.pending_offset;
             self.pending_offset += line.len() as u64;
-            let raw_len = line_len(line.len());
-            self.emit_raw(offset, line, raw_len, false, true, out);
+            self.emit_raw(offset, &line, line_len(line.len()), false, true, out);
         }
         if let Some(j) = self.joining.take() {
             // Frames said "more follows" but nothing did: ship what came.
-            let raw_len = line_len((self.pending_offset - j.offset) as usize);
-            out.push(LineOut {
+            out.line(LineRef {
                 offset: j.offset,
-                raw_len,
+                raw_len: line_len((self.pending_offset - j.offset) as usize),
                 ts_unix_nanos: j.ts_unix_nanos,
                 stream: j.stream,
-                text: j.text.freeze(),
+                text: &j.text,
                 partial: false,
                 unterminated: true,
                 resume: true,
@@ -144,15 +191,21 @@ impl LineAssembler {
     /// A physical line with no `\n` longer than the limit: plain text is cut
     /// into pieces; framed text can only be decoded whole, so past a hard
     /// bound it is shipped raw.
-    fn cut_long_pending(&mut self, out: &mut Vec<LineOut>) {
+    fn cut_long_pending(&mut self, out: &mut impl LineSink) {
         let limit = match self.framing {
             Framing::Plain => self.max_line_bytes,
             _ => self.max_line_bytes * 4 + 4096,
         };
-        while self.pending.len() > limit {
-            let piece = self.pending.split_to(self.max_line_bytes).freeze();
+        if self.pending.len() <= limit {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut at = 0;
+        while pending.len() - at > limit {
+            let piece = &pending[at..at + self.max_line_bytes];
             let offset = self.pending_offset;
             self.pending_offset += piece.len() as u64;
+            at += piece.len();
             if self.framing != Framing::Plain {
                 self.framing_errors += 1;
             }
@@ -165,36 +218,44 @@ impl LineAssembler {
                 out,
             );
         }
+        self.pending = pending[at..].to_vec();
     }
 
-    fn physical(
-        &mut self,
-        offset: u64,
-        line: Bytes,
-        raw_len: u32,
-        unterminated: bool,
-        out: &mut Vec<LineOut>,
-    ) {
+    fn physical(&mut self, offset: u64, line: &[u8], raw_len: u32, out: &mut impl LineSink) {
         if self.framing == Framing::Plain {
-            return self.emit_raw(offset, line, raw_len, false, unterminated, out);
+            return self.emit_raw(offset, line, raw_len, false, false, out);
         }
-        let frame = match self.framing.decode(&line) {
+        let frame = match self.framing.decode(line) {
             Ok(frame) => frame,
             Err(_) => {
                 self.framing_errors += 1;
                 // Whatever was being joined ends here, shipped as it is.
                 self.flush_joining(offset, out);
-                return self.emit_raw(offset, line, raw_len, false, unterminated, out);
+                return self.emit_raw(offset, line, raw_len, false, false, out);
             }
         };
+        let end = offset + raw_len as u64;
+        // The common case, a whole line in one frame: no copy.
+        if self.joining.is_none() && !frame.partial && frame.text.len() <= self.max_line_bytes {
+            out.line(LineRef {
+                offset,
+                raw_len,
+                ts_unix_nanos: frame.ts_unix_nanos,
+                stream: frame.stream,
+                text: &frame.text,
+                partial: false,
+                unterminated: false,
+                resume: true,
+            });
+            return;
+        }
         let joining = self.joining.get_or_insert_with(|| Joining {
             offset,
-            text: BytesMut::new(),
+            text: Vec::new(),
             ts_unix_nanos: frame.ts_unix_nanos,
             stream: frame.stream,
         });
         joining.text.extend_from_slice(&frame.text);
-        let end = offset + raw_len as u64;
         if frame.partial && joining.text.len() <= self.max_line_bytes {
             return;
         }
@@ -202,7 +263,7 @@ impl LineAssembler {
         self.emit_joined(j, end, frame.partial, out);
     }
 
-    fn flush_joining(&mut self, end: u64, out: &mut Vec<LineOut>) {
+    fn flush_joining(&mut self, end: u64, out: &mut impl LineSink) {
         if let Some(j) = self.joining.take() {
             self.emit_joined(j, end, true, out);
         }
@@ -212,12 +273,12 @@ impl LineAssembler {
     /// get distinct offsets that tile the line's raw bytes (piece `i` starts
     /// at `offset + i`, the last runs to the end), so `(source_id, offset)`
     /// stays unique; only the last piece's end is a resume point.
-    fn emit_joined(&mut self, j: Joining, end: u64, continues: bool, out: &mut Vec<LineOut>) {
-        let mut text = j.text.freeze();
+    fn emit_joined(&mut self, j: Joining, end: u64, continues: bool, out: &mut impl LineSink) {
+        let mut text = &j.text[..];
         let mut offset = j.offset;
         while text.len() > self.max_line_bytes && offset + 1 < end {
-            let piece = text.split_to(self.max_line_bytes);
-            out.push(LineOut {
+            let (piece, rest) = text.split_at(self.max_line_bytes);
+            out.line(LineRef {
                 offset,
                 raw_len: 1,
                 ts_unix_nanos: j.ts_unix_nanos,
@@ -227,9 +288,10 @@ impl LineAssembler {
                 unterminated: false,
                 resume: false,
             });
+            text = rest;
             offset += 1;
         }
-        out.push(LineOut {
+        out.line(LineRef {
             offset,
             raw_len: line_len((end - offset) as usize),
             ts_unix_nanos: j.ts_unix_nanos,
@@ -244,62 +306,51 @@ impl LineAssembler {
     fn emit_raw(
         &mut self,
         offset: u64,
-        text: Bytes,
+        text: &[u8],
         raw_len: u32,
         partial: bool,
         unterminated: bool,
-        out: &mut Vec<LineOut>,
+        out: &mut impl LineSink,
     ) {
-        if text.len() <= self.max_line_bytes || self.framing != Framing::Plain {
-            out.push(LineOut {
-                offset,
-                raw_len,
-                ts_unix_nanos: None,
-                stream: None,
-                text,
-                partial,
-                unterminated,
-                resume: true,
-            });
-            return;
-        }
-        // A complete plain line longer than the limit (it arrived in one read).
-        let mut text = text;
-        let mut at = offset;
-        let end = offset + raw_len as u64;
-        while text.len() > self.max_line_bytes {
-            let piece = text.split_to(self.max_line_bytes);
-            out.push(LineOut {
-                offset: at,
-                raw_len: line_len(piece.len()),
-                ts_unix_nanos: None,
-                stream: None,
-                text: piece,
-                partial: true,
-                unterminated: false,
-                resume: true,
-            });
-            at += self.max_line_bytes as u64;
-        }
-        out.push(LineOut {
-            offset: at,
-            raw_len: line_len((end - at) as usize),
+        let mut line = LineRef {
+            offset,
+            raw_len,
             ts_unix_nanos: None,
             stream: None,
             text,
             partial,
             unterminated,
             resume: true,
-        });
+        };
+        if text.len() <= self.max_line_bytes || self.framing != Framing::Plain {
+            return out.line(line);
+        }
+        // A complete plain line longer than the limit (it arrived in one read).
+        let end = offset + raw_len as u64;
+        let mut text = text;
+        let mut at = offset;
+        while text.len() > self.max_line_bytes {
+            let (piece, rest) = text.split_at(self.max_line_bytes);
+            out.line(LineRef {
+                offset: at,
+                raw_len: line_len(piece.len()),
+                text: piece,
+                partial: true,
+                unterminated: false,
+                ..line
+            });
+            text = rest;
+            at += self.max_line_bytes as u64;
+        }
+        line.offset = at;
+        line.raw_len = line_len((end - at) as usize);
+        line.text = text;
+        out.line(line);
     }
 }
 
 fn line_len(n: usize) -> u32 {
     u32::try_from(n).expect("line pieces are bounded by max_line_bytes")
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|b| *b == needle)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! which file generation they belong to, and the tracker (a private module)
 //! owns every tailed file.
 
+pub(crate) mod chunk;
 pub mod lines;
 pub mod source;
 pub(crate) mod tracker;

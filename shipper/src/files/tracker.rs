@@ -35,10 +35,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use sluice_schema::events::EventIds;
-use sluice_schema::pb::{ClusterEvent, EventKind, Line, LogChunk, Source, Stream};
+use sluice_schema::pb::{ClusterEvent, EventKind, Source};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, TruncationRecord};
-use crate::files::lines::{LineAssembler, LineOut};
+use crate::files::chunk::{self, ChunkEncoder, EncodedChunk};
+use crate::files::lines::LineAssembler;
 use crate::files::source::{self, FileKey, Prefix};
 use crate::layout::{Framing, Identity, Layout};
 use crate::metrics::Metrics;
@@ -62,7 +63,10 @@ pub(crate) enum Outgoing {
 #[derive(Debug)]
 pub(crate) struct ChunkOut {
     pub note: AckNote,
-    pub chunk: LogChunk,
+    /// The bus key, `job/instance`.
+    pub key: String,
+    /// An encoded `LogChunk`.
+    pub payload: bytes::Bytes,
 }
 
 /// Sent back by the publisher once a chunk is acknowledged or failed.
@@ -86,12 +90,17 @@ pub(crate) enum Hint {
     SandboxEnded(PathBuf),
     /// The watcher lost events: rescan now.
     Rescan,
+    /// The publisher's word on a chunk (here, so it wakes the tracker).
+    Acked(AckNote),
     Shutdown,
 }
 
 struct Tracked {
     key: FileKey,
     path: PathBuf,
+    /// Hash of `path`'s directory: finding a file's neighbours is a scan
+    /// of integers, not of paths.
+    dir_id: u64,
     sandbox: PathBuf,
     source: Source,
     birth: Option<i64>,
@@ -156,7 +165,6 @@ pub(crate) struct Tracker {
     progress: Arc<Progress>,
     metrics: Arc<Metrics>,
     out: tokio::sync::mpsc::UnboundedSender<Outgoing>,
-    acks: Receiver<AckNote>,
     hints: Receiver<Hint>,
     event_ids: Arc<EventIds>,
     inflight_bytes: usize,
@@ -166,8 +174,9 @@ pub(crate) struct Tracker {
     /// Copies waiting for their original's truncation.
     waiting_copies: HashMap<PathBuf, (FileKey, Instant)>,
     buf: Vec<u8>,
-    /// A file still had unread bytes after the last pass: read again at once.
-    behind: bool,
+    /// Files that still had unread bytes when last polled: read again as
+    /// soon as the in-flight budget allows.
+    behind: Behind,
 }
 
 pub(crate) struct TrackerParts {
@@ -176,7 +185,6 @@ pub(crate) struct TrackerParts {
     pub progress: Arc<Progress>,
     pub metrics: Arc<Metrics>,
     pub out: tokio::sync::mpsc::UnboundedSender<Outgoing>,
-    pub acks: Receiver<AckNote>,
     pub hints: Receiver<Hint>,
     pub event_ids: Arc<EventIds>,
 }
@@ -195,7 +203,6 @@ impl Tracker {
             progress: parts.progress,
             metrics: parts.metrics,
             out: parts.out,
-            acks: parts.acks,
             hints: parts.hints,
             event_ids: parts.event_ids,
             inflight_bytes: 0,
@@ -203,7 +210,7 @@ impl Tracker {
             reported: HashMap::new(),
             waiting_copies: HashMap::new(),
             buf: vec![0; READ_BYTES],
-            behind: false,
+            behind: Behind::default(),
         })
     }
 
@@ -216,12 +223,11 @@ impl Tracker {
         loop {
             let mut hints = Vec::new();
             // Behind on a file and within the in-flight budget: no waiting.
-            let wait = if self.behind && self.inflight_bytes < self.config.max_inflight_bytes {
+            let wait = if self.may_catch_up() {
                 Duration::ZERO
             } else {
                 self.config.poll()
             };
-            self.behind = false;
             match self.hints.recv_timeout(wait) {
                 Ok(hint) => hints.push(hint),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -241,10 +247,10 @@ impl Tracker {
                         }
                     }
                     Hint::Rescan => last_rescan = Instant::now() - self.config.rescan(),
+                    Hint::Acked(note) => self.acked(note),
                     Hint::Shutdown => shutdown = true,
                 }
             }
-            self.drain_acks();
             if last_rescan.elapsed() >= self.config.rescan() {
                 self.rescan();
                 last_rescan = Instant::now();
@@ -252,13 +258,15 @@ impl Tracker {
             if shutdown {
                 break;
             }
-            // Files named by inotify now; every file each poll interval.
-            let alive = if last_poll.elapsed() >= self.config.poll() || wait.is_zero() {
+            // Every file each poll interval; between, files named by inotify
+            // and files behind, in turn, while the budget has room.
+            let alive = if last_poll.elapsed() >= self.config.poll() {
                 last_poll = Instant::now();
+                self.dirty.clear();
                 self.poll_all()
             } else {
                 let dirty: Vec<FileKey> = self.dirty.drain().collect();
-                dirty.into_iter().all(|key| self.poll_one(key))
+                dirty.into_iter().all(|key| self.poll_one(key)) && self.catch_up()
             };
             if !alive {
                 break;
@@ -273,14 +281,44 @@ impl Tracker {
         // last checkpoint is as fresh as it can be.
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.inflight_bytes > 0 && Instant::now() < deadline {
-            match self.acks.recv_timeout(Duration::from_millis(50)) {
-                Ok(note) => self.acked(note),
-                Err(RecvTimeoutError::Timeout) => {}
+            match self.hints.recv_timeout(Duration::from_millis(50)) {
+                Ok(Hint::Acked(note)) => self.acked(note),
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        self.drain_acks();
+        while let Ok(hint) = self.hints.try_recv() {
+            if let Hint::Acked(note) = hint {
+                self.acked(note);
+            }
+        }
         self.save();
+    }
+
+    /// A file has unread bytes and the in-flight budget has room for a
+    /// chunk of them: read again without waiting.
+    fn may_catch_up(&self) -> bool {
+        let room = self
+            .config
+            .max_inflight_bytes
+            .saturating_sub(self.inflight_bytes);
+        !self.behind.is_empty()
+            && room >= self.config.chunk_bytes.min(self.config.max_inflight_bytes)
+    }
+
+    /// Reads files that are behind, one after the other, while there is
+    /// room in the in-flight budget. Returns false when the publisher is gone.
+    fn catch_up(&mut self) -> bool {
+        for _ in 0..self.behind.len() {
+            if !self.may_catch_up() {
+                break;
+            }
+            let Some(key) = self.behind.pop() else { break };
+            if !self.poll_one(key) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Writes the checkpoints; returns whether they are on disk.
@@ -297,12 +335,6 @@ impl Tracker {
                 self.metrics.errors.inc();
                 false
             }
-        }
-    }
-
-    fn drain_acks(&mut self) {
-        while let Ok(note) = self.acks.try_recv() {
-            self.acked(note);
         }
     }
 
@@ -354,7 +386,7 @@ impl Tracker {
         walk(&root, self.layout.max_depth() + 1, &mut found);
         // Files known from checkpoints first: an original must be known
         // before a copy of it is looked at.
-        found.sort_by_key(|p| {
+        found.sort_by_cached_key(|p| {
             let known = std::fs::symlink_metadata(p)
                 .is_ok_and(|m| self.checkpoints.get(&FileKey::of(&m)).is_some());
             !known
@@ -416,6 +448,7 @@ impl Tracker {
         if let Some(t) = self.files.get_mut(&key) {
             if t.path != path {
                 t.path = path.to_path_buf();
+                t.dir_id = dir_id(path);
                 self.by_path.insert(path.to_path_buf(), key);
             }
             return;
@@ -529,6 +562,7 @@ impl Tracker {
         let t = Tracked {
             key,
             path: path.to_path_buf(),
+            dir_id: dir_id(path),
             sandbox,
             source,
             birth,
@@ -591,8 +625,14 @@ impl Tracker {
                 };
             }
         }
+        let dir_id = dir_id(path);
         wait |= self.files.values().any(|t| {
-            if t.key == *key || t.gone || t.path.parent() != Some(dir) || t.prefix.len == 0 {
+            if t.dir_id != dir_id
+                || t.key == *key
+                || t.gone
+                || t.prefix.len == 0
+                || t.path.parent() != Some(dir)
+            {
                 return false;
             }
             let n = size.min(t.prefix.len);
@@ -777,27 +817,39 @@ impl Tracker {
             return true;
         }
         if backing_off {
+            // Read again when the backoff ends (the poll pass), not before.
+            self.behind.remove(&key);
             return true;
         }
         // Read what is new, within the in-flight budget.
-        let mut out = Vec::new();
         let budget = self
             .config
             .max_inflight_bytes
             .saturating_sub(self.inflight_bytes);
         let t = self.files.get_mut(&key).unwrap();
-        if t.lines.next_offset() < size && budget > 0 {
-            let want = ((size - t.lines.next_offset()) as usize)
-                .min(READ_BYTES)
-                .min(budget);
+        let unread = size.saturating_sub(t.lines.next_offset()) as usize;
+        // Not a sliver of the budget at a time: small reads make small
+        // chunks. Acknowledgements wake the tracker when room is made.
+        let want = if budget >= unread.min(self.config.chunk_bytes) {
+            unread.min(READ_BYTES).min(budget)
+        } else {
+            0
+        };
+        let mut out = ChunkEncoder::new(&t.source, self.config.chunk_bytes, want, now_nanos());
+        if want > 0 {
             let at = t.lines.next_offset();
             match t.file.as_ref().unwrap().read_at(&mut self.buf[..want], at) {
                 Ok(n) => {
                     t.lines.push(&self.buf[..n], &mut out);
                     self.metrics.bytes_read.add(n as u64);
-                    self.behind |= t.lines.next_offset() < size;
-                    t.read_tail = source::tail(t.file.as_ref().unwrap(), t.lines.next_offset())
-                        .unwrap_or_default();
+                    // The bytes before the new read position are at hand.
+                    let tail = source::TAIL_BYTES as usize;
+                    t.read_tail = if n >= tail {
+                        source::Prefix::of(&self.buf[n - tail..n])
+                    } else {
+                        source::tail(t.file.as_ref().unwrap(), t.lines.next_offset())
+                            .unwrap_or_default()
+                    };
                     // The checkpoint must hold the first bytes of what was
                     // sent, or a restart cannot tell this content from what
                     // replaces it: a grown prefix is saved before the next send.
@@ -813,16 +865,26 @@ impl Tracker {
                 Err(e) => {
                     tracing::warn!(path = %t.path.display(), error = %e, "failed to read log file; will retry");
                     self.metrics.errors.inc();
+                    t.retry_at = Some(now + t.backoff);
+                    t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+        if t.lines.next_offset() < size {
+            self.behind.push(key);
+        } else {
+            self.behind.remove(&key);
         }
         let quiet = t.last_growth.elapsed() >= self.config.quiet();
         if t.lines.next_offset() >= size && t.lines.held_bytes() > 0 && (quiet || t.ended || t.gone)
         {
             t.lines.flush(&mut out);
         }
-        if !out.is_empty() && !self.send_lines(key, out) {
-            return false;
+        if !out.is_empty() {
+            let chunks = out.finish();
+            if !self.send_chunks(key, chunks) {
+                return false;
+            }
         }
         self.let_go_if_done(key, now)
     }
@@ -835,6 +897,7 @@ impl Tracker {
             return true;
         }
         let t = self.files.remove(&key).unwrap();
+        self.behind.remove(&key);
         if t.file.is_some() {
             self.open_files -= 1;
         }
@@ -865,13 +928,14 @@ impl Tracker {
         // Bytes the file had that were never read, as far as we saw.
         let unread = t.size.max(read).saturating_sub(read);
         let old_prefix = t.prefix;
-        let mut flushed = Vec::new();
+        let mut flushed = ChunkEncoder::new(&t.source, self.config.chunk_bytes, 0, now_nanos());
         t.lines.flush(&mut flushed);
+        let flushed = flushed.finish();
         let old_source = t.source.clone();
         let path = t.path.clone();
         if !flushed.is_empty() {
             // Lines read before the truncation still ship under the old generation.
-            let _ = self.send_lines(key, flushed);
+            let _ = self.send_chunks(key, flushed);
         }
         let t = self.files.get_mut(&key).unwrap();
         t.generation += 1;
@@ -942,9 +1006,8 @@ impl Tracker {
         }
     }
 
-    /// Groups lines into chunks (one stream each, up to `chunk_bytes`) and
-    /// hands them to the publisher. Returns false when it is gone.
-    fn send_lines(&mut self, key: FileKey, lines: Vec<LineOut>) -> bool {
+    /// Hands a read's chunks to the publisher. Returns false when it is gone.
+    fn send_chunks(&mut self, key: FileKey, chunks: Vec<EncodedChunk>) -> bool {
         if !self.files[&key].registered && !self.save() {
             // Not durable yet: read these bytes again later.
             let t = self.files.get_mut(&key).unwrap();
@@ -961,64 +1024,35 @@ impl Tracker {
             t.retry_at = Some(Instant::now() + t.backoff);
             return true;
         }
-        let now = now_nanos();
         let t = self.files.get_mut(&key).unwrap();
-        let mut groups: Vec<(Option<Stream>, Vec<LineOut>)> = Vec::new();
-        let mut size = 0;
-        for line in lines {
-            let same = groups.last().is_some_and(|(s, _)| *s == line.stream)
-                && size + line.text.len() <= self.config.chunk_bytes;
-            if !same {
-                groups.push((line.stream, Vec::new()));
-                size = 0;
-            }
-            size += line.text.len();
-            groups.last_mut().unwrap().1.push(line);
-        }
-        let mut outgoing = Vec::new();
-        for (stream, lines) in groups {
-            let resume_end = lines.iter().filter(|l| l.resume).map(LineOut::end).max();
-            let bytes: usize = lines.iter().map(|l| l.text.len()).sum::<usize>().max(1);
-            let mut source = t.source.clone();
-            if let Some(stream) = stream {
-                source.stream = stream as i32;
-            }
-            self.metrics.lines_read.add(lines.len() as u64);
-            let lines = lines
-                .into_iter()
-                .map(|l| Line {
-                    offset: l.offset,
-                    raw_len: l.raw_len,
-                    ts_unix_nanos: l.ts_unix_nanos.unwrap_or(now),
-                    text: l.text,
-                    partial: l.partial,
-                    truncated: false,
-                    unterminated: l.unterminated,
-                })
-                .collect();
+        let bus_key = chunk::chunk_key(&t.source);
+        let mut alive = true;
+        for c in chunks {
+            self.metrics.lines_read.add(c.lines);
             // A chunk with no resume point moves the checkpoint nowhere.
-            let resume_end =
-                resume_end.unwrap_or_else(|| t.inflight.back().map_or(t.acked, |(end, _)| *end));
+            let resume_end = c
+                .resume_end
+                .unwrap_or_else(|| t.inflight.back().map_or(t.acked, |(end, _)| *end));
             t.inflight.push_back((resume_end, false));
-            self.inflight_bytes += bytes;
-            outgoing.push(Outgoing::Chunk(ChunkOut {
-                note: AckNote {
-                    key,
-                    source_id: t.source.source_id,
-                    epoch: t.epoch,
-                    resume_end,
-                    bytes,
-                    ok: false,
-                },
-                chunk: LogChunk {
-                    source: Some(source),
-                    lines,
-                    shipped_at_unix_nanos: now,
-                },
-            }));
+            self.inflight_bytes += c.bytes;
+            alive &= self
+                .out
+                .send(Outgoing::Chunk(ChunkOut {
+                    note: AckNote {
+                        key,
+                        source_id: t.source.source_id,
+                        epoch: t.epoch,
+                        resume_end,
+                        bytes: c.bytes,
+                        ok: false,
+                    },
+                    key: bus_key.clone(),
+                    payload: c.payload,
+                }))
+                .is_ok();
         }
         self.metrics.framing_errors.set(t.lines.framing_errors);
-        outgoing.into_iter().all(|o| self.out.send(o).is_ok())
+        alive
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1052,6 +1086,51 @@ impl Tracker {
         };
         tracing::info!(kind = ?kind, reason, path = %path.display(), "file event");
         let _ = self.out.send(Outgoing::Event(event));
+    }
+}
+
+/// Files with unread bytes, in the order they are to be read again (each
+/// once; removal is lazy).
+#[derive(Default)]
+struct Behind {
+    queue: VecDeque<FileKey>,
+    members: std::collections::HashSet<FileKey>,
+}
+
+impl Behind {
+    fn push(&mut self, key: FileKey) {
+        if self.members.insert(key) {
+            self.queue.push_back(key);
+        }
+    }
+
+    fn remove(&mut self, key: &FileKey) {
+        self.members.remove(key);
+        if self.members.is_empty() {
+            self.queue.clear();
+        } else if self.queue.len() > 2 * self.members.len() + 64 {
+            let mut seen = std::collections::HashSet::new();
+            let members = &self.members;
+            self.queue
+                .retain(|k| members.contains(k) && seen.insert(*k));
+        }
+    }
+
+    fn pop(&mut self) -> Option<FileKey> {
+        while let Some(key) = self.queue.pop_front() {
+            if self.members.remove(&key) {
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.members.is_empty()
     }
 }
 
@@ -1092,6 +1171,12 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
             walk(&entry.path(), depth - 1, out);
         }
     }
+}
+
+fn dir_id(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path.parent().unwrap_or(path);
+    source::Prefix::of(dir.as_os_str().as_bytes()).hash
 }
 
 pub(crate) fn now_nanos() -> i64 {
