@@ -1,4 +1,10 @@
 //! The scheduler core: job specs, placement, node agents running tasks in
 //! sandboxes, disk quotas and sandbox garbage collection.
-//!
-//! Not built yet: see the scheduler issue.
+
+pub mod cron;
+pub mod disk;
+mod error;
+pub mod gc;
+pub mod spec;
+
+pub use error::{Error, Result};
