@@ -13,16 +13,17 @@ use tonic::{Request, Response, Status};
 
 use crate::cli::StatusArgs;
 use crate::client::{self, ClientConfig};
+use crate::node::NodeStatus;
 
 pub struct AdminService {
     started: Instant,
     bus: Arc<dyn Bus>,
     store: String,
-    nodes: u32,
+    nodes: Vec<NodeStatus>,
 }
 
 impl AdminService {
-    pub fn new(bus: Arc<dyn Bus>, store: String, nodes: u32) -> Self {
+    pub fn new(bus: Arc<dyn Bus>, store: String, nodes: Vec<NodeStatus>) -> Self {
         AdminService {
             started: Instant::now(),
             bus,
@@ -44,7 +45,8 @@ impl Admin for AdminService {
             .status(&[])
             .await
             .map_err(|e| Status::unavailable(format!("bus status: {e}")))?;
-        let detail = serde_json::json!({ "bus": bus, "store": self.store, "nodes": self.nodes });
+        let nodes: Vec<serde_json::Value> = self.nodes.iter().map(NodeStatus::to_json).collect();
+        let detail = serde_json::json!({ "bus": bus, "store": self.store, "nodes": nodes });
         Ok(Response::new(StatusReply {
             version: sluice_schema::VERSION.to_string(),
             user: caller.user.clone(),
@@ -82,7 +84,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         );
         println!("bus:     {}", reply.bus_url);
         println!("archive: {}", detail["store"].as_str().unwrap_or("?"));
-        println!("nodes:   {}", detail["nodes"]);
+        let nodes = detail["nodes"].as_array().cloned().unwrap_or_default();
+        println!("nodes:   {}", nodes.len());
+        for node in nodes {
+            println!(
+                "  {:<10} files {:>6}  lines shipped {:>10}  lag {:>10} B  tail {}",
+                node["name"].as_str().unwrap_or("?"),
+                node["files"],
+                node["lines_shipped"],
+                node["lag_bytes"],
+                node["tail"].as_str().unwrap_or("?"),
+            );
+        }
     }
     Ok(())
 }

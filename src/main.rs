@@ -8,6 +8,7 @@ mod bus_cmd;
 mod cli;
 mod client;
 mod metrics_http;
+mod node;
 mod shipper_cmd;
 mod up;
 

@@ -12,11 +12,12 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 use sluice_broker::{BusConfig, BusUrl};
+use sluice_schema::auth::Tokens;
 use sluice_shipper::layout::LayoutKind;
 use sluice_shipper::{Shipper, ShipperConfig};
 
 use crate::cli::DataDirArg;
-use crate::{client, metrics_http};
+use crate::{client, metrics_http, node};
 
 #[derive(Args, Debug)]
 pub struct ShipperArgs {
@@ -43,6 +44,13 @@ pub struct ShipperArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the Tail service (for `tailll`) on ADDR.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Who may call the Tail service [default: DATA_DIR/tokens.toml, as
+    /// written by `sluice up`].
+    #[arg(long, env = "SLUICE_TOKENS")]
+    pub tokens: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -54,6 +62,10 @@ struct FileConfig {
 
 pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
     let (config, bus) = resolve(&args)?;
+    let tokens = match args.listen {
+        Some(_) => Some(read_tokens(&args)?),
+        None => None,
+    };
     let bus_handle = sluice_broker::open(&bus)
         .await
         .with_context(|| format!("failed to open bus {}", bus.url))?;
@@ -65,6 +77,14 @@ pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
         let (bound, _) = metrics_http::serve(addr, Arc::new(move || metrics.render(&host))).await?;
         eprintln!("metrics on http://{bound}/metrics");
     }
+    let _tail = match (args.listen, tokens) {
+        (Some(listen), Some(tokens)) => {
+            let (addr, stop) = node::serve_tail(shipper.tail_service(), tokens, listen).await?;
+            eprintln!("tail service on http://{addr}");
+            Some(stop)
+        }
+        _ => None,
+    };
     eprintln!(
         "shipping {} ({}) to {}",
         config.root.display(),
@@ -144,6 +164,21 @@ fn resolve(args: &ShipperArgs) -> anyhow::Result<(ShipperConfig, BusConfig)> {
     }
     bus.validate()?;
     Ok((config, bus))
+}
+
+fn read_tokens(args: &ShipperArgs) -> anyhow::Result<Arc<Tokens>> {
+    let path = match &args.tokens {
+        Some(path) => path.clone(),
+        None => args.dir.data_dir.join("tokens.toml"),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "the Tail service needs a token file: failed to read {} (pass --tokens FILE)",
+            path.display()
+        )
+    })?;
+    let tokens = Tokens::parse(&text).with_context(|| format!("in {}", path.display()))?;
+    Ok(Arc::new(tokens))
 }
 
 fn hostname() -> String {

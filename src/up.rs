@@ -1,8 +1,9 @@
 //! `sluice up`: everything in one process.
 //!
-//! Today that is the bus (embedded in `D/bus` by default, or Kafka) and the
-//! authenticated admin service; the scheduler, nodes, archiver and query
-//! service join as they are built. It writes `D/tokens.toml` (an admin token,
+//! Today that is the bus (embedded in `D/bus` by default, or Kafka), the
+//! authenticated admin service, and `--nodes` nodes, each a shipper of
+//! `D/nodes/node-<i>/sandboxes` with its Tail service; the scheduler,
+//! agents, archiver and query service join as they are built. It writes `D/tokens.toml` (an admin token,
 //! stored hashed) once, and `D/client.toml` (endpoint, admin token, bus) on
 //! every start, and stops cleanly on Ctrl-C or SIGTERM.
 
@@ -21,6 +22,7 @@ use sluice_schema::topics;
 use crate::admin::AdminService;
 use crate::cli::DataDirArg;
 use crate::client::ClientConfig;
+use crate::node::{Node, NodeInfo};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -107,17 +109,39 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // before touching the tokens.
     let (token, tokens) = admin_token(&data_dir)?;
 
+    let tokens = Arc::new(tokens);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let service = AdminService::new(bus.clone(), store.clone(), args.nodes);
+
+    // Each node serves its Tail service on its own port of the same address.
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        let name = format!("node-{i}");
+        let node = Node::start(
+            &name,
+            data_dir.join("nodes").join(&name),
+            bus.clone(),
+            tokens.clone(),
+            SocketAddr::new(addr.ip(), 0),
+        )
+        .await?;
+        nodes.push(node);
+    }
+    let infos: Vec<NodeInfo> = nodes.iter().map(|n| n.info.clone()).collect();
+
+    let service = AdminService::new(
+        bus.clone(),
+        store.clone(),
+        nodes.iter().map(Node::status).collect(),
+    );
     let server = tonic::transport::Server::builder()
         .add_service(AdminServer::with_interceptor(
             service,
-            AuthInterceptor::new(Arc::new(tokens)),
+            AuthInterceptor::new(tokens.clone()),
         ))
-        .serve_with_incoming_shutdown(tokio_stream_from(listener), shutdown_signal());
+        .serve_with_incoming_shutdown(incoming(listener), shutdown_signal());
 
     ClientConfig {
         endpoint: format!("http://{addr}"),
@@ -131,8 +155,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ClientConfig::path(&data_dir).display(),
         data_dir.display()
     );
-    server.await.context("service failed")?;
+    for node in &infos {
+        eprintln!(
+            "  {}: sandboxes in {}, tail service {}",
+            node.name,
+            node.root.display(),
+            node.tail
+        );
+    }
+    let served = server.await.context("service failed");
     tracing::info!("shutting down");
+    for node in nodes {
+        node.stop().await;
+    }
+    served?;
     bus.flush(Duration::from_secs(10))
         .await
         .context("failed to flush the bus")?;
@@ -189,7 +225,8 @@ fn write_private(path: &PathBuf, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tokio_stream_from(
+/// Accepted connections of `listener`, for tonic.
+pub fn incoming(
     listener: tokio::net::TcpListener,
 ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     futures::stream::unfold(listener, |listener| async move {

@@ -48,6 +48,10 @@ pub struct ShipperConfig {
     /// How often acknowledged offsets are written to the checkpoint file.
     #[serde(default = "defaults::checkpoint_ms")]
     pub checkpoint_ms: u64,
+    /// Chunks a Tail stream may fall behind the tracker before it catches
+    /// up from the files instead.
+    #[serde(default = "defaults::tail_buffer")]
+    pub tail_buffer: usize,
     /// Added to every source's labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -74,6 +78,9 @@ mod defaults {
     }
     pub fn max_inflight_bytes() -> usize {
         8 << 20
+    }
+    pub fn tail_buffer() -> usize {
+        4096
     }
     pub fn rotated_grace_ms() -> u64 {
         5000
@@ -105,6 +112,7 @@ impl ShipperConfig {
             max_inflight_bytes: defaults::max_inflight_bytes(),
             rotated_grace_ms: defaults::rotated_grace_ms(),
             checkpoint_ms: defaults::checkpoint_ms(),
+            tail_buffer: defaults::tail_buffer(),
             labels: BTreeMap::new(),
         }
     }
@@ -134,6 +142,9 @@ impl ShipperConfig {
                 "max_inflight_bytes",
                 "must be at least twice chunk_bytes and max_line_bytes",
             );
+        }
+        if !(1..=1 << 20).contains(&self.tail_buffer) {
+            return bad("tail_buffer", "must be between 1 and 1048576");
         }
         if self.max_open_files < 16 {
             return bad("max_open_files", "must be at least 16");

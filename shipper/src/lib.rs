@@ -6,6 +6,7 @@
 //! - [`checkpoint`]: acknowledged offsets, kept across restarts.
 //! - `publish`: chunks and events to the bus, acknowledgements back.
 //! - [`progress`]: per-sandbox ship progress for garbage collection.
+//! - [`tail`]: the Tail service, live lines for `tailll`.
 //! - [`Shipper`]: starts and stops the pieces.
 
 pub mod checkpoint;
@@ -17,7 +18,9 @@ pub mod metrics;
 pub mod progress;
 mod publish;
 mod shipper;
+pub mod tail;
 
 pub use config::ShipperConfig;
 pub use error::{Error, Result};
 pub use shipper::Shipper;
+pub use tail::TailService;

@@ -4,6 +4,7 @@
 //! here so dashboards and docs have one place to look.
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const LINES: &str = "sluice_shipper_lines_total";
@@ -19,6 +20,13 @@ pub const ROTATIONS: &str = "sluice_shipper_rotations_total";
 pub const TRUNCATIONS: &str = "sluice_shipper_truncations_total";
 pub const DATA_LOSS: &str = "sluice_shipper_data_loss_bytes_total";
 pub const EVENTS: &str = "sluice_shipper_events_published_total";
+pub const LAG: &str = "sluice_shipper_lag_bytes";
+pub const SOURCE_LAG: &str = "sluice_shipper_source_lag_bytes";
+pub const TAIL_STREAMS: &str = "sluice_shipper_tail_streams";
+pub const TAIL_CATCH_UPS: &str = "sluice_shipper_tail_catch_ups_total";
+
+/// Sources listed by name in [`SOURCE_LAG`], the most behind first.
+pub const MAX_LAG_SERIES: usize = 100;
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -56,12 +64,18 @@ pub struct Metrics {
     pub truncations: Counter,
     pub data_loss_bytes: Counter,
     pub events_published: Counter,
+    /// Bytes written to tracked files and not yet acknowledged, in all.
+    pub lag_bytes: Counter,
+    /// The sources most behind: `(job, instance, path, bytes)`.
+    pub source_lag: Mutex<Vec<(String, u32, String, u64)>>,
+    pub tail_streams: Counter,
+    pub tail_catch_ups: Counter,
 }
 
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, host: &str) -> String {
-        let rows: [(&str, &str, &str, &Counter); 13] = [
+        let rows: [(&str, &str, &str, &Counter); 16] = [
             (
                 LINES,
                 "counter",
@@ -135,15 +149,84 @@ impl Metrics {
                 "cluster events published",
                 &self.events_published,
             ),
+            (
+                LAG,
+                "gauge",
+                "bytes written to tracked files and not yet acknowledged",
+                &self.lag_bytes,
+            ),
+            (
+                TAIL_STREAMS,
+                "gauge",
+                "Tail streams being served",
+                &self.tail_streams,
+            ),
+            (
+                TAIL_CATCH_UPS,
+                "counter",
+                "times a Tail stream fell behind and caught up from the files",
+                &self.tail_catch_ups,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{host=\"{host}\"}} {}",
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{host=\"{}\"}} {}",
+                label(host),
                 value.get()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP {SOURCE_LAG} bytes not yet acknowledged, for the {MAX_LAG_SERIES} sources most behind\n# TYPE {SOURCE_LAG} gauge"
+        );
+        for (job, instance, path, bytes) in self.source_lag.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "{SOURCE_LAG}{{host=\"{}\",job=\"{}\",instance=\"{instance}\",path=\"{}\"}} {bytes}",
+                label(host),
+                label(job),
+                label(path)
+            );
+        }
         out
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_and_escapes_labels() {
+        let m = Metrics::default();
+        m.lines_read.add(3);
+        m.lag_bytes.set(10);
+        *m.source_lag.lock().unwrap() = vec![("a/b/c".into(), 2, "/x/\"q\"\n".into(), 10)];
+        let text = m.render("node\"1");
+        assert!(
+            text.contains(&format!("{LINES}{{host=\"node\\\"1\"}} 3")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{LAG}{{host=\"node\\\"1\"}} 10")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{SOURCE_LAG}{{host=\"node\\\"1\",job=\"a/b/c\",instance=\"2\",path=\"/x/\\\"q\\\"\\n\"}} 10"
+            )),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE").count(), 17);
     }
 }

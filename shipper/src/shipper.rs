@@ -20,6 +20,8 @@ use sluice_schema::pb::ClusterEvent;
 use crate::files::tracker::{Hint, Outgoing, Tracker, TrackerParts, now_nanos};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use crate::tail::tap::{Tap, TapItem};
+use crate::tail::{TailService, TailShared};
 use crate::{Error, Result, ShipperConfig, publish};
 
 /// A running shipper. Dropping it without [`Shipper::shutdown`] stops it too,
@@ -31,6 +33,7 @@ pub struct Shipper {
     progress: Arc<Progress>,
     metrics: Arc<Metrics>,
     events: Arc<BusEvents>,
+    tap: Tap,
     tracker: Option<std::thread::JoinHandle<()>>,
     publisher: Option<tokio::task::JoinHandle<()>>,
     stop_publisher: Option<tokio::sync::oneshot::Sender<()>>,
@@ -53,6 +56,7 @@ impl Shipper {
         let metrics = Arc::new(Metrics::default());
         let (out, input) = tokio::sync::mpsc::unbounded_channel();
         let (hints, hint_rx) = mpsc::channel();
+        let tap = Tap::new(config.tail_buffer);
         let event_ids = Arc::new(EventIds::new(
             &format!("shipper@{}", config.host),
             now_nanos(),
@@ -65,6 +69,7 @@ impl Shipper {
             out: out.clone(),
             hints: hint_rx,
             event_ids,
+            tap: tap.clone(),
         })?;
         let watcher = watch(&config.root, hints.clone());
         let tracker = std::thread::Builder::new()
@@ -81,7 +86,11 @@ impl Shipper {
         ));
         tracing::info!(host = %config.host, layout = config.layout.name(), root = %config.root.display(), "shipper started");
         Ok(Shipper {
-            events: Arc::new(BusEvents { out }),
+            events: Arc::new(BusEvents {
+                out,
+                tap: tap.clone(),
+            }),
+            tap,
             config,
             hints,
             progress,
@@ -109,6 +118,18 @@ impl Shipper {
     /// Where the scheduler core sends cluster events: to `sluice.events`.
     pub fn event_sink(&self) -> Arc<dyn EventSink> {
         self.events.clone()
+    }
+
+    /// The Tail service over this shipper's sources.
+    pub fn tail_service(&self) -> TailService {
+        TailService::new(TailShared {
+            host: self.config.host.clone(),
+            framing: self.config.layout.layout().framing(),
+            max_line_bytes: self.config.max_line_bytes,
+            hints: self.hints.clone(),
+            tap: self.tap.clone(),
+            metrics: self.metrics.clone(),
+        })
     }
 
     /// The task of `sandbox` ended: ship its unterminated last lines now
@@ -183,10 +204,14 @@ fn watch(root: &Path, hints: mpsc::Sender<Hint>) -> Option<notify::RecommendedWa
 /// Publishes events through the shipper's publisher.
 struct BusEvents {
     out: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    tap: Tap,
 }
 
 impl EventSink for BusEvents {
     fn emit(&self, event: ClusterEvent) {
+        if self.tap.active() {
+            self.tap.send(TapItem::Event(Arc::new(event.clone())));
+        }
         if self.out.send(Outgoing::Event(event)).is_err() {
             tracing::warn!("shipper stopped: cluster event not published");
         }

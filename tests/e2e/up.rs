@@ -151,7 +151,7 @@ fn client_commands_without_a_cluster_say_how_to_start_one() {
 
 #[test]
 fn bad_flags_name_what_is_wrong() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["up", "--bus", "redis://x:1"],
             "expected `embedded:///PATH` or `kafka://HOST:PORT`",
@@ -165,6 +165,18 @@ fn bad_flags_name_what_is_wrong() {
             "expected `file:///PATH` or `s3://BUCKET/PREFIX`",
         ),
         (&["up", "--nodes", "0"], "--nodes"),
+        (
+            &[
+                "shipper",
+                "--layout",
+                "native",
+                "--root",
+                "/nonexistent-sandboxes",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "the Tail service needs a token file",
+        ),
     ];
     for (args, expected) in cases {
         let tmp = tempfile::tempdir().unwrap();
@@ -210,4 +222,127 @@ fn a_second_up_on_the_same_data_dir_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is in use by another process (pid "), "{err}");
+}
+
+/// `sluice up --nodes 2`: each node ships its own sandbox root to the bus and
+/// serves its lines live over its Tail service, to callers with a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_a_shipper_per_node_with_its_tail_service() {
+    use sluice_schema::pb::tail_client::TailClient;
+    use sluice_schema::pb::tail_message::Kind as Msg;
+    use sluice_schema::pb::{FollowRequest, Selector};
+    use sluice_schema::sandbox::{self, Manifest};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let up = Up::start(&dir, &["--nodes", "2"]);
+    let status: Value = serde_json::from_str(&sluice_ok(&[
+        "status",
+        "--data-dir",
+        up.data_dir(),
+        "--json",
+    ]))
+    .unwrap();
+    let nodes = status["detail"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), 2);
+    let node1 = &nodes[1];
+    assert_eq!(node1["name"], "node-1");
+    let root = std::path::PathBuf::from(node1["root"].as_str().unwrap());
+    assert_eq!(root, dir.join("nodes/node-1/sandboxes"));
+
+    // A task's sandbox on node-1, as the agent will lay it out.
+    let task = root.join("t-1");
+    let logs = task.join(sandbox::LOGS_DIR).join(sandbox::run_dir(0));
+    std::fs::create_dir_all(&logs).unwrap();
+    let manifest = Manifest {
+        version: 1,
+        job: "www/prod/web".into(),
+        instance: 4,
+        task_id: "t-1".into(),
+        run: 0,
+        processes: vec!["main".into()],
+        labels: Default::default(),
+    };
+    std::fs::write(
+        task.join(sandbox::MANIFEST),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    let log = logs.join(sandbox::log_file("main", false));
+    std::fs::write(&log, "first\nsecond\n").unwrap();
+
+    let token = client_toml(&dir)["token"].as_str().unwrap().to_string();
+    let channel = Channel::from_shared(node1["tail"].as_str().unwrap().to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = TailClient::new(channel.clone())
+        .follow(FollowRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut tail = TailClient::with_interceptor(channel, BearerInterceptor::new(&token).unwrap());
+    let mut stream = tail
+        .follow(FollowRequest {
+            selector: Some(Selector {
+                job: "www/*".into(),
+                ..Default::default()
+            }),
+            backfill_lines: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut texts = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while texts.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "saw only {texts:?}");
+        let message = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match message.kind.unwrap() {
+            Msg::Lines(chunk) => {
+                assert_eq!(chunk.source.as_ref().unwrap().host, "node-1");
+                for line in chunk.lines {
+                    texts.push(String::from_utf8(line.text.to_vec()).unwrap());
+                }
+            }
+            Msg::CaughtUp(_) => {
+                // Written after the stream caught up: arrives live.
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                writeln!(f, "third").unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(texts, ["first", "second", "third"]);
+
+    // The bus holds them too (once acknowledged: poll a little).
+    let dump = loop {
+        let dump = sluice_ok(&[
+            "bus",
+            "dump",
+            "--data-dir",
+            up.data_dir(),
+            "--topic",
+            "sluice.logs",
+            "--from-beginning",
+            "--json",
+        ]);
+        if dump.contains("third") || std::time::Instant::now() > deadline {
+            break dump;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        dump.contains("\"www/prod/web\"") && dump.contains("third"),
+        "{dump}"
+    );
+    assert!(up.stop().success());
 }

@@ -5,6 +5,8 @@
 //! - [`topics`]: bus topic names and how records are keyed.
 //! - [`auth`]: bearer tokens, principals and the tonic interceptors every
 //!   service shares.
+//! - [`glob`]: job key globs (`www/prod/*`), shared by `tailll`, the Tail
+//!   service and the scheduler.
 //! - [`sandbox`]: the native sandbox layout and its manifest, shared by the
 //!   scheduler core (writer) and the shipper (reader).
 //!
@@ -13,6 +15,7 @@
 
 pub mod auth;
 pub mod events;
+pub mod glob;
 pub mod sandbox;
 pub mod time;
 pub mod topics;

@@ -35,6 +35,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use sluice_schema::events::EventIds;
+use sluice_schema::pb::lifecycle::Kind as Lifecycle;
 use sluice_schema::pb::{ClusterEvent, EventKind, Source};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, TruncationRecord};
@@ -44,6 +45,7 @@ use crate::files::source::{self, FileKey, Prefix};
 use crate::layout::{Framing, Identity, Layout};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use crate::tail::tap::{SnapshotRequest, SourceView, Tap, TapItem};
 use crate::{Result, ShipperConfig};
 
 /// Most bytes read from one file in one pass, for fairness between files.
@@ -92,6 +94,8 @@ pub(crate) enum Hint {
     Rescan,
     /// The publisher's word on a chunk (here, so it wakes the tracker).
     Acked(AckNote),
+    /// A Tail follower wants the tracked sources.
+    Snapshot(SnapshotRequest),
     Shutdown,
 }
 
@@ -131,7 +135,15 @@ struct Tracked {
     ended: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// When this generation was first seen (Tail: which sources are new).
+    first_seen_nanos: i64,
+    /// Where reading stood when, about once a second (Tail: `since`).
+    samples: Vec<(u64, i64)>,
 }
+
+/// Time samples kept per source; past it every other one is dropped, so
+/// the samples still cover the file's whole life, more coarsely.
+const MAX_SAMPLES: usize = 1024;
 
 impl Tracked {
     fn checkpoint(&self) -> Checkpoint {
@@ -167,6 +179,7 @@ pub(crate) struct Tracker {
     out: tokio::sync::mpsc::UnboundedSender<Outgoing>,
     hints: Receiver<Hint>,
     event_ids: Arc<EventIds>,
+    tap: Tap,
     inflight_bytes: usize,
     open_files: usize,
     /// Paths whose identity failed, reported once each.
@@ -187,6 +200,7 @@ pub(crate) struct TrackerParts {
     pub out: tokio::sync::mpsc::UnboundedSender<Outgoing>,
     pub hints: Receiver<Hint>,
     pub event_ids: Arc<EventIds>,
+    pub tap: Tap,
 }
 
 impl Tracker {
@@ -205,6 +219,7 @@ impl Tracker {
             out: parts.out,
             hints: parts.hints,
             event_ids: parts.event_ids,
+            tap: parts.tap,
             inflight_bytes: 0,
             open_files: 0,
             reported: HashMap::new(),
@@ -248,6 +263,7 @@ impl Tracker {
                     }
                     Hint::Rescan => last_rescan = Instant::now() - self.config.rescan(),
                     Hint::Acked(note) => self.acked(note),
+                    Hint::Snapshot(request) => self.snapshot(request),
                     Hint::Shutdown => shutdown = true,
                 }
             }
@@ -319,6 +335,37 @@ impl Tracker {
             }
         }
         true
+    }
+
+    /// Answers a Tail follower: the sources it selects, with what was sent
+    /// of them so far.
+    fn snapshot(&mut self, request: SnapshotRequest) {
+        let views = self
+            .files
+            .values()
+            .filter(|t| (request.filter)(&t.source))
+            .map(|t| SourceView {
+                source: t.source.clone(),
+                file: t.file.as_ref().and_then(|f| f.try_clone().ok()),
+                path: t.path.clone(),
+                key: t.key,
+                read_end: t.lines.resume_offset(),
+                first_seen_nanos: t.first_seen_nanos,
+                samples: t.samples.clone(),
+            })
+            .collect();
+        let _ = request.reply.send(views);
+    }
+
+    fn lifecycle(&self, kind: Lifecycle, source: &Source, offset: u64, message: String) {
+        if self.tap.active() {
+            self.tap.send(TapItem::Lifecycle {
+                kind,
+                source: Arc::new(source.clone()),
+                offset,
+                message,
+            });
+        }
     }
 
     /// Writes the checkpoints; returns whether they are on disk.
@@ -583,6 +630,8 @@ impl Tracker {
             ended: false,
             retry_at: None,
             backoff: Duration::from_millis(100),
+            first_seen_nanos: now_nanos(),
+            samples: Vec::new(),
         };
         self.progress.record(key, start);
         self.checkpoints.put(t.checkpoint());
@@ -726,7 +775,35 @@ impl Tracker {
                 return false;
             }
         }
+        self.measure_lag();
         true
+    }
+
+    /// Bytes written and not yet acknowledged, in all and for the sources
+    /// most behind (the metrics).
+    fn measure_lag(&self) {
+        let mut lagging: Vec<(u64, &Tracked)> = self
+            .files
+            .values()
+            .map(|t| (t.size.saturating_sub(t.acked), t))
+            .filter(|(lag, _)| *lag > 0)
+            .collect();
+        self.metrics
+            .lag_bytes
+            .set(lagging.iter().map(|(lag, _)| lag).sum());
+        lagging.sort_by_key(|(lag, _)| std::cmp::Reverse(*lag));
+        *self.metrics.source_lag.lock().unwrap() = lagging
+            .iter()
+            .take(crate::metrics::MAX_LAG_SERIES)
+            .map(|(lag, t)| {
+                (
+                    t.source.job.clone(),
+                    t.source.instance,
+                    t.path.to_string_lossy().into_owned(),
+                    *lag,
+                )
+            })
+            .collect();
     }
 
     fn poll_one(&mut self, key: FileKey) -> bool {
@@ -775,7 +852,17 @@ impl Tracker {
                 Ok(_) => {
                     t.gone = true;
                     let (path, source) = (t.path.clone(), t.source.clone());
+                    let offset = t.lines.resume_offset();
                     self.metrics.rotations.inc();
+                    self.lifecycle(
+                        Lifecycle::SourceRotated,
+                        &source,
+                        offset,
+                        format!(
+                            "{} was rotated; reading the old file to its end",
+                            path.display()
+                        ),
+                    );
                     self.event(
                         EventKind::FileRotated,
                         Some(&source),
@@ -837,6 +924,20 @@ impl Tracker {
         };
         let mut out = ChunkEncoder::new(&t.source, self.config.chunk_bytes, want, now_nanos());
         if want > 0 {
+            let now_ns = now_nanos();
+            if t.samples
+                .last()
+                .is_none_or(|(_, at)| now_ns - at >= 1_000_000_000)
+            {
+                if t.samples.len() >= MAX_SAMPLES {
+                    let mut i = 0;
+                    t.samples.retain(|_| {
+                        i += 1;
+                        i % 2 == 0
+                    });
+                }
+                t.samples.push((t.lines.resume_offset(), now_ns));
+            }
             let at = t.lines.next_offset();
             match t.file.as_ref().unwrap().read_at(&mut self.buf[..want], at) {
                 Ok(n) => {
@@ -914,6 +1015,12 @@ impl Tracker {
             self.progress.forget(&key);
         }
         tracing::debug!(path = %t.path.display(), deleted, "done with file");
+        self.lifecycle(
+            Lifecycle::SourceEnded,
+            &t.source,
+            t.lines.resume_offset(),
+            format!("{} is gone and was read to its end", t.path.display()),
+        );
         true
     }
 
@@ -940,6 +1047,8 @@ impl Tracker {
         let t = self.files.get_mut(&key).unwrap();
         t.generation += 1;
         t.source.source_id = source::source_id(&host, key, t.birth, t.generation);
+        t.first_seen_nanos = now_nanos();
+        t.samples.clear();
         t.epoch += 1;
         t.inflight.clear();
         t.lines = LineAssembler::new(self.framing, self.config.max_line_bytes, 0);
@@ -964,6 +1073,12 @@ impl Tracker {
             offset: acked,
             at_unix_ms: now_nanos() / 1_000_000,
         });
+        self.lifecycle(
+            Lifecycle::SourceTruncated,
+            &old_source,
+            read,
+            format!("{} was truncated at byte {read}", path.display()),
+        );
         self.event(
             EventKind::FileTruncated,
             Some(&old_source),
@@ -1035,6 +1150,10 @@ impl Tracker {
                 .unwrap_or_else(|| t.inflight.back().map_or(t.acked, |(end, _)| *end));
             t.inflight.push_back((resume_end, false));
             self.inflight_bytes += c.bytes;
+            self.tap.send(TapItem::Chunk {
+                source_id: t.source.source_id,
+                payload: c.payload.clone(),
+            });
             alive &= self
                 .out
                 .send(Outgoing::Chunk(ChunkOut {
