@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{admin, bench, bench_shipper, bus_cmd, shipper_cmd, up};
+use crate::{
+    admin, bench, bench_gc, bench_shipper, bus_cmd, executor_cmd, job_cmd, node_cmd, scheduler_cmd,
+    shipper_cmd, up,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,6 +47,19 @@ pub enum Command {
     Status(StatusArgs),
     /// Run a shipper: tail the sandboxes under a root and publish to the bus.
     Shipper(shipper_cmd::ShipperArgs),
+    /// Submit, update, kill and inspect jobs.
+    #[command(subcommand)]
+    Job(job_cmd::JobCommand),
+    /// Run the scheduler alone (nodes join with `sluice node --scheduler`).
+    Scheduler(scheduler_cmd::SchedulerArgs),
+    /// Run a node: the agent that runs the scheduler's tasks, and the
+    /// shipper that tails them.
+    Node(node_cmd::NodeArgs),
+    /// Collect sandboxes on the nodes now, or say what would be collected.
+    Gc(node_cmd::GcArgs),
+    /// Run one task's processes in its sandbox (started by a node agent).
+    #[command(hide = true)]
+    Executor(executor_cmd::ExecutorArgs),
     /// Measure a component; results go to docs/PERFORMANCE.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -55,6 +71,8 @@ pub enum BenchCommand {
     Bus(bench::BusBenchArgs),
     /// Files → bus throughput of the shipper, next to cat and zstd.
     Shipper(bench_shipper::ShipperBenchArgs),
+    /// The garbage-collection policy on a simulated node.
+    Gc(bench_gc::GcBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,7 +117,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bus(BusCommand::Dump(args)) => bus_cmd::dump(args).await,
         Command::Status(args) => admin::status(args).await,
         Command::Shipper(args) => shipper_cmd::run(args).await,
+        Command::Job(command) => job_cmd::run(command).await,
+        Command::Executor(args) => executor_cmd::run(args),
+        Command::Node(args) => node_cmd::node(args).await,
+        Command::Scheduler(args) => scheduler_cmd::run(args).await,
+        Command::Gc(args) => node_cmd::gc(args).await,
         Command::Bench(BenchCommand::Bus(args)) => bench::bus(args).await,
         Command::Bench(BenchCommand::Shipper(args)) => bench_shipper::run(args).await,
+        Command::Bench(BenchCommand::Gc(args)) => bench_gc::run(args),
     }
 }

@@ -3,12 +3,17 @@
 
 mod admin;
 mod bench;
+mod bench_gc;
 mod bench_shipper;
 mod bus_cmd;
 mod cli;
 mod client;
+mod executor_cmd;
+mod job_cmd;
 mod metrics_http;
 mod node;
+mod node_cmd;
+mod scheduler_cmd;
 mod shipper_cmd;
 mod up;
 

@@ -1,47 +1,66 @@
-//! A node: the shipper of one sandbox root with its Tail service (and, with
-//! the scheduler, its agent). `sluice up --nodes N` runs N of them in one
-//! process, each with its own root under `DATA_DIR/nodes/`; `sluice
-//! shipper --listen` serves one shipper's Tail service the same way.
+//! A node: the agent that runs the scheduler's tasks in sandboxes and the
+//! shipper that tails them, behind one gRPC server (the Tail and Node
+//! services). `sluice up --nodes N` runs N of them in one process, each
+//! with its own root under `DATA_DIR/nodes/`; `sluice node` runs one;
+//! `sluice shipper --listen` serves a lone shipper's Tail service.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
 use sluice_broker::Bus;
+use sluice_scheduler::agent::{Agent, AgentConfig, ShipState, ShippedFile};
+use sluice_scheduler::gc::GcConfig;
 use sluice_schema::auth::{AuthInterceptor, Tokens};
+use sluice_schema::pb::node_server::NodeServer;
 use sluice_schema::pb::tail_server::TailServer;
 use sluice_shipper::layout::LayoutKind;
-use sluice_shipper::{Shipper, ShipperConfig, TailService};
+use sluice_shipper::{Shipper, ShipperConfig, ShipperHandle, TailService};
 use tokio::sync::oneshot;
 
-/// Serves `service` on `listen` until the returned sender is dropped or
-/// fired; returns the bound address.
-pub async fn serve_tail(
-    service: TailService,
+/// Serves the Tail service (and the Node service, if given) on `listener`
+/// until the returned sender fires or is dropped.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    tail: TailService,
+    node: Option<sluice_scheduler::agent::NodeService>,
     tokens: Arc<Tokens>,
-    listen: SocketAddr,
-) -> anyhow::Result<(SocketAddr, oneshot::Sender<()>)> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("failed to listen on {listen} for the Tail service"))?;
-    let addr = listener.local_addr()?;
+) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
+    let auth = AuthInterceptor::new(tokens);
     let server = tonic::transport::Server::builder()
-        .add_service(TailServer::with_interceptor(
-            service,
-            AuthInterceptor::new(tokens),
-        ))
+        .add_service(TailServer::with_interceptor(tail, auth.clone()))
+        .add_optional_service(node.map(|n| NodeServer::with_interceptor(n, auth)))
         .serve_with_incoming_shutdown(crate::up::incoming(listener), async {
             let _ = stopped.await;
         });
     tokio::spawn(async move {
         if let Err(e) = server.await {
-            tracing::error!(error = %e, "tail service failed");
+            tracing::error!(error = %e, "node service failed");
         }
     });
-    Ok((addr, stop))
+    stop
+}
+
+/// Serves a lone shipper's Tail service on `listen`; returns the bound
+/// address and the sender that stops it.
+pub async fn serve_tail(
+    service: TailService,
+    tokens: Arc<Tokens>,
+    listen: SocketAddr,
+) -> anyhow::Result<(SocketAddr, oneshot::Sender<()>)> {
+    let listener = bind(listen).await?;
+    let addr = listener.local_addr()?;
+    Ok((addr, serve(listener, service, None, tokens)))
+}
+
+async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("failed to listen on {listen} for the node's services"))
 }
 
 /// What `sluice status` shows of a node.
@@ -49,7 +68,7 @@ pub async fn serve_tail(
 pub struct NodeInfo {
     pub name: String,
     pub root: PathBuf,
-    /// `http://ADDR` of its Tail service.
+    /// `http://ADDR` of its Tail and Node services.
     pub tail: String,
 }
 
@@ -73,21 +92,35 @@ impl NodeStatus {
     }
 }
 
+/// How a node reaches its scheduler and what it offers.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub scheduler: String,
+    pub token: String,
+    pub cpu: f64,
+    pub ram_mb: u64,
+    pub disk_mb: u64,
+    pub disk_capacity_bytes: Option<u64>,
+    pub gc: GcConfig,
+}
+
 pub struct Node {
     pub info: NodeInfo,
     shipper: Shipper,
-    stop_tail: oneshot::Sender<()>,
+    agent: Option<Arc<Agent>>,
+    stop_services: oneshot::Sender<()>,
 }
 
 impl Node {
-    /// Node `name` with its sandboxes in `DIR/sandboxes` and its state in
-    /// `DIR/shipper`, `DIR` being `DATA_DIR/nodes/NAME`.
+    /// Node `name` with its sandboxes in `DIR/sandboxes` and the shipper's
+    /// state in `DIR/shipper`, `DIR` being `DATA_DIR/nodes/NAME`.
     pub async fn start(
         name: &str,
         dir: PathBuf,
         bus: Arc<dyn Bus>,
         tokens: Arc<Tokens>,
         listen: SocketAddr,
+        options: NodeOptions,
     ) -> anyhow::Result<Node> {
         let root = dir.join("sandboxes");
         std::fs::create_dir_all(&root)
@@ -95,15 +128,46 @@ impl Node {
         let config = ShipperConfig::new(name, LayoutKind::Native, &root, dir.join("shipper"));
         let shipper = Shipper::start(config, bus)
             .with_context(|| format!("failed to start the shipper of {name}"))?;
-        let (addr, stop_tail) = serve_tail(shipper.tail_service(), tokens, listen).await?;
+        let listener = bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let endpoint = format!("http://{addr}");
+        let agent = Agent::start(
+            AgentConfig {
+                node: name.to_string(),
+                root: root.clone(),
+                scheduler: options.scheduler.clone(),
+                tail_endpoint: endpoint.clone(),
+                cpu: options.cpu,
+                ram_mb: options.ram_mb,
+                disk_mb: options.disk_mb,
+                disk_capacity_bytes: options.disk_capacity_bytes,
+                heartbeat_ms: 500,
+                kill_grace_ms: 5_000,
+                gc: options.gc.clone(),
+            },
+            &options.token,
+            executor_command()?,
+            Arc::new(ShipperState(shipper.handle())),
+            shipper.event_sink(),
+            tokio::runtime::Handle::current(),
+        )
+        .with_context(|| format!("failed to start the agent of {name}"))?;
+        let agent = Arc::new(agent);
+        let stop_services = serve(
+            listener,
+            shipper.tail_service(),
+            Some(agent.service()),
+            tokens,
+        );
         Ok(Node {
             info: NodeInfo {
                 name: name.to_string(),
                 root,
-                tail: format!("http://{addr}"),
+                tail: endpoint,
             },
             shipper,
-            stop_tail,
+            agent: Some(agent),
+            stop_services,
         })
     }
 
@@ -115,8 +179,43 @@ impl Node {
         }
     }
 
-    pub async fn stop(self) {
-        let _ = self.stop_tail.send(());
+    /// Stops the agent (tasks keep running under their executors), the
+    /// services and the shipper.
+    pub async fn stop(mut self) {
+        let _ = self.stop_services.send(());
+        if let Some(agent) = self.agent.take() {
+            // The services held the other references; they are stopping.
+            let _ = tokio::task::spawn_blocking(move || drop(agent)).await;
+        }
         self.shipper.shutdown().await;
+    }
+}
+
+/// `[this sluice binary, "executor"]`: what runs each task.
+fn executor_command() -> anyhow::Result<Vec<OsString>> {
+    let exe = std::env::current_exe().context("cannot find the sluice binary to run tasks")?;
+    Ok(vec![exe.into_os_string(), "executor".into()])
+}
+
+/// The shipper's progress as the agent's garbage collector asks for it.
+struct ShipperState(ShipperHandle);
+
+impl ShipState for ShipperState {
+    fn files(&self, dir: &Path) -> Vec<ShippedFile> {
+        self.0
+            .progress()
+            .sandbox(dir)
+            .files
+            .into_iter()
+            .map(|f| ShippedFile {
+                path: f.path,
+                size: f.size,
+                acked: f.acked,
+            })
+            .collect()
+    }
+
+    fn task_ended(&self, dir: &Path) {
+        self.0.sandbox_ended(dir);
     }
 }

@@ -181,7 +181,7 @@ fn read_tokens(args: &ShipperArgs) -> anyhow::Result<Arc<Tokens>> {
     Ok(Arc::new(tokens))
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

@@ -1,9 +1,12 @@
 //! `sluice up`: everything in one process.
 //!
 //! Today that is the bus (embedded in `D/bus` by default, or Kafka), the
-//! authenticated admin service, and `--nodes` nodes, each a shipper of
-//! `D/nodes/node-<i>/sandboxes` with its Tail service; the scheduler,
-//! agents, archiver and query service join as they are built. It writes `D/tokens.toml` (an admin token,
+//! authenticated admin and scheduler services (state in `D/scheduler`), and
+//! `--nodes` nodes, each an agent running tasks in
+//! `D/nodes/node-<i>/sandboxes` and a shipper tailing them, with its Tail
+//! and Node services; the archiver and query service join as they are
+//! built. Tasks run under executors of their own: stopping `up` leaves them
+//! running, and the next `up` finds them again. It writes `D/tokens.toml` (an admin token,
 //! stored hashed) once, and `D/client.toml` (endpoint, admin token, bus) on
 //! every start, and stops cleanly on Ctrl-C or SIGTERM.
 
@@ -23,6 +26,8 @@ use crate::admin::AdminService;
 use crate::cli::DataDirArg;
 use crate::client::ClientConfig;
 use crate::node::{Node, NodeInfo};
+use sluice_broker::BusEventSink;
+use sluice_scheduler::scheduler::{SchedulerConfig, SchedulerService};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -47,6 +52,18 @@ pub struct UpArgs {
     /// Address of the services.
     #[arg(long, default_value = "127.0.0.1:0", env = "SLUICE_LISTEN")]
     pub listen: SocketAddr,
+    /// Seconds between disk quota checks and garbage-collection passes on
+    /// each node.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub disk_watch_interval: u64,
+    /// Garbage collection: seconds a finished sandbox is kept when the disk
+    /// is empty (less as it fills: the Mesos rule) [default: a day].
+    #[arg(long)]
+    pub gc_delay: Option<u64>,
+    /// Garbage collection: treat each node's disk as this many MiB holding
+    /// only its sandboxes [default: the data directory's filesystem].
+    #[arg(long)]
+    pub gc_capacity_mb: Option<u64>,
 }
 
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -114,8 +131,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let endpoint = format!("http://{addr}");
 
-    // Each node serves its Tail service on its own port of the same address.
+    let events = BusEventSink::start(bus.clone());
+    let scheduler = SchedulerService::start(
+        SchedulerConfig::new(data_dir.join("scheduler").join("state.json")),
+        events.clone(),
+    )
+    .context("failed to start the scheduler")?;
+
+    // Each node serves its Tail and Node services on its own port of the
+    // same address, and its agent reports to the scheduler here.
+    let mut options = crate::node_cmd::machine_options(&endpoint, &token);
+    options.gc.disk_watch_interval_secs = args.disk_watch_interval;
+    if let Some(delay) = args.gc_delay {
+        options.gc.gc_delay_secs = delay;
+    }
+    options.disk_capacity_bytes = args.gc_capacity_mb.map(|mb| mb << 20);
     let mut nodes = Vec::new();
     for i in 0..args.nodes {
         let name = format!("node-{i}");
@@ -125,6 +157,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             bus.clone(),
             tokens.clone(),
             SocketAddr::new(addr.ip(), 0),
+            options.clone(),
         )
         .await?;
         nodes.push(node);
@@ -141,10 +174,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             service,
             AuthInterceptor::new(tokens.clone()),
         ))
+        .add_service(scheduler.server(tokens.clone()))
         .serve_with_incoming_shutdown(incoming(listener), shutdown_signal());
+    let server = tokio::spawn(server);
+    // Jobs submitted as soon as `up` says it is up are spread over every
+    // node: wait (briefly) for each to report to the scheduler.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while scheduler.with_core(|core| core.nodes().iter().filter(|n| n.alive).count()) < nodes.len()
+    {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("not every node has reported to the scheduler yet");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     ClientConfig {
-        endpoint: format!("http://{addr}"),
+        endpoint,
         token,
         bus: bus_config.url.clone(),
     }
@@ -163,10 +209,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             node.tail
         );
     }
-    let served = server.await.context("service failed");
+    let served = match server.await {
+        Ok(served) => served.context("service failed"),
+        Err(e) => Err(anyhow::anyhow!("service failed: {e}")),
+    };
     tracing::info!("shutting down");
     for node in nodes {
         node.stop().await;
+    }
+    if let Err(e) = scheduler.stop().await {
+        tracing::error!(error = %e, "the scheduler did not stop cleanly");
+    }
+    if !events.flush(Duration::from_secs(5)).await {
+        tracing::warn!(
+            queued = events.queued(),
+            "cluster events not yet on the bus at shutdown"
+        );
     }
     served?;
     bus.flush(Duration::from_secs(10))
@@ -177,7 +235,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// The admin token: kept across restarts in `client.toml`, registered
 /// (hashed) in `tokens.toml`, which operators may extend with more users.
-fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Tokens)> {
+pub fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Tokens)> {
     let tokens_path = data_dir.join("tokens.toml");
     let previous = ClientConfig::read(data_dir).ok().flatten().map(|c| c.token);
     if !tokens_path.exists() {

@@ -20,6 +20,7 @@ mod bus;
 mod config;
 pub mod embedded;
 mod error;
+mod events;
 pub mod kafka;
 mod status;
 
@@ -28,6 +29,7 @@ pub use bus::{
 };
 pub use config::{BusConfig, BusUrl, EmbeddedConfig, FsyncPolicy, KafkaConfig};
 pub use error::{Error, Result};
+pub use events::BusEventSink;
 pub use status::{BusStatus, GroupOffset, GroupStatus, PartitionStatus, TopicStatus};
 
 use std::sync::Arc;

@@ -22,5 +22,5 @@ pub mod tail;
 
 pub use config::ShipperConfig;
 pub use error::{Error, Result};
-pub use shipper::Shipper;
+pub use shipper::{Shipper, ShipperHandle};
 pub use tail::TailService;

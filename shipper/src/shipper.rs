@@ -135,7 +135,15 @@ impl Shipper {
     /// The task of `sandbox` ended: ship its unterminated last lines now
     /// instead of after the quiet period.
     pub fn sandbox_ended(&self, sandbox: &Path) {
-        let _ = self.hints.send(Hint::SandboxEnded(sandbox.to_path_buf()));
+        self.handle().sandbox_ended(sandbox);
+    }
+
+    /// What a node agent needs of the shipper, to keep beside it.
+    pub fn handle(&self) -> ShipperHandle {
+        ShipperHandle {
+            progress: self.progress.clone(),
+            hints: self.hints.clone(),
+        }
     }
 
     /// Stops reading, waits briefly for outstanding acknowledgements, writes
@@ -156,6 +164,24 @@ impl Shipper {
             let _ = publisher.await;
         }
         tracing::info!(host = %self.config.host, "shipper stopped");
+    }
+}
+
+/// Ship progress and end-of-task hints, shareable (a node agent holds one).
+#[derive(Clone)]
+pub struct ShipperHandle {
+    progress: Arc<Progress>,
+    hints: mpsc::Sender<Hint>,
+}
+
+impl ShipperHandle {
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// See [`Shipper::sandbox_ended`].
+    pub fn sandbox_ended(&self, sandbox: &Path) {
+        let _ = self.hints.send(Hint::SandboxEnded(sandbox.to_path_buf()));
     }
 }
 

@@ -85,6 +85,18 @@ impl Up {
         self.dir.to_str().unwrap()
     }
 
+    /// `kill -9` of `sluice up`, leaving its tasks running (as a crash
+    /// does); returns the data directory for the next `up`.
+    pub fn crash(mut self) -> PathBuf {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = self.dir.clone();
+        std::mem::forget(self);
+        dir
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(self) -> std::process::ExitStatus {
         self.signal("TERM")
@@ -118,6 +130,52 @@ impl Drop for Up {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        kill_tasks_under(&self.dir);
+    }
+}
+
+/// Task executors run in sessions of their own and outlive `sluice up` by
+/// design; a test kills those of its data directory (and their tasks).
+pub fn kill_tasks_under(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut sessions = Vec::new();
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let executor =
+            args.iter().any(|a| a == "executor") && args.iter().any(|a| a.starts_with(&needle));
+        if executor {
+            sessions.push(pid);
+        }
+    }
+    for sid in sessions {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            // Fields after the command: state ppid pgrp session …
+            if rest.split_whitespace().nth(3) == Some(&sid.to_string())
+                && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
+            {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
         }
     }
 }

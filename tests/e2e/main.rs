@@ -6,5 +6,6 @@
 mod harness;
 
 mod bus;
+mod scheduler;
 mod soak;
 mod up;

@@ -43,7 +43,7 @@
 //! running ones with something to punch: O(n log n), about half a
 //! millisecond for 10,000 sandboxes in a release build (`sluice bench gc`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::GcConfig;
 
@@ -67,7 +67,7 @@ pub struct SandboxInfo {
     pub quota_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {
     Running,
@@ -76,7 +76,7 @@ pub enum SandboxState {
 
 /// The filesystem holding the sandboxes. Build it from
 /// [`crate::disk::FsUsage`] with [`NodeDisk::from_fs`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeDisk {
     /// What can be filled: used plus available to tasks.
     pub total_bytes: u64,
@@ -94,7 +94,7 @@ impl NodeDisk {
 }
 
 /// How full the disk was when the pass started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pressure {
     /// At or under the pressure line.
@@ -106,7 +106,7 @@ pub enum Pressure {
 }
 
 /// Why a sandbox is deleted although the shipper has not finished with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Forced {
     /// The disk is at or above the critical mark.
@@ -117,7 +117,7 @@ pub enum Forced {
 }
 
 /// Why a running sandbox's shipped prefix is punched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PunchReason {
     /// It is above `punch_quota_fraction` of its quota.
@@ -127,7 +127,7 @@ pub enum PunchReason {
 }
 
 /// Why a sandbox stays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepReason {
     Running,
@@ -145,7 +145,7 @@ pub enum KeepReason {
 }
 
 /// One sandbox's fate in a pass.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Decision {
     /// Delete the sandbox; `bytes` is what it holds. A forced deletion of a
@@ -192,7 +192,7 @@ impl Decision {
 /// What one pass decided: every sandbox once, the actions (`Delete`,
 /// `PunchHoles`) first in the order they were decided and should be
 /// applied, then the `Keep`s (terminated oldest first, then running by id).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcPlan {
     pub decisions: Vec<Decision>,
     pub pressure: Pressure,

@@ -1,0 +1,247 @@
+//! `sluice node` (one node: agent and shipper, for a machine of a cluster)
+//! and `sluice gc` (garbage collection on the nodes, or what it would do).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use sluice_broker::{BusConfig, BusUrl};
+use sluice_scheduler::gc::{Decision, GcConfig, GcPlan};
+use sluice_schema::auth::Tokens;
+use sluice_schema::pb::node_client::NodeClient;
+use sluice_schema::pb::scheduler_client::SchedulerClient;
+use sluice_schema::pb::{GcRequest, NodeStatusRequest};
+
+use crate::cli::DataDirArg;
+use crate::client::{self, ClientConfig};
+use crate::node::{Node, NodeOptions};
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// The scheduler, `http://HOST:PORT` [default: the data directory's
+    /// cluster].
+    #[arg(long, env = "SLUICE_SCHEDULER")]
+    pub scheduler: Option<String>,
+    /// This node's name [default: the machine's host name].
+    #[arg(long, env = "SLUICE_HOST")]
+    pub name: Option<String>,
+    /// Where sandboxes go [default: DATA_DIR/nodes/NAME/sandboxes].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// The bus [default: the data directory's].
+    #[arg(long, env = "SLUICE_BUS")]
+    pub bus: Option<BusUrl>,
+    /// Address of the node's Tail and Node services.
+    #[arg(long, default_value = "127.0.0.1:0", env = "SLUICE_LISTEN")]
+    pub listen: SocketAddr,
+    /// Who may call them [default: DATA_DIR/tokens.toml].
+    #[arg(long, env = "SLUICE_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// Cores offered to the scheduler [default: this machine's].
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Memory offered, MiB [default: this machine's].
+    #[arg(long)]
+    pub ram_mb: Option<u64>,
+    /// Disk offered to sandboxes, MiB [default: the root's filesystem].
+    #[arg(long)]
+    pub disk_mb: Option<u64>,
+    /// Garbage collection: treat the node's disk as this many MiB holding
+    /// only the sandboxes [default: the root's filesystem].
+    #[arg(long)]
+    pub gc_capacity_mb: Option<u64>,
+    /// Seconds between disk quota checks and garbage-collection passes.
+    #[arg(long, default_value_t = 60)]
+    pub disk_watch_interval: u64,
+}
+
+pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let data_dir = std::path::absolute(&args.dir.data_dir)?;
+    let (endpoint, token) = ClientConfig::resolve(&data_dir)?;
+    let scheduler = args.scheduler.clone().unwrap_or(endpoint);
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(crate::shipper_cmd::hostname);
+    let node_dir = data_dir.join("nodes").join(&name);
+    let tokens = read_tokens(args.tokens.as_ref(), &data_dir)?;
+    let bus = sluice_broker::open(&BusConfig::new(client::bus_url(
+        args.bus.as_ref(),
+        &data_dir,
+    )?))
+    .await
+    .context("failed to open the bus")?;
+    let mut options = machine_options(&scheduler, &token);
+    if let Some(cpu) = args.cpu {
+        options.cpu = cpu;
+    }
+    if let Some(ram) = args.ram_mb {
+        options.ram_mb = ram;
+    }
+    if let Some(disk) = args.disk_mb {
+        options.disk_mb = disk;
+    }
+    options.disk_capacity_bytes = args.gc_capacity_mb.map(|mb| mb << 20);
+    options.gc.disk_watch_interval_secs = args.disk_watch_interval;
+    let dir = match &args.root {
+        Some(root) => {
+            anyhow::ensure!(
+                root.file_name().is_some_and(|n| n == "sandboxes"),
+                "--root must end in /sandboxes (the shipper's state goes beside it)"
+            );
+            std::path::absolute(root)?.parent().unwrap().to_path_buf()
+        }
+        None => node_dir,
+    };
+    let node = Node::start(&name, dir, bus.clone(), tokens, args.listen, options).await?;
+    eprintln!(
+        "node {name}: sandboxes in {}, services on {}, scheduler {scheduler}",
+        node.info.root.display(),
+        node.info.tail
+    );
+    crate::up::shutdown_signal().await;
+    node.stop().await;
+    bus.flush(std::time::Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+/// What this machine offers by default: its cores, memory and the root
+/// filesystem's size.
+pub fn machine_options(scheduler: &str, token: &str) -> NodeOptions {
+    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let ram_mb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(1024, |kb| kb / 1024);
+    NodeOptions {
+        scheduler: scheduler.to_string(),
+        token: token.to_string(),
+        cpu,
+        ram_mb,
+        disk_mb: 1 << 20,
+        disk_capacity_bytes: None,
+        gc: GcConfig::default(),
+    }
+}
+
+pub fn read_tokens(
+    path: Option<&PathBuf>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<Tokens>> {
+    let path = path
+        .cloned()
+        .unwrap_or_else(|| data_dir.join("tokens.toml"));
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "the node's services need a token file: failed to read {} (pass --tokens FILE)",
+            path.display()
+        )
+    })?;
+    let tokens = Tokens::parse(&text).with_context(|| format!("in {}", path.display()))?;
+    Ok(Arc::new(tokens))
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Say what would be deleted and why; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sluice gc`: a pass on every node (or `--node`), via the scheduler's list
+/// of nodes.
+pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
+    let (endpoint, token) = ClientConfig::resolve(&args.dir.data_dir)?;
+    let mut scheduler = SchedulerClient::new(client::connect(&endpoint, &token).await?);
+    let nodes = scheduler
+        .nodes(NodeStatusRequest {})
+        .await
+        .with_context(|| format!("nodes from {endpoint}"))?
+        .into_inner()
+        .nodes;
+    let mut results = Vec::new();
+    for node in nodes {
+        if args.node.as_ref().is_some_and(|n| *n != node.node) || !node.alive {
+            continue;
+        }
+        let mut client = NodeClient::new(client::connect(&node.tail_endpoint, &token).await?);
+        let reply = client
+            .gc(GcRequest {
+                dry_run: args.dry_run,
+            })
+            .await
+            .with_context(|| format!("gc on {}", node.node))?
+            .into_inner();
+        let plan: GcPlan = serde_json::from_str(&reply.plan_json)
+            .with_context(|| format!("gc plan from {}", node.node))?;
+        results.push((reply, plan));
+    }
+    if let Some(name) = &args.node {
+        anyhow::ensure!(!results.is_empty(), "no live node named {name}");
+    }
+    if args.json {
+        for (reply, _) in &results {
+            let plan: serde_json::Value = serde_json::from_str(&reply.plan_json)?;
+            println!(
+                "{}",
+                serde_json::json!({"node": reply.node, "applied": reply.applied, "freed_bytes": reply.freed_bytes, "plan": plan})
+            );
+        }
+        return Ok(());
+    }
+    for (reply, plan) in results {
+        println!(
+            "{}: disk {} of {} bytes used ({:?} pressure), {}",
+            reply.node,
+            plan.used_before,
+            plan.total_bytes,
+            plan.pressure,
+            if reply.applied {
+                format!("freed {} bytes", reply.freed_bytes)
+            } else {
+                format!(
+                    "would free {} bytes",
+                    plan.used_before.saturating_sub(plan.expected_used_after)
+                )
+            }
+        );
+        for d in &plan.decisions {
+            let line = match d {
+                Decision::Delete {
+                    id,
+                    bytes,
+                    forced,
+                    unshipped_bytes,
+                    ..
+                } => match forced {
+                    None => format!("  delete {id}: {bytes} bytes, fully shipped and old enough"),
+                    Some(f) => format!(
+                        "  delete {id}: {bytes} bytes, forced ({f:?}), {unshipped_bytes} bytes not shipped are lost"
+                    ),
+                },
+                Decision::PunchHoles { id, bytes, reason } => {
+                    format!("  punch {id}: {bytes} bytes of shipped log prefixes ({reason:?})")
+                }
+                Decision::Keep { id, reason } => format!("  keep {id}: {reason:?}"),
+            };
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
