@@ -10,11 +10,10 @@ use anyhow::Context;
 use clap::Args;
 use sluice_broker::{BusConfig, BusEventSink, BusUrl};
 use sluice_scheduler::scheduler::{SchedulerConfig, SchedulerService};
-use sluice_schema::topics;
 
 use crate::cli::DataDirArg;
 use crate::client::{self, ClientConfig};
-use crate::up::{admin_token, incoming, shutdown_signal};
+use crate::up::{admin_token, incoming, open_bus, shutdown_signal};
 
 #[derive(Args, Debug)]
 pub struct SchedulerArgs {
@@ -37,12 +36,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
     let bus_config = BusConfig::new(client::bus_url(args.bus.as_ref(), &data_dir)?);
-    let bus = sluice_broker::open(&bus_config)
-        .await
-        .context("failed to open the bus")?;
-    bus.ensure_topics(&topics::ALL)
-        .await
-        .context("failed to create the bus topics")?;
+    let bus = open_bus(&bus_config).await?;
     let (token, tokens) = admin_token(&data_dir)?;
     let tokens = Arc::new(tokens);
     let events = BusEventSink::start(bus.clone());

@@ -116,12 +116,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .kafka
         .properties
         .extend(args.kafka_properties.iter().cloned());
-    let bus = sluice_broker::open(&bus_config)
-        .await
-        .context("failed to open the bus")?;
-    bus.ensure_topics(&topics::ALL)
-        .await
-        .context("failed to create the bus topics")?;
+    let bus = open_bus(&bus_config).await?;
     // After the bus: a second `up` on this data directory stops at its lock
     // before touching the tokens.
     let (token, tokens) = admin_token(&data_dir)?;
@@ -231,6 +226,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .context("failed to flush the bus")?;
     Ok(())
+}
+
+/// Opens the bus and creates Sluice's topics on it.
+pub async fn open_bus(config: &BusConfig) -> anyhow::Result<Arc<dyn sluice_broker::Bus>> {
+    let bus = sluice_broker::open(config)
+        .await
+        .context("failed to open the bus")?;
+    bus.ensure_topics(&topics::ALL)
+        .await
+        .context("failed to create the bus topics")?;
+    Ok(bus)
 }
 
 /// The admin token: kept across restarts in `client.toml`, registered

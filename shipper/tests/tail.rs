@@ -18,7 +18,7 @@ use sluice_schema::pb::tail_client::TailClient;
 use sluice_schema::pb::tail_message::Kind as Msg;
 use sluice_schema::pb::tail_server::TailServer;
 use sluice_schema::pb::{ClusterEvent, EventKind, FollowRequest, Position, Selector, Stream};
-use sluice_schema::sandbox::{self, Manifest};
+use sluice_schema::sandbox;
 use sluice_shipper::layout::LayoutKind;
 use sluice_shipper::{Shipper, ShipperConfig};
 use tonic::Code;
@@ -127,24 +127,8 @@ impl Node {
 
     /// A native sandbox; returns the path of its `main.stdout`.
     fn sandbox(&self, task_id: &str, job: &str, instance: u32) -> PathBuf {
-        let dir = self.root.join(task_id);
-        let logs = dir.join(sandbox::LOGS_DIR).join(sandbox::run_dir(0));
-        std::fs::create_dir_all(&logs).unwrap();
-        let manifest = Manifest {
-            version: 1,
-            job: job.into(),
-            instance,
-            task_id: task_id.into(),
-            run: 0,
-            processes: vec!["main".into()],
-            labels: Default::default(),
-        };
-        std::fs::write(
-            dir.join(sandbox::MANIFEST),
-            serde_json::to_vec(&manifest).unwrap(),
-        )
-        .unwrap();
-        logs.join(sandbox::log_file("main", false))
+        sluice_testkit::native_sandbox(&self.root, task_id, job, instance, &["main"])
+            .join(sandbox::log_file("main", false))
     }
 
     /// Waits until the shipper has read `lines` lines in all.

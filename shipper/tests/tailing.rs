@@ -12,7 +12,6 @@ use prost::Message as _;
 use sluice_broker::embedded::EmbeddedBus;
 use sluice_broker::{Bus, Consumer, EmbeddedConfig};
 use sluice_schema::pb::{ClusterEvent, EventKind, LogChunk, Stream};
-use sluice_schema::sandbox::{self, Manifest};
 use sluice_schema::topics;
 use sluice_shipper::layout::LayoutKind;
 use sluice_shipper::{Shipper, ShipperConfig};
@@ -89,24 +88,7 @@ impl World {
 
     /// A native sandbox with its manifest; returns the run-0 log directory.
     fn sandbox(&self, task_id: &str, job: &str, instance: u32, processes: &[&str]) -> PathBuf {
-        let dir = self.root.join(task_id);
-        let logs = dir.join(sandbox::LOGS_DIR).join(sandbox::run_dir(0));
-        std::fs::create_dir_all(&logs).unwrap();
-        let manifest = Manifest {
-            version: 1,
-            job: job.into(),
-            instance,
-            task_id: task_id.into(),
-            run: 0,
-            processes: processes.iter().map(|p| p.to_string()).collect(),
-            labels: Default::default(),
-        };
-        std::fs::write(
-            dir.join(sandbox::MANIFEST),
-            serde_json::to_vec(&manifest).unwrap(),
-        )
-        .unwrap();
-        logs
+        sluice_testkit::native_sandbox(&self.root, task_id, job, instance, processes)
     }
 
     async fn pump(&mut self) {

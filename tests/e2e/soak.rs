@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use sluice_broker::{BusConfig, Consumer};
 use sluice_schema::pb::{LogChunk, Stream};
-use sluice_schema::sandbox::{self, Manifest};
 use sluice_schema::topics;
 use sluice_testkit::TestKafka;
 
@@ -210,31 +209,17 @@ async fn shipper_soak_with_rotation_truncation_and_kill_9() {
     // native: 20 sandboxes, stdout and stderr.
     for i in 0..20u32 {
         let task = format!("soak-prod-svc{i}-0-{i:08x}");
-        let dir = roots[0].join(&task);
-        std::fs::create_dir_all(dir.join("logs/run-0")).unwrap();
-        let manifest = Manifest {
-            version: 1,
-            job: format!("soak/prod/svc{i}"),
-            instance: i,
-            task_id: task.clone(),
-            run: 0,
-            processes: vec!["main".into()],
-            labels: Default::default(),
-        };
-        std::fs::write(
-            dir.join(sandbox::MANIFEST),
-            serde_json::to_vec(&manifest).unwrap(),
-        )
-        .unwrap();
+        let job = format!("soak/prod/svc{i}");
+        let logs = sluice_testkit::native_sandbox(&roots[0], &task, &job, i, &["main"]);
         for (stream, name) in [
             (Stream::Stdout, "main.stdout"),
             (Stream::Stderr, "main.stderr"),
         ] {
             files.push(LogFile {
-                path: dir.join("logs/run-0").join(name),
+                path: logs.join(name),
                 layout: 0,
                 who: Who {
-                    job: manifest.job.clone(),
+                    job: job.clone(),
                     instance: i,
                     process: "main".into(),
                     stream,

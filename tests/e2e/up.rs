@@ -231,7 +231,7 @@ async fn up_runs_a_shipper_per_node_with_its_tail_service() {
     use sluice_schema::pb::tail_client::TailClient;
     use sluice_schema::pb::tail_message::Kind as Msg;
     use sluice_schema::pb::{FollowRequest, Selector};
-    use sluice_schema::sandbox::{self, Manifest};
+    use sluice_schema::sandbox;
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
@@ -251,24 +251,8 @@ async fn up_runs_a_shipper_per_node_with_its_tail_service() {
     let root = std::path::PathBuf::from(node1["root"].as_str().unwrap());
     assert_eq!(root, dir.join("nodes/node-1/sandboxes"));
 
-    // A task's sandbox on node-1, as the agent will lay it out.
-    let task = root.join("t-1");
-    let logs = task.join(sandbox::LOGS_DIR).join(sandbox::run_dir(0));
-    std::fs::create_dir_all(&logs).unwrap();
-    let manifest = Manifest {
-        version: 1,
-        job: "www/prod/web".into(),
-        instance: 4,
-        task_id: "t-1".into(),
-        run: 0,
-        processes: vec!["main".into()],
-        labels: Default::default(),
-    };
-    std::fs::write(
-        task.join(sandbox::MANIFEST),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .unwrap();
+    // A task's sandbox on node-1, as the agent lays it out.
+    let logs = sluice_testkit::native_sandbox(&root, "t-1", "www/prod/web", 4, &["main"]);
     let log = logs.join(sandbox::log_file("main", false));
     std::fs::write(&log, "first\nsecond\n").unwrap();
 

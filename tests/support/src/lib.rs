@@ -155,3 +155,33 @@ pub fn corpus_dir() -> Option<PathBuf> {
     ];
     candidates.into_iter().flatten().find(|p| p.is_dir())
 }
+
+/// A native sandbox `<root>/<task_id>` with its manifest (run 0), as a node
+/// agent lays it out; returns its run-0 log directory (created).
+pub fn native_sandbox(
+    root: &Path,
+    task_id: &str,
+    job: &str,
+    instance: u32,
+    processes: &[&str],
+) -> PathBuf {
+    use sluice_schema::sandbox::{self, Manifest};
+    let dir = root.join(task_id);
+    let logs = dir.join(sandbox::LOGS_DIR).join(sandbox::run_dir(0));
+    std::fs::create_dir_all(&logs).expect("create the sandbox");
+    let manifest = Manifest {
+        version: 1,
+        job: job.into(),
+        instance,
+        task_id: task_id.into(),
+        run: 0,
+        processes: processes.iter().map(|p| p.to_string()).collect(),
+        labels: Default::default(),
+    };
+    std::fs::write(
+        dir.join(sandbox::MANIFEST),
+        serde_json::to_vec(&manifest).expect("manifest as JSON"),
+    )
+    .expect("write the manifest");
+    logs
+}
