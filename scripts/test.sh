@@ -23,6 +23,17 @@ if [ ! -x "$tansu" ]; then
 fi
 export SLUICE_TANSU="$tansu" SLUICE_REQUIRE_KAFKA=1
 
+step "Python tools: DuckDB (archive interop) and moto's S3 server (cached)"
+py="$tools/py"
+if ! "$py/bin/python" -c "import duckdb, moto" 2>/dev/null; then
+  if ! python3 -c "import venv, ensurepip" 2>/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv
+  fi
+  python3 -m venv "$py"
+  "$py/bin/pip" install --quiet --disable-pip-version-check "duckdb==2.0.0" "moto[server]==5.2.1"
+fi
+export SLUICE_PYTHON="$py/bin/python" SLUICE_MOTO="$py/bin/moto_server" SLUICE_REQUIRE_S3=1 SLUICE_REQUIRE_DUCKDB=1
+
 step "test runner"
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked --root "$tools/nextest"

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    admin, bench, bench_gc, bench_shipper, bus_cmd, executor_cmd, job_cmd, node_cmd, scheduler_cmd,
-    shipper_cmd, up,
+    admin, archive_cmd, bench, bench_gc, bench_shipper, bus_cmd, executor_cmd, job_cmd, node_cmd,
+    scheduler_cmd, shipper_cmd, up,
 };
 
 #[derive(Parser, Debug)]
@@ -47,6 +47,11 @@ pub enum Command {
     Status(StatusArgs),
     /// Run a shipper: tail the sandboxes under a root and publish to the bus.
     Shipper(shipper_cmd::ShipperArgs),
+    /// Run an archiver: the bus into Parquet + index splits on object storage.
+    Archiver(archive_cmd::ArchiverArgs),
+    /// Inspect the archive.
+    #[command(subcommand)]
+    Archive(archive_cmd::ArchiveCommand),
     /// Submit, update, kill and inspect jobs.
     #[command(subcommand)]
     Job(job_cmd::JobCommand),
@@ -118,6 +123,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => admin::status(args).await,
         Command::Shipper(args) => shipper_cmd::run(args).await,
         Command::Job(command) => job_cmd::run(command).await,
+        Command::Archiver(args) => archive_cmd::run(args).await,
+        Command::Archive(command) => archive_cmd::command(command).await,
         Command::Executor(args) => executor_cmd::run(args),
         Command::Node(args) => node_cmd::node(args).await,
         Command::Scheduler(args) => scheduler_cmd::run(args).await,

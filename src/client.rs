@@ -26,6 +26,9 @@ pub struct ClientConfig {
     pub token: String,
     /// The bus the cluster uses.
     pub bus: BusUrl,
+    /// The archive (`file:///PATH`, `s3://BUCKET/PREFIX`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl ClientConfig {
@@ -101,6 +104,35 @@ pub async fn connect(endpoint: &str, token: &str) -> anyhow::Result<AuthedChanne
         .with_context(|| format!("failed to connect to {endpoint}"))?;
     let auth = BearerInterceptor::new(token).context("invalid token")?;
     Ok(InterceptedService::new(channel, auth))
+}
+
+/// The archive a client command reads: `--store`, else the data
+/// directory's, else `DATA_DIR/archive`.
+pub fn store_url(
+    flag: Option<&str>,
+    data_dir: &Path,
+) -> anyhow::Result<sluice_query::store::StoreUrl> {
+    let text = match flag {
+        Some(url) => url.to_string(),
+        None => match ClientConfig::read(data_dir)?.and_then(|c| c.store) {
+            Some(url) => url,
+            None => format!(
+                "file://{}",
+                std::path::absolute(data_dir)?.join("archive").display()
+            ),
+        },
+    };
+    Ok(text.parse()?)
+}
+
+/// S3 settings from the environment (`AWS_*`, object_store's names), for
+/// `s3://` stores.
+pub fn s3_options() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .filter(|(k, _)| k.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok())
+        .collect()
 }
 
 /// The bus a client command uses: `--bus`, else the data directory's.

@@ -2,6 +2,7 @@
 //! each command is a module that wires the libraries together.
 
 mod admin;
+mod archive_cmd;
 mod bench;
 mod bench_gc;
 mod bench_shipper;

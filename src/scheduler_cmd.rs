@@ -56,6 +56,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         endpoint: format!("http://{addr}"),
         token,
         bus: bus_config.url.clone(),
+        store: None,
     }
     .write(&data_dir)?;
     eprintln!(

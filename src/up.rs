@@ -4,8 +4,8 @@
 //! authenticated admin and scheduler services (state in `D/scheduler`), and
 //! `--nodes` nodes, each an agent running tasks in
 //! `D/nodes/node-<i>/sandboxes` and a shipper tailing them, with its Tail
-//! and Node services; the archiver and query service join as they are
-//! built. Tasks run under executors of their own: stopping `up` leaves them
+//! and Node services, and the archiver (the bus into `D/archive` or
+//! `--store`); the query service joins with the query issue. Tasks run under executors of their own: stopping `up` leaves them
 //! running, and the next `up` finds them again. It writes `D/tokens.toml` (an admin token,
 //! stored hashed) once, and `D/client.toml` (endpoint, admin token, bus) on
 //! every start, and stops cleanly on Ctrl-C or SIGTERM.
@@ -101,6 +101,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => format!("file://{}", data_dir.join("archive").display()),
     };
     check_store(&store)?;
+    let archive = store
+        .parse::<sluice_query::store::StoreUrl>()?
+        .open(&crate::client::s3_options())
+        .with_context(|| format!("failed to open the archive {store}"))?;
     if args.demo {
         tracing::warn!(
             "--demo: sample jobs need the scheduler, which this build does not have yet; running without them"
@@ -129,6 +133,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let endpoint = format!("http://{addr}");
 
     let events = BusEventSink::start(bus.clone());
+    let (stop_archiver, archiver_stopped) = tokio::sync::oneshot::channel();
+    let (_archiver_metrics, archiver) = crate::archive_cmd::spawn(
+        sluice_query::archiver::ArchiverConfig::default(),
+        bus.clone(),
+        &archive,
+        archiver_stopped,
+    )
+    .await?;
     let scheduler = SchedulerService::start(
         SchedulerConfig::new(data_dir.join("scheduler").join("state.json")),
         events.clone(),
@@ -188,6 +200,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         endpoint,
         token,
         bus: bus_config.url.clone(),
+        store: Some(store.clone()),
     }
     .write(&data_dir)?;
     eprintln!(
@@ -221,6 +234,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "cluster events not yet on the bus at shutdown"
         );
     }
+    // Last: it commits what it holds (the bus keeps the rest for next time).
+    let _ = stop_archiver.send(());
+    let _ = archiver.await;
     served?;
     bus.flush(Duration::from_secs(10))
         .await

@@ -268,7 +268,9 @@ async fn finished_sandboxes_are_collected_only_once_shipped() {
 
     *world.shipper.shipped.lock().unwrap() = true;
     world
-        .until("collection", |w| !w.root.join("t-done").exists())
+        .until("collection", |w| {
+            !w.root.join("t-done").exists() && !w.kinds(EventKind::SandboxCollected).is_empty()
+        })
         .await;
     let collected = world.kinds(EventKind::SandboxCollected);
     assert_eq!(collected.len(), 1);
@@ -293,7 +295,9 @@ async fn past_the_critical_mark_collection_is_forced_and_the_loss_reported() {
         })
         .await;
     world
-        .until("forced collection", |w| !w.root.join("t-big").exists())
+        .until("forced collection", |w| {
+            !w.root.join("t-big").exists() && !w.kinds(EventKind::DataLoss).is_empty()
+        })
         .await;
     let loss = world.kinds(EventKind::DataLoss);
     assert_eq!(loss.len(), 1, "{loss:?}");

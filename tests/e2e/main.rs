@@ -3,6 +3,7 @@
 //! One test binary for the whole suite (one link, one place for the
 //! harness); each area is a module.
 
+mod archive;
 mod harness;
 
 mod bus;

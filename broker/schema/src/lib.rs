@@ -1,5 +1,7 @@
 //! Sluice's wire contract, in one small crate that does no I/O.
 //!
+//! - [`archive`]: the archive's Arrow schemas (`logs`, `events`), its
+//!   tantivy field and its object-store key layout.
 //! - [`pb`]: the protobuf records (`LogChunk`, `ClusterEvent`) and gRPC
 //!   services, generated from `proto/sluice/v1/`.
 //! - [`topics`]: bus topic names and how records are keyed.
@@ -13,6 +15,7 @@
 //! Everything that must agree between processes lives here, so that a change
 //! to it is a change to one crate with its own compatibility tests.
 
+pub mod archive;
 pub mod auth;
 pub mod events;
 pub mod glob;

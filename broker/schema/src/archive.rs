@@ -1,0 +1,756 @@
+//! The archive's contract: the columns and Arrow types of the `logs` and
+//! `events` Parquet files, the tantivy field of the line index, and where
+//! splits live in the object store. Writers (the archiver), readers (the
+//! query engine, the catalog) and outside tools (DuckDB, Athena) all follow
+//! this module; it does no I/O.
+//!
+//! # Splits and keys
+//!
+//! A *split* is one Parquet file, and for logs a tantivy index of its `line`
+//! column stored as one object beside it (row N of the file is document N of
+//! the index). Keys are Hive-partitioned by the UTC date (and hour, for logs)
+//! of the rows' `ts`, relative to the archive's root:
+//!
+//! ```text
+//! logs/date=2026-11-21/hour=07/<split id>.parquet
+//! logs/date=2026-11-21/hour=07/<split id>.index
+//! events/date=2026-11-21/<split id>.parquet
+//! ```
+//!
+//! The partition columns `date` (`YYYY-MM-DD`) and `hour` (`00`–`23`) are in
+//! the path only, never in the file: DuckDB's `hive_partitioning` and
+//! Athena's partition projection add them. A log split holds only rows whose
+//! `ts` falls in its date and hour; an event split only rows of its date.
+//!
+//! A split id is 16 hex digits of its creation time in Unix nanoseconds, a
+//! `-`, and 16 hex digits of randomness (`0187a3f0c2d4e5f6-9c1e2a7b3d4f5a6b`):
+//! ids sort by creation time, never collide in practice, and are safe in any
+//! object store.
+//!
+//! # The `logs` table
+//!
+//! One row per shipped line (a piece of a long line is its own row). Rows
+//! are sorted by `job`, `instance`, `ts`, `source_id`, `offset`.
+//!
+//! | column         | Arrow type                 | null | what it holds |
+//! |----------------|----------------------------|------|---------------|
+//! | `ts`           | Timestamp(ns, "UTC")       | no   | event time of the line (framing time, else read time) |
+//! | `host`         | Utf8                       | no   | host the shipper runs on |
+//! | `job`          | Utf8                       | no   | job key `role/env/name` |
+//! | `role`         | Utf8                       | no   | first segment of `job` |
+//! | `env`          | Utf8                       | no   | second segment of `job` |
+//! | `name`         | Utf8                       | no   | rest of `job` after the second `/` |
+//! | `instance`     | UInt32                     | no   | instance number |
+//! | `task_id`      | Utf8                       | no   | task id |
+//! | `run`          | UInt32                     | no   | run (restart) number, from 0 |
+//! | `process`      | Utf8                       | no   | process or container |
+//! | `stream`       | Utf8                       | no   | `stdout`, `stderr` or empty |
+//! | `path`         | Utf8                       | no   | file path on the host |
+//! | `source_id`    | UInt64                     | no   | file generation; `(source_id, offset)` names a line |
+//! | `offset`       | UInt64                     | no   | byte offset of the line in its file |
+//! | `raw_len`      | UInt32                     | no   | bytes the line took in the file (framing, newline) |
+//! | `line`         | Utf8                       | no   | the text, invalid UTF-8 replaced by U+FFFD |
+//! | `line_bytes`   | Binary                     | yes  | the exact bytes, only when `line` had to replace some |
+//! | `partial`      | Boolean                    | no   | a piece of a longer line, continued by the next row |
+//! | `truncated`    | Boolean                    | no   | bytes of this line were lost |
+//! | `unterminated` | Boolean                    | no   | no newline had been written when shipped |
+//! | `labels`       | Utf8                       | no   | source labels as a JSON object with sorted keys, `{}` if none |
+//!
+//! `role`, `env` and `name` repeat `job` so that filters on one segment are
+//! plain equality on a dictionary-encoded column. `labels` is JSON text
+//! rather than a Parquet map so every reader can read it
+//! (`json_extract_string(labels, '$.team')` in DuckDB).
+//!
+//! # The `events` table
+//!
+//! One row per cluster event, sorted by `job`, `instance` (null first),
+//! `ts`, `id`.
+//!
+//! | column       | Arrow type           | null | what it holds |
+//! |--------------|----------------------|------|---------------|
+//! | `ts`         | Timestamp(ns, "UTC") | no   | when it happened |
+//! | `id`         | Utf8                 | no   | unique id (`<origin>/<start>-<seq>`) |
+//! | `kind`       | Utf8                 | no   | snake_case kind: `task_state`, `quota_kill`, … (see [`event_kind_name`]) |
+//! | `job`        | Utf8                 | no   | job key, empty for node-wide events |
+//! | `role`       | Utf8                 | no   | first segment of `job` |
+//! | `env`        | Utf8                 | no   | second segment of `job` |
+//! | `name`       | Utf8                 | no   | rest of `job` |
+//! | `instance`   | UInt32               | yes  | instance, null when the event is not about one |
+//! | `task_id`    | Utf8                 | no   | task id or empty |
+//! | `run`        | UInt32               | no   | run number |
+//! | `host`       | Utf8                 | no   | host or empty |
+//! | `actor`      | Utf8                 | no   | user or component on whose behalf it happened |
+//! | `reason`     | Utf8                 | no   | short machine-readable reason |
+//! | `message`    | Utf8                 | no   | human-readable sentence |
+//! | `attributes` | Utf8                 | no   | attributes as a JSON object with sorted keys, `{}` if none |
+//!
+//! In Parquet, `ts` is INT64 `TIMESTAMP(NANOS, isAdjustedToUTC=true)`, the
+//! unsigned columns are INT32/INT64 with the `UINT_32`/`UINT_64` logical
+//! types, strings are `BYTE_ARRAY` `STRING`; no other logical types are used.
+
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+use crate::pb::{EventKind, Stream};
+
+/// Version of the archive layout, in each file's key-value metadata under
+/// [`FORMAT_VERSION_KEY`]. Bumped only for a change readers must know of.
+pub const FORMAT_VERSION: &str = "1";
+/// Key of [`FORMAT_VERSION`] in the Arrow schema (and Parquet) metadata.
+pub const FORMAT_VERSION_KEY: &str = "sluice.archive.version";
+
+pub const COL_TS: &str = "ts";
+pub const COL_HOST: &str = "host";
+pub const COL_JOB: &str = "job";
+pub const COL_ROLE: &str = "role";
+pub const COL_ENV: &str = "env";
+pub const COL_NAME: &str = "name";
+pub const COL_INSTANCE: &str = "instance";
+pub const COL_TASK_ID: &str = "task_id";
+pub const COL_RUN: &str = "run";
+pub const COL_PROCESS: &str = "process";
+pub const COL_STREAM: &str = "stream";
+pub const COL_PATH: &str = "path";
+pub const COL_SOURCE_ID: &str = "source_id";
+pub const COL_OFFSET: &str = "offset";
+pub const COL_RAW_LEN: &str = "raw_len";
+pub const COL_LINE: &str = "line";
+pub const COL_LINE_BYTES: &str = "line_bytes";
+pub const COL_PARTIAL: &str = "partial";
+pub const COL_TRUNCATED: &str = "truncated";
+pub const COL_UNTERMINATED: &str = "unterminated";
+pub const COL_LABELS: &str = "labels";
+pub const COL_ID: &str = "id";
+pub const COL_KIND: &str = "kind";
+pub const COL_ACTOR: &str = "actor";
+pub const COL_REASON: &str = "reason";
+pub const COL_MESSAGE: &str = "message";
+pub const COL_ATTRIBUTES: &str = "attributes";
+
+/// Hive partition column of both tables (in the key, not the file).
+pub const PARTITION_DATE: &str = "date";
+/// Hive partition column of `logs` (in the key, not the file).
+pub const PARTITION_HOUR: &str = "hour";
+
+/// The one field of a log split's tantivy index: the `line` column.
+pub const INDEX_FIELD_LINE: &str = "line";
+/// Name under which the line tokenizer is registered in a split index:
+/// split on every character that is not alphanumeric, drop tokens longer
+/// than [`INDEX_MAX_TOKEN_BYTES`], lowercase.
+pub const INDEX_TOKENIZER: &str = "sluice_line";
+/// Longest token (in UTF-8 bytes) a split index holds.
+pub const INDEX_MAX_TOKEN_BYTES: usize = 128;
+
+/// Key prefix of log splits.
+pub const LOGS_PREFIX: &str = "logs/";
+/// Key prefix of event splits.
+pub const EVENTS_PREFIX: &str = "events/";
+/// Suffix of a split's Parquet file.
+pub const PARQUET_SUFFIX: &str = ".parquet";
+/// Suffix of a log split's index.
+pub const INDEX_SUFFIX: &str = ".index";
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+fn utf8(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
+}
+
+fn with_version(fields: Vec<Field>) -> Schema {
+    Schema::new_with_metadata(
+        fields,
+        [(FORMAT_VERSION_KEY.to_string(), FORMAT_VERSION.to_string())].into(),
+    )
+}
+
+/// The Arrow schema of a `logs` split (see the module documentation).
+pub fn logs_schema() -> Schema {
+    with_version(vec![
+        Field::new(COL_TS, ts_type(), false),
+        utf8(COL_HOST),
+        utf8(COL_JOB),
+        utf8(COL_ROLE),
+        utf8(COL_ENV),
+        utf8(COL_NAME),
+        Field::new(COL_INSTANCE, DataType::UInt32, false),
+        utf8(COL_TASK_ID),
+        Field::new(COL_RUN, DataType::UInt32, false),
+        utf8(COL_PROCESS),
+        utf8(COL_STREAM),
+        utf8(COL_PATH),
+        Field::new(COL_SOURCE_ID, DataType::UInt64, false),
+        Field::new(COL_OFFSET, DataType::UInt64, false),
+        Field::new(COL_RAW_LEN, DataType::UInt32, false),
+        utf8(COL_LINE),
+        Field::new(COL_LINE_BYTES, DataType::Binary, true),
+        Field::new(COL_PARTIAL, DataType::Boolean, false),
+        Field::new(COL_TRUNCATED, DataType::Boolean, false),
+        Field::new(COL_UNTERMINATED, DataType::Boolean, false),
+        utf8(COL_LABELS),
+    ])
+}
+
+/// The Arrow schema of an `events` split (see the module documentation).
+pub fn events_schema() -> Schema {
+    with_version(vec![
+        Field::new(COL_TS, ts_type(), false),
+        utf8(COL_ID),
+        utf8(COL_KIND),
+        utf8(COL_JOB),
+        utf8(COL_ROLE),
+        utf8(COL_ENV),
+        utf8(COL_NAME),
+        Field::new(COL_INSTANCE, DataType::UInt32, true),
+        utf8(COL_TASK_ID),
+        Field::new(COL_RUN, DataType::UInt32, false),
+        utf8(COL_HOST),
+        utf8(COL_ACTOR),
+        utf8(COL_REASON),
+        utf8(COL_MESSAGE),
+        utf8(COL_ATTRIBUTES),
+    ])
+}
+
+/// [`logs_schema`] behind an `Arc`, as Arrow APIs take it.
+pub fn logs_schema_ref() -> Arc<Schema> {
+    Arc::new(logs_schema())
+}
+
+/// [`events_schema`] behind an `Arc`, as Arrow APIs take it.
+pub fn events_schema_ref() -> Arc<Schema> {
+    Arc::new(events_schema())
+}
+
+/// The `role`, `env` and `name` columns of a job key `role/env/name`:
+/// the text before the first `/`, between the first and second, and the
+/// rest. Missing segments are empty (`""` gives three empty strings).
+pub fn split_job(job: &str) -> (&str, &str, &str) {
+    let mut parts = job.splitn(3, '/');
+    let role = parts.next().unwrap_or("");
+    let env = parts.next().unwrap_or("");
+    let name = parts.next().unwrap_or("");
+    (role, env, name)
+}
+
+/// The `stream` column of a [`Stream`] value: `stdout`, `stderr`, or empty
+/// for unspecified and unknown values.
+pub fn stream_name(stream: i32) -> &'static str {
+    match Stream::try_from(stream) {
+        Ok(Stream::Stdout) => "stdout",
+        Ok(Stream::Stderr) => "stderr",
+        _ => "",
+    }
+}
+
+/// The [`Stream`] value of a `stream` column.
+pub fn stream_from_name(name: &str) -> i32 {
+    match name {
+        "stdout" => Stream::Stdout as i32,
+        "stderr" => Stream::Stderr as i32,
+        _ => Stream::Unspecified as i32,
+    }
+}
+
+const EVENT_KIND_PREFIX: &str = "EVENT_KIND_";
+const UNKNOWN_KIND_PREFIX: &str = "unknown_";
+
+/// The `kind` column of an [`EventKind`] value: the protobuf name without
+/// `EVENT_KIND_`, lowercased (`task_state`, `quota_kill`, `unspecified`). A
+/// value this build does not know (from a newer emitter) is `unknown_<n>`.
+pub fn event_kind_name(kind: i32) -> String {
+    match EventKind::try_from(kind) {
+        Ok(known) => known
+            .as_str_name()
+            .trim_start_matches(EVENT_KIND_PREFIX)
+            .to_ascii_lowercase(),
+        Err(_) => format!("{UNKNOWN_KIND_PREFIX}{kind}"),
+    }
+}
+
+/// The [`EventKind`] value of a `kind` column, the inverse of
+/// [`event_kind_name`]; `None` for text it never produces.
+pub fn event_kind_from_name(name: &str) -> Option<i32> {
+    if let Some(n) = name.strip_prefix(UNKNOWN_KIND_PREFIX) {
+        let n: i32 = n.parse().ok()?;
+        return EventKind::try_from(n).is_err().then_some(n);
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let upper = format!("{EVENT_KIND_PREFIX}{}", name.to_ascii_uppercase());
+    EventKind::from_str_name(&upper).map(|k| k as i32)
+}
+
+/// Why a key, date or split id could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid archive key {key:?}: {problem}")]
+pub struct KeyError {
+    /// The text that was parsed, shortened to 200 bytes.
+    pub key: String,
+    pub problem: &'static str,
+}
+
+impl KeyError {
+    fn new(key: &str, problem: &'static str) -> KeyError {
+        let mut end = key.len().min(200);
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        KeyError {
+            key: key[..end].to_string(),
+            problem,
+        }
+    }
+}
+
+/// A UTC calendar date, the `date` partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl Date {
+    /// The UTC date of an instant.
+    pub fn from_unix_nanos(unix_nanos: i64) -> Date {
+        // `rfc3339_nanos` renders every i64 instant (years 1677 to 2262) as
+        // `YYYY-MM-DDTHH:…`, so the first ten bytes are the date.
+        let text = crate::time::rfc3339_nanos(unix_nanos);
+        Date::parse(&text[..10]).expect("rfc3339_nanos renders a valid date")
+    }
+
+    /// Parses `YYYY-MM-DD`, checking that the day exists.
+    pub fn parse(text: &str) -> Result<Date, KeyError> {
+        let b = text.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return Err(KeyError::new(text, "date is not YYYY-MM-DD"));
+        }
+        let num = |range: std::ops::Range<usize>| -> Result<u16, KeyError> {
+            let part = &b[range];
+            if !part.iter().all(u8::is_ascii_digit) {
+                return Err(KeyError::new(text, "date is not YYYY-MM-DD"));
+            }
+            Ok(part.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+        };
+        let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let date = Date {
+            year,
+            month: month as u8,
+            day: day as u8,
+        };
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let days_in_month = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => 0,
+        };
+        if day == 0 || day > days_in_month {
+            return Err(KeyError::new(text, "no such date"));
+        }
+        Ok(date)
+    }
+
+    /// Unix nanoseconds of this date's midnight UTC, `None` outside the
+    /// range of `i64` nanoseconds.
+    pub fn start_unix_nanos(self) -> Option<i64> {
+        crate::time::parse_rfc3339_nanos(&format!("{self}T00:00:00Z")).ok()
+    }
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// The UTC hour (0–23) of an instant, the `hour` partition.
+pub fn hour_of(unix_nanos: i64) -> u8 {
+    (unix_nanos.div_euclid(3_600_000_000_000).rem_euclid(24)) as u8
+}
+
+/// Where a log split lives: its date and hour partition and its id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogSplitKey {
+    pub date: Date,
+    pub hour: u8,
+    pub split_id: String,
+}
+
+impl LogSplitKey {
+    /// The key of a split whose rows fall in the hour of `ts_unix_nanos`.
+    pub fn for_ts(ts_unix_nanos: i64, split_id: &str) -> LogSplitKey {
+        LogSplitKey {
+            date: Date::from_unix_nanos(ts_unix_nanos),
+            hour: hour_of(ts_unix_nanos),
+            split_id: split_id.to_string(),
+        }
+    }
+
+    /// `logs/date=YYYY-MM-DD/hour=HH/<id>.parquet`.
+    pub fn parquet_key(&self) -> String {
+        log_split_key(self.date, self.hour, &self.split_id)
+    }
+
+    /// `logs/date=YYYY-MM-DD/hour=HH/<id>.index`.
+    pub fn index_key(&self) -> String {
+        log_index_key(self.date, self.hour, &self.split_id)
+    }
+}
+
+/// Where an event split lives: its date partition and its id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventSplitKey {
+    pub date: Date,
+    pub split_id: String,
+}
+
+impl EventSplitKey {
+    /// `events/date=YYYY-MM-DD/<id>.parquet`.
+    pub fn parquet_key(&self) -> String {
+        event_split_key(self.date, &self.split_id)
+    }
+}
+
+/// The directory of one hour of log splits:
+/// `logs/date=YYYY-MM-DD/hour=HH/`.
+pub fn log_partition_prefix(date: Date, hour: u8) -> String {
+    format!("{LOGS_PREFIX}{PARTITION_DATE}={date}/{PARTITION_HOUR}={hour:02}/")
+}
+
+/// The directory of one day of event splits: `events/date=YYYY-MM-DD/`.
+pub fn event_partition_prefix(date: Date) -> String {
+    format!("{EVENTS_PREFIX}{PARTITION_DATE}={date}/")
+}
+
+/// `logs/date=YYYY-MM-DD/hour=HH/<split_id>.parquet`.
+pub fn log_split_key(date: Date, hour: u8, split_id: &str) -> String {
+    format!(
+        "{}{split_id}{PARQUET_SUFFIX}",
+        log_partition_prefix(date, hour)
+    )
+}
+
+/// `logs/date=YYYY-MM-DD/hour=HH/<split_id>.index`, beside the Parquet file.
+pub fn log_index_key(date: Date, hour: u8, split_id: &str) -> String {
+    format!(
+        "{}{split_id}{INDEX_SUFFIX}",
+        log_partition_prefix(date, hour)
+    )
+}
+
+/// `events/date=YYYY-MM-DD/<split_id>.parquet`.
+pub fn event_split_key(date: Date, split_id: &str) -> String {
+    format!("{}{split_id}{PARQUET_SUFFIX}", event_partition_prefix(date))
+}
+
+/// The index key beside a log split's Parquet key, `None` if `parquet_key`
+/// is not a log split's Parquet key.
+pub fn index_key_for(parquet_key: &str) -> Option<String> {
+    let key = parse_log_split_key(parquet_key).ok()?;
+    parquet_key
+        .ends_with(PARQUET_SUFFIX)
+        .then(|| key.index_key())
+}
+
+/// Parses a log split's Parquet or index key back into its parts.
+pub fn parse_log_split_key(key: &str) -> Result<LogSplitKey, KeyError> {
+    let rest = key
+        .strip_prefix(LOGS_PREFIX)
+        .ok_or_else(|| KeyError::new(key, "does not start with logs/"))?;
+    let (date, rest) = partition(key, rest, PARTITION_DATE)?;
+    let date = Date::parse(date).map_err(|e| KeyError::new(key, e.problem))?;
+    let (hour, file) = partition(key, rest, PARTITION_HOUR)?;
+    if hour.len() != 2 || !hour.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(KeyError::new(key, "hour is not two digits"));
+    }
+    let hour: u8 = hour.parse().map_err(|_| KeyError::new(key, "bad hour"))?;
+    if hour > 23 {
+        return Err(KeyError::new(key, "hour out of range"));
+    }
+    let split_id = file
+        .strip_suffix(PARQUET_SUFFIX)
+        .or_else(|| file.strip_suffix(INDEX_SUFFIX))
+        .ok_or_else(|| KeyError::new(key, "file is neither .parquet nor .index"))?;
+    check_split_id(key, split_id)?;
+    Ok(LogSplitKey {
+        date,
+        hour,
+        split_id: split_id.to_string(),
+    })
+}
+
+/// Parses an event split's key back into its parts.
+pub fn parse_event_split_key(key: &str) -> Result<EventSplitKey, KeyError> {
+    let rest = key
+        .strip_prefix(EVENTS_PREFIX)
+        .ok_or_else(|| KeyError::new(key, "does not start with events/"))?;
+    let (date, file) = partition(key, rest, PARTITION_DATE)?;
+    let date = Date::parse(date).map_err(|e| KeyError::new(key, e.problem))?;
+    let split_id = file
+        .strip_suffix(PARQUET_SUFFIX)
+        .ok_or_else(|| KeyError::new(key, "file is not .parquet"))?;
+    check_split_id(key, split_id)?;
+    Ok(EventSplitKey {
+        date,
+        split_id: split_id.to_string(),
+    })
+}
+
+/// Splits `name=value/rest` off `text`.
+fn partition<'a>(key: &str, text: &'a str, name: &str) -> Result<(&'a str, &'a str), KeyError> {
+    let (segment, rest) = text
+        .split_once('/')
+        .ok_or_else(|| KeyError::new(key, "missing a partition directory"))?;
+    let value = segment
+        .strip_prefix(name)
+        .and_then(|s| s.strip_prefix('='))
+        .ok_or_else(|| KeyError::new(key, "partition directories out of order"))?;
+    Ok((value, rest))
+}
+
+fn check_split_id(key: &str, id: &str) -> Result<(), KeyError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::new(
+            key,
+            "split id must be 1 to 128 of [A-Za-z0-9_-]",
+        ))
+    }
+}
+
+/// A new split id created at `now_unix_nanos`, with 64 random bits from
+/// the standard library's per-process hash keys (no I/O of its own).
+pub fn split_id_new(now_unix_nanos: i64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_i64(now_unix_nanos);
+    hasher.write_u64(SEQUENCE.fetch_add(1, Ordering::Relaxed));
+    split_id_with(now_unix_nanos, hasher.finish())
+}
+
+/// The split id of `now_unix_nanos` and `random`: 16 hex digits of the
+/// time (negative times as 0), `-`, 16 hex digits of `random`.
+pub fn split_id_with(now_unix_nanos: i64, random: u64) -> String {
+    format!("{:016x}-{random:016x}", now_unix_nanos.max(0))
+}
+
+/// The parts of a split id made by [`split_id_new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitIdParts {
+    pub created_unix_nanos: i64,
+    pub random: u64,
+}
+
+/// Parses a split id made by [`split_id_new`] back into its parts.
+pub fn parse_split_id(id: &str) -> Result<SplitIdParts, KeyError> {
+    let hex16 = |s: &str| -> Option<u64> {
+        (s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| u64::from_str_radix(s, 16).ok())
+            .flatten()
+    };
+    let (time, random) = id
+        .split_once('-')
+        .ok_or_else(|| KeyError::new(id, "split id is not <16 hex>-<16 hex>"))?;
+    let (Some(time), Some(random)) = (hex16(time), hex16(random)) else {
+        return Err(KeyError::new(id, "split id is not <16 hex>-<16 hex>"));
+    };
+    let created_unix_nanos =
+        i64::try_from(time).map_err(|_| KeyError::new(id, "split id time out of range"))?;
+    Ok(SplitIdParts {
+        created_unix_nanos,
+        random,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn schemas_have_the_documented_columns() {
+        let logs: Vec<String> = logs_schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(logs.len(), 21);
+        assert_eq!(logs[0], COL_TS);
+        assert_eq!(logs.last().unwrap(), COL_LABELS);
+        let events = events_schema();
+        assert_eq!(events.fields().len(), 15);
+        assert!(events.field_with_name(COL_INSTANCE).unwrap().is_nullable());
+        for schema in [logs_schema(), events_schema()] {
+            assert!(schema.field_with_name(PARTITION_DATE).is_err());
+            assert!(schema.field_with_name(PARTITION_HOUR).is_err());
+            assert_eq!(schema.metadata()[FORMAT_VERSION_KEY], FORMAT_VERSION);
+        }
+    }
+
+    #[test]
+    fn job_segments() {
+        assert_eq!(split_job("www/prod/api"), ("www", "prod", "api"));
+        assert_eq!(split_job("www/prod/api/v2"), ("www", "prod", "api/v2"));
+        assert_eq!(split_job("www"), ("www", "", ""));
+        assert_eq!(split_job(""), ("", "", ""));
+    }
+
+    #[test]
+    fn kind_and_stream_names() {
+        assert_eq!(event_kind_name(EventKind::TaskState as i32), "task_state");
+        assert_eq!(event_kind_name(EventKind::QuotaKill as i32), "quota_kill");
+        assert_eq!(event_kind_name(0), "unspecified");
+        assert_eq!(event_kind_name(999), "unknown_999");
+        for kind in -2..40 {
+            assert_eq!(event_kind_from_name(&event_kind_name(kind)), Some(kind));
+        }
+        assert_eq!(event_kind_from_name("TASK_STATE"), None);
+        assert_eq!(event_kind_from_name("unknown_1"), None);
+        assert_eq!(event_kind_from_name("nope"), None);
+        for stream in 0..3 {
+            assert_eq!(stream_from_name(stream_name(stream)), stream);
+        }
+    }
+
+    #[test]
+    fn keys_look_as_documented() {
+        let date = Date::parse("2026-11-21").unwrap();
+        let id = split_id_with(0x0187_a3f0_c2d4_e5f6, 0x9c1e_2a7b_3d4f_5a6b);
+        assert_eq!(id, "0187a3f0c2d4e5f6-9c1e2a7b3d4f5a6b");
+        assert_eq!(
+            log_split_key(date, 7, &id),
+            format!("logs/date=2026-11-21/hour=07/{id}.parquet")
+        );
+        assert_eq!(
+            log_index_key(date, 7, &id),
+            format!("logs/date=2026-11-21/hour=07/{id}.index")
+        );
+        assert_eq!(
+            event_split_key(date, &id),
+            format!("events/date=2026-11-21/{id}.parquet")
+        );
+        assert_eq!(
+            index_key_for(&log_split_key(date, 7, &id)),
+            Some(log_index_key(date, 7, &id))
+        );
+        assert_eq!(index_key_for(&event_split_key(date, &id)), None);
+    }
+
+    #[test]
+    fn bad_keys_name_the_problem() {
+        let cases = [
+            (
+                "events/date=2026-11-21/a.parquet",
+                "does not start with logs/",
+            ),
+            (
+                "logs/hour=07/date=2026-11-21/a.parquet",
+                "partition directories out of order",
+            ),
+            ("logs/date=2026-02-30/hour=07/a.parquet", "no such date"),
+            (
+                "logs/date=2026-11-21/hour=24/a.parquet",
+                "hour out of range",
+            ),
+            (
+                "logs/date=2026-11-21/hour=7/a.parquet",
+                "hour is not two digits",
+            ),
+            (
+                "logs/date=2026-11-21/hour=07/a.json",
+                "file is neither .parquet nor .index",
+            ),
+            (
+                "logs/date=2026-11-21/hour=07/.parquet",
+                "split id must be 1 to 128 of [A-Za-z0-9_-]",
+            ),
+            (
+                "logs/date=2026-11-21/hour=07/x/y.parquet",
+                "split id must be 1 to 128 of [A-Za-z0-9_-]",
+            ),
+            ("logs/date=2026-11-21", "missing a partition directory"),
+        ];
+        for (key, problem) in cases {
+            assert_eq!(
+                parse_log_split_key(key).unwrap_err().problem,
+                problem,
+                "{key}"
+            );
+        }
+        assert!(parse_event_split_key("events/date=2026-11-21/hour=07/a.parquet").is_err());
+        assert!(parse_split_id("0187a3f0c2d4e5f6-9C1E2A7B3D4F5A6B").is_err());
+        assert!(parse_split_id("8000000000000000-0000000000000000").is_err());
+    }
+
+    #[test]
+    fn split_ids_sort_by_time_and_differ() {
+        let a = split_id_new(1_000);
+        let b = split_id_new(1_000);
+        let c = split_id_new(2_000);
+        assert_ne!(a, b);
+        assert!(a < c && b < c);
+        assert_eq!(parse_split_id(&a).unwrap().created_unix_nanos, 1_000);
+        assert_eq!(
+            parse_split_id(&split_id_new(-5))
+                .unwrap()
+                .created_unix_nanos,
+            0
+        );
+    }
+
+    #[test]
+    fn dates_and_hours_of_instants() {
+        let ts = crate::time::parse_rfc3339_nanos("2026-11-21T07:59:59.999999999Z").unwrap();
+        assert_eq!(Date::from_unix_nanos(ts).to_string(), "2026-11-21");
+        assert_eq!(hour_of(ts), 7);
+        assert_eq!(hour_of(ts + 1), 8);
+        assert_eq!(hour_of(-1), 23);
+        assert_eq!(Date::from_unix_nanos(-1).to_string(), "1969-12-31");
+        let key = LogSplitKey::for_ts(ts, "x");
+        assert_eq!(key.parquet_key(), "logs/date=2026-11-21/hour=07/x.parquet");
+        assert_eq!(
+            Date::parse("2026-11-21").unwrap().start_unix_nanos(),
+            Some(ts - ts.rem_euclid(86_400_000_000_000))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn log_keys_round_trip(ts in any::<i64>(), random in any::<u64>(), created in 0i64..i64::MAX) {
+            let id = split_id_with(created, random);
+            let key = LogSplitKey::for_ts(ts, &id);
+            prop_assert_eq!(parse_log_split_key(&key.parquet_key()).unwrap(), key.clone());
+            prop_assert_eq!(parse_log_split_key(&key.index_key()).unwrap(), key.clone());
+            let parts = parse_split_id(&id).unwrap();
+            prop_assert_eq!(parts, SplitIdParts { created_unix_nanos: created, random });
+        }
+
+        #[test]
+        fn event_keys_round_trip(ts in any::<i64>(), id in "[A-Za-z0-9_-]{1,128}") {
+            let key = EventSplitKey { date: Date::from_unix_nanos(ts), split_id: id };
+            prop_assert_eq!(parse_event_split_key(&key.parquet_key()).unwrap(), key);
+        }
+
+        #[test]
+        fn parsing_never_panics(key in "\\PC{0,80}") {
+            let _ = parse_log_split_key(&key);
+            let _ = parse_event_split_key(&key);
+            let _ = parse_split_id(&key);
+            let _ = Date::parse(&key);
+        }
+    }
+}

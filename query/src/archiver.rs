@@ -1,0 +1,545 @@
+//! The archiver: the bus, exactly once, into splits on object storage.
+//!
+//! ```text
+//! sluice.logs, sluice.events ──consumer group──▶ batches per (date, hour)
+//!     ──every cut_ms or cut_bytes──▶ splits (Parquet + index) uploaded
+//!     ──▶ one catalog commit (splits, bus positions, archived ranges, event ids)
+//!     ──▶ bus offsets committed
+//! ```
+//!
+//! What it guarantees, and why:
+//!
+//! - **Nothing lost.** Bus offsets are committed only after the catalog
+//!   commit that holds their lines; a crash before it re-reads them.
+//! - **Nothing doubled.** A line is archived at most once per
+//!   `(source_id, offset)`: the catalog records the offset ranges archived
+//!   per source, and a line already in it (or in the commit being built) is
+//!   dropped — re-sends by a shipper after a crash, records read again after
+//!   an archiver crash between the catalog and the bus commit, Kafka
+//!   duplicates. Events are archived once per id.
+//! - **Crash at any point.** Before upload: nothing happened. After upload,
+//!   before the catalog commit: the objects are orphans, deleted by the
+//!   janitor after a grace period. After the catalog commit, before the bus
+//!   commit: the records are read again and dropped as archived.
+//! - **Two archivers in one group** never commit conflicting state: a commit
+//!   is put-if-absent, and one that lost the race to a commit claiming the
+//!   same partitions or lines is discarded (objects deleted) and its records
+//!   read again from the catalog's positions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, PutPayload};
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use sluice_broker::{Bus, Consumer, Message, Position};
+use sluice_schema::archive::{self, Date};
+use sluice_schema::pb::{ClusterEvent, LogChunk};
+use sluice_schema::topics;
+
+use crate::catalog::{
+    BusCheckpoint, Catalog, CatalogConfig, CommitDraft, CommitOutcome, SplitEntry, SplitKind,
+};
+use crate::split::{self, EventRow, LogRow, RowSource, SplitOptions, SplitStats};
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// The archivers' consumer group.
+pub const GROUP: &str = "sluice-archiver";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiverConfig {
+    /// This archiver's name in catalog commits.
+    pub id: String,
+    /// Cut splits when the oldest buffered record is this old…
+    pub cut_ms: u64,
+    /// …or this many bytes of lines are buffered.
+    pub cut_bytes: usize,
+    /// Orphaned objects (failed attempts) and removed splits are deleted
+    /// this long after they were written or removed.
+    pub janitor_grace_secs: u64,
+    pub split: SplitOptions,
+    pub catalog: CatalogConfig,
+}
+
+impl Default for ArchiverConfig {
+    fn default() -> Self {
+        ArchiverConfig {
+            id: "archiver".into(),
+            // Queryable within ~10 s of being shipped: 5 s of batching plus
+            // writing, uploading and committing.
+            cut_ms: 5_000,
+            cut_bytes: 64 << 20,
+            janitor_grace_secs: 2 * 3600,
+            split: SplitOptions::default(),
+            catalog: CatalogConfig::default(),
+        }
+    }
+}
+
+impl ArchiverConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: &str| Err(Error::Config(format!("{field}: {why}")));
+        if self.id.is_empty() {
+            return bad("id", "must not be empty");
+        }
+        if !(100..=3_600_000).contains(&self.cut_ms) {
+            return bad("cut_ms", "must be between 100 and 3600000");
+        }
+        if !(1 << 10..=1 << 30).contains(&self.cut_bytes) {
+            return bad("cut_bytes", "must be between 1 KiB and 1 GiB");
+        }
+        if self.janitor_grace_secs < 2 * self.catalog.max_draft_age_secs {
+            return bad(
+                "janitor_grace_secs",
+                "must be at least twice catalog.max_draft_age_secs",
+            );
+        }
+        self.split
+            .validate()
+            .map_err(|e| Error::Config(format!("split: {e}")))
+    }
+}
+
+/// What the archiver has done, for metrics and status.
+#[derive(Debug, Default)]
+pub struct ArchiverMetrics {
+    pub lines_archived: AtomicU64,
+    pub events_archived: AtomicU64,
+    pub duplicates_dropped: AtomicU64,
+    pub corrupt_records: AtomicU64,
+    pub splits_written: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
+    pub commits: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub errors: AtomicU64,
+    /// Unix nanoseconds of the last catalog commit.
+    pub last_commit_unix_nanos: AtomicI64,
+    /// Shipped-to-committed delay of the newest line of the last commit.
+    pub last_freshness_ms: AtomicU64,
+}
+
+/// Records read since the last commit.
+#[derive(Default)]
+struct Pending {
+    logs: BTreeMap<(Date, u8), Vec<LogRow>>,
+    events: BTreeMap<Date, Vec<EventRow>>,
+    bytes: usize,
+    since: Option<Instant>,
+    /// Next offset to read, per (topic, partition) read.
+    positions: BTreeMap<(String, u32), u64>,
+    /// Newest `shipped_at` among the lines.
+    newest_shipped_nanos: i64,
+}
+
+pub struct Archiver {
+    config: ArchiverConfig,
+    store: Store,
+    catalog: Catalog,
+    consumer: Box<dyn Consumer>,
+    pending: Pending,
+    draft: CommitDraft,
+    metrics: Arc<ArchiverMetrics>,
+    last_janitor: Instant,
+}
+
+impl Archiver {
+    /// Opens the catalog and joins the archivers' consumer group.
+    pub async fn open(config: ArchiverConfig, bus: Arc<dyn Bus>, store: Store) -> Result<Archiver> {
+        config.validate()?;
+        let catalog =
+            Catalog::open_with(store.store.clone(), &store.prefix, config.catalog.clone()).await?;
+        let consumer = bus.consumer(GROUP, &[topics::LOGS, topics::EVENTS]).await?;
+        let draft = catalog.draft(config.id.clone());
+        let mut archiver = Archiver {
+            config,
+            store,
+            catalog,
+            consumer,
+            pending: Pending::default(),
+            draft,
+            metrics: Arc::new(ArchiverMetrics::default()),
+            last_janitor: Instant::now(),
+        };
+        archiver.rewind().await?;
+        Ok(archiver)
+    }
+
+    pub fn metrics(&self) -> Arc<ArchiverMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Archives until `stop` resolves, then commits what it holds.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                step = self.step() => {
+                    if let Err(e) = step {
+                        self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        if !e.is_retryable() {
+                            return Err(e);
+                        }
+                        tracing::warn!(error = %e, "archiver: retrying after an error");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    /// One poll, and a flush if a cut is due.
+    pub async fn step(&mut self) -> Result<()> {
+        let messages = self.consumer.poll(2000, Duration::from_millis(200)).await?;
+        for message in &messages {
+            self.take(message);
+        }
+        let due = self.pending.bytes >= self.config.cut_bytes
+            || self
+                .pending
+                .since
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.config.cut_ms));
+        if due {
+            self.flush().await?;
+        }
+        if self.last_janitor.elapsed() >= Duration::from_secs(600) {
+            self.last_janitor = Instant::now();
+            let grace = Duration::from_secs(self.config.janitor_grace_secs);
+            match self.catalog.delete_orphans(grace).await {
+                Ok(deleted) if !deleted.is_empty() => {
+                    tracing::info!(
+                        objects = deleted.len(),
+                        "archiver: deleted orphaned objects"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "archiver: janitor failed"),
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, message: &Message) {
+        let pending = &mut self.pending;
+        pending.positions.insert(
+            (message.topic.clone(), message.partition),
+            message.offset + 1,
+        );
+        pending.since.get_or_insert_with(Instant::now);
+        let state = self.catalog.state();
+        match message.topic.as_str() {
+            topics::LOGS => {
+                let Ok(chunk) = LogChunk::decode(message.payload.clone()) else {
+                    self.corrupt(message);
+                    return;
+                };
+                pending.newest_shipped_nanos = pending
+                    .newest_shipped_nanos
+                    .max(chunk.shipped_at_unix_nanos);
+                let source = Arc::new(
+                    chunk
+                        .source
+                        .as_ref()
+                        .map(RowSource::new)
+                        .unwrap_or_default(),
+                );
+                let id = source.source_id;
+                for line in &chunk.lines {
+                    if state.is_line_archived(id, line.offset)
+                        || self.draft.has_line(id, line.offset)
+                    {
+                        self.metrics
+                            .duplicates_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    self.draft.archive_lines(
+                        id,
+                        line.offset,
+                        line.offset + u64::from(line.raw_len.max(1)),
+                    );
+                    pending.bytes += line.text.len() + 64;
+                    let ts = line.ts_unix_nanos;
+                    pending
+                        .logs
+                        .entry((Date::from_unix_nanos(ts), archive::hour_of(ts)))
+                        .or_default()
+                        .push(LogRow::new(source.clone(), line));
+                }
+            }
+            topics::EVENTS => {
+                let Ok(event) = ClusterEvent::decode(message.payload.clone()) else {
+                    self.corrupt(message);
+                    return;
+                };
+                if state.has_event(&event.id) || !self.draft.archive_event(event.id.clone()) {
+                    self.metrics
+                        .duplicates_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                pending.bytes += event.message.len() + 128;
+                let date = Date::from_unix_nanos(event.ts_unix_nanos);
+                pending
+                    .events
+                    .entry(date)
+                    .or_default()
+                    .push(EventRow::from(event));
+            }
+            other => tracing::warn!(
+                topic = other,
+                "archiver: record of an unexpected topic skipped"
+            ),
+        }
+    }
+
+    fn corrupt(&self, message: &Message) {
+        self.metrics.corrupt_records.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            topic = %message.topic,
+            partition = message.partition,
+            offset = message.offset,
+            "archiver: a record does not decode; skipped (it stays on the bus)"
+        );
+    }
+
+    /// Writes the pending records as splits, commits them to the catalog,
+    /// then commits the bus offsets.
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.pending.positions.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let positions: Vec<Position> = pending
+            .positions
+            .iter()
+            .map(|((topic, partition), offset)| Position::new(topic, *partition, *offset))
+            .collect();
+        let mut draft =
+            std::mem::replace(&mut self.draft, self.catalog.draft(self.config.id.clone()));
+        let (lines, events) = (
+            pending.logs.values().map(Vec::len).sum::<usize>() as u64,
+            pending.events.values().map(Vec::len).sum::<usize>() as u64,
+        );
+        if lines + events == 0 {
+            // Only records already archived: nothing to add, just move on.
+            self.consumer.commit(&positions).await?;
+            return Ok(());
+        }
+        self.write_splits(pending.logs, pending.events, &mut draft)
+            .await?;
+        draft.set_bus(BusCheckpoint::new(GROUP, &positions));
+        let outcome = loop {
+            match self.catalog.commit_rebasing(&mut draft).await {
+                Ok(outcome) => break outcome,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "archiver: catalog commit failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        match outcome {
+            CommitOutcome::Committed(commit) => {
+                self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .lines_archived
+                    .fetch_add(lines, Ordering::Relaxed);
+                self.metrics
+                    .events_archived
+                    .fetch_add(events, Ordering::Relaxed);
+                let now = now_nanos();
+                self.metrics
+                    .last_commit_unix_nanos
+                    .store(now, Ordering::Relaxed);
+                if pending.newest_shipped_nanos > 0 {
+                    self.metrics.last_freshness_ms.store(
+                        ((now - pending.newest_shipped_nanos) / 1_000_000).max(0) as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                tracing::debug!(
+                    version = commit.version,
+                    lines,
+                    events,
+                    "archiver: committed"
+                );
+                if let Err(e) = self.consumer.commit(&positions).await {
+                    // Harmless: the records are read again and dropped as archived.
+                    tracing::warn!(error = %e, "archiver: bus commit failed after the catalog commit");
+                }
+            }
+            CommitOutcome::Conflict { theirs } => {
+                self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    commits = theirs.len(),
+                    "archiver: another archiver committed the same records; discarding this attempt"
+                );
+                self.catalog.discard(&draft).await?;
+                self.rewind().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_splits(
+        &mut self,
+        logs: BTreeMap<(Date, u8), Vec<LogRow>>,
+        events: BTreeMap<Date, Vec<EventRow>>,
+        draft: &mut CommitDraft,
+    ) -> Result<()> {
+        let options = self.config.split.clone();
+        for ((date, hour), rows) in logs {
+            let opts = options.clone();
+            let split = tokio::task::spawn_blocking(move || split::write_log_split(rows, &opts))
+                .await
+                .map_err(|e| Error::Corrupt(format!("split writer panicked: {e}")))?
+                .map_err(|e| Error::Corrupt(format!("failed to write a log split: {e}")))?;
+            let id = archive::split_id_new(now_nanos());
+            let key = archive::log_split_key(date, hour, &id);
+            let index_key = archive::log_index_key(date, hour, &id);
+            self.upload(&key, split.parquet.clone()).await?;
+            self.upload(&index_key, split.index.clone()).await?;
+            draft.add_split(entry(
+                key,
+                Some(index_key),
+                SplitKind::Logs,
+                date,
+                Some(hour),
+                &split.stats,
+            ));
+            self.metrics.splits_written.fetch_add(1, Ordering::Relaxed);
+        }
+        for (date, rows) in events {
+            let opts = options.clone();
+            let split = tokio::task::spawn_blocking(move || split::write_event_split(rows, &opts))
+                .await
+                .map_err(|e| Error::Corrupt(format!("split writer panicked: {e}")))?
+                .map_err(|e| Error::Corrupt(format!("failed to write an event split: {e}")))?;
+            let id = archive::split_id_new(now_nanos());
+            let key = archive::event_split_key(date, &id);
+            self.upload(&key, split.parquet.clone()).await?;
+            draft.add_split(entry(
+                key,
+                None,
+                SplitKind::Events,
+                date,
+                None,
+                &split.stats,
+            ));
+            self.metrics.splits_written.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Puts an object, retrying transient errors with backoff.
+    async fn upload(&mut self, key: &str, bytes: Bytes) -> Result<()> {
+        let path = self.catalog.object_path(key);
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1.. {
+            match self
+                .store
+                .store
+                .put(&path, PutPayload::from_bytes(bytes.clone()))
+                .await
+            {
+                Ok(_) => {
+                    self.metrics
+                        .bytes_uploaded
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let e = Error::store(format!("failed to upload {path}"), e);
+                    if !e.is_retryable() || attempt >= 8 {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, attempt, "archiver: upload failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Reads again from the catalog's positions (or the group's, if ahead):
+    /// what was read and not committed is read again.
+    async fn rewind(&mut self) -> Result<()> {
+        self.catalog.refresh().await?;
+        self.pending = Pending::default();
+        self.draft = self.catalog.draft(self.config.id.clone());
+        let committed: HashMap<(String, u32), u64> = self
+            .consumer
+            .committed()
+            .await?
+            .into_iter()
+            .map(|p| ((p.topic, p.partition), p.offset))
+            .collect();
+        for p in self.catalog.state().bus_positions(GROUP) {
+            let group_at = committed
+                .get(&(p.topic.clone(), p.partition))
+                .copied()
+                .unwrap_or(0);
+            let at = p.offset.max(group_at);
+            let assigned = self
+                .consumer
+                .assignment()?
+                .iter()
+                .any(|tp| tp.topic == p.topic && tp.partition == p.partition);
+            if assigned {
+                self.consumer
+                    .seek(&Position::new(&p.topic, p.partition, at))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
+fn entry(
+    key: String,
+    index_key: Option<String>,
+    kind: SplitKind,
+    date: Date,
+    hour: Option<u8>,
+    stats: &SplitStats,
+) -> SplitEntry {
+    let roles: std::collections::BTreeSet<String> = stats
+        .jobs
+        .iter()
+        .map(|j| archive::split_job(j).0.to_string())
+        .collect();
+    SplitEntry {
+        key,
+        index_key,
+        kind,
+        date: date.to_string(),
+        hour,
+        rows: stats.rows,
+        raw_bytes: stats.raw_bytes,
+        data_bytes: stats.parquet_bytes,
+        index_bytes: stats.index_bytes,
+        min_ts_nanos: stats.min_ts,
+        max_ts_nanos: stats.max_ts,
+        jobs: stats.jobs.iter().cloned().collect(),
+        roles: roles.into_iter().collect(),
+        created_unix_ms: (now_nanos() / 1_000_000) as u64,
+    }
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

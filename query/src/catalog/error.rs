@@ -1,0 +1,88 @@
+//! Errors of the catalog. Every message names the catalog object (or the
+//! draft's split) that failed; a conflict with another writer is not an error
+//! but a [`CommitOutcome`](super::CommitOutcome).
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A store call failed (after retries when it was transient).
+    #[error("{what}: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// A catalog object cannot be parsed.
+    #[error("corrupt catalog object {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+
+    /// A commit is missing while a later one exists: the log has a hole.
+    #[error("catalog commit {missing} is missing ({key}) but commit {} exists", missing + 1)]
+    Gap { missing: u64, key: String },
+
+    /// A catalog object written by a newer Sluice.
+    #[error("catalog object {key} has format {format}, this build reads up to {supported}")]
+    UnsupportedFormat {
+        key: String,
+        format: u32,
+        supported: u32,
+    },
+
+    /// The draft cannot be committed as it is (a caller bug, not a race).
+    #[error("invalid catalog commit draft: {0}")]
+    InvalidDraft(String),
+
+    /// The draft is older than `max_draft_age`: the janitor may already have
+    /// deleted its objects, so committing it could reference missing data.
+    #[error(
+        "catalog commit draft is {age_secs} s old, more than max_draft_age ({max_secs} s): drop it"
+    )]
+    DraftExpired { age_secs: u64, max_secs: u64 },
+
+    /// A configuration value is wrong; names the field.
+    #[error("invalid catalog configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn store(what: impl Into<String>, source: object_store::Error) -> Self {
+        Error::Store {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(key: impl ToString, reason: impl ToString) -> Self {
+        Error::Corrupt {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Worth retrying later: a transient store error.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Store { source, .. } if is_transient(source))
+    }
+}
+
+/// Store errors that may go away by themselves: object_store reports
+/// transport failures, timeouts and 5xx answers (after its own retries) as
+/// `Generic`.
+pub(crate) fn is_transient(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
+}
+
+impl From<Error> for crate::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Store { what, source } => crate::Error::Store { what, source },
+            Error::Config(message) => crate::Error::Config(message),
+            other => crate::Error::Corrupt(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The catalog against an S3-compatible server: moto's (`moto_server`, PyPI
+//! `moto[server]`), started per test on a free loopback port and reached
+//! through object_store's `AmazonS3` (custom endpoint, plain HTTP,
+//! path-style requests). Where moto is not installed the tests skip with a
+//! message, unless `SLUICE_REQUIRE_S3=1` makes that a failure. `SLUICE_MOTO`
+//! names the server binary if it is not on the `PATH`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sluice_broker::Position;
+use sluice_query::catalog::{
+    BusCheckpoint, Catalog, CatalogConfig, CommitOutcome, SplitEntry, SplitKind,
+};
+
+/// A moto S3 server on loopback, stopped when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl Moto {
+    /// Starts moto, or `None` (after saying why) where it is not installed.
+    fn start() -> Option<Moto> {
+        let Some(command) = moto_command() else {
+            let required = std::env::var("SLUICE_REQUIRE_S3").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "SLUICE_REQUIRE_S3=1 but no moto server: pip install 'moto[server]' or set SLUICE_MOTO"
+            );
+            eprintln!(
+                "skipping: no S3-compatible server (moto) installed; pip install 'moto[server]'"
+            );
+            return None;
+        };
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("moto log file");
+        let child = Command::new(&command[0])
+            .args(&command[1..])
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("moto log"))
+            .stderr(log.reopen().expect("moto log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start {command:?}: {e}"));
+        let mut moto = Moto { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto exited with {status}: {}", moto.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto did not listen within 60 s: {}",
+                moto.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(moto)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Creates a bucket with a plain (unsigned) HTTP PUT, which moto takes.
+    fn create_bucket(&self, bucket: &str) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            stream,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("send to moto");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("moto's answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "creating bucket {bucket}: {answer}"
+        );
+    }
+
+    fn store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        self.create_bucket(bucket);
+        let s3 = AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_region("us-east-1")
+            .with_access_key_id("sluice-test")
+            .with_secret_access_key("sluice-test")
+            .with_bucket_name(bucket)
+            .build()
+            .expect("S3 store for moto");
+        Arc::new(s3)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `SLUICE_MOTO`, else `moto_server` on the `PATH`, else `python3 -m
+/// moto.server` where that module is importable.
+fn moto_command() -> Option<Vec<String>> {
+    if let Some(bin) = std::env::var_os("SLUICE_MOTO") {
+        return Some(vec![bin.to_string_lossy().into_owned()]);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("moto_server"))
+            .find(|p| p.is_file())
+    });
+    if let Some(bin) = on_path.filter(|bin| runs(bin, &["--help"])) {
+        return Some(vec![bin.to_string_lossy().into_owned()]);
+    }
+    if runs(&PathBuf::from("python3"), &["-c", "import moto.server"]) {
+        return Some(vec!["python3".into(), "-m".into(), "moto.server".into()]);
+    }
+    None
+}
+
+fn runs(program: &std::path::Path, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn split(name: &str) -> SplitEntry {
+    let dir = "logs/date=2026-11-03/hour=07";
+    SplitEntry {
+        key: format!("{dir}/{name}.parquet"),
+        index_key: Some(format!("{dir}/{name}.index")),
+        kind: SplitKind::Logs,
+        date: "2026-11-03".into(),
+        hour: Some(7),
+        rows: 10,
+        raw_bytes: 1_000,
+        data_bytes: 300,
+        index_bytes: 200,
+        min_ts_nanos: 1_000,
+        max_ts_nanos: 2_000,
+        jobs: vec!["www/prod/web".into()],
+        roles: vec!["www".into()],
+        created_unix_ms: 1,
+    }
+}
+
+fn bus(partition: u32, offset: u64) -> BusCheckpoint {
+    BusCheckpoint::new(
+        "archiver",
+        &[Position::new("sluice.logs", partition, offset)],
+    )
+}
+
+#[tokio::test]
+async fn commit_conflict_and_replay_on_s3() {
+    let Some(moto) = Moto::start() else { return };
+    let store = moto.store("sluice-catalog");
+    let prefix = Path::from("archive");
+    let config = CatalogConfig {
+        checkpoint_interval: 2,
+        ..CatalogConfig::default()
+    };
+    let mut a = Catalog::open_with(store.clone(), &prefix, config.clone())
+        .await
+        .unwrap();
+    let mut b = Catalog::open_with(store.clone(), &prefix, config.clone())
+        .await
+        .unwrap();
+    assert_eq!(a.version(), 0);
+
+    let mut mine = a.draft("archiver-a");
+    mine.add_split(split("a"));
+    mine.archive_lines(1, 0, 100);
+    mine.set_bus(bus(0, 100));
+    let mut same_partition = b.draft("archiver-b");
+    same_partition.add_split(split("b"));
+    same_partition.archive_lines(1, 50, 150);
+    same_partition.set_bus(bus(0, 150));
+    let mut other_partition = b.draft("archiver-b");
+    other_partition.add_split(split("c"));
+    other_partition.archive_lines(2, 0, 10);
+    other_partition.set_bus(bus(1, 10));
+
+    let CommitOutcome::Committed(first) = a.commit(&mine).await.unwrap() else {
+        panic!("the first writer commits");
+    };
+    assert_eq!(first.version, 1);
+    // b writes the same version: put-if-absent refuses it (412 from S3).
+    let CommitOutcome::Conflict { theirs } = b.commit(&same_partition).await.unwrap() else {
+        panic!("the second writer of version 1 conflicts");
+    };
+    assert_eq!(theirs, vec![first]);
+    assert!(same_partition.conflicts_with(&theirs[0]));
+    assert!(!other_partition.conflicts_with(&theirs[0]));
+    let CommitOutcome::Committed(second) = b.commit_rebasing(&mut other_partition).await.unwrap()
+    else {
+        panic!("a disjoint draft commits after a rebase");
+    };
+    assert_eq!(second.version, 2);
+
+    // Compaction: remove two, add one, in one commit.
+    a.refresh().await.unwrap();
+    let mut compaction = a.draft("compactor");
+    compaction.remove_split(split("a").key);
+    compaction.remove_split(split("c").key);
+    compaction.add_split(split("ac"));
+    assert!(matches!(
+        a.commit(&compaction).await.unwrap(),
+        CommitOutcome::Committed(_)
+    ));
+
+    let reopened = Catalog::open_with(store.clone(), &prefix, config)
+        .await
+        .unwrap();
+    assert_eq!(reopened.version(), 3);
+    assert_eq!(reopened.state(), a.state());
+    assert_eq!(
+        reopened
+            .state()
+            .splits()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![split("ac").key]
+    );
+    assert!(reopened.state().is_line_archived(1, 99));
+    assert!(!reopened.state().is_line_archived(1, 100));
+    assert!(
+        store.head(&a.checkpoint_path(2)).await.is_ok(),
+        "checkpoint of version 2"
+    );
+    let listed: Vec<_> = store
+        .list_with_delimiter(Some(&Path::from("archive/_catalog/commits")))
+        .await
+        .unwrap()
+        .objects;
+    assert_eq!(listed.len(), 3);
+}
+
+#[tokio::test]
+async fn the_janitor_on_s3() {
+    let Some(moto) = Moto::start() else { return };
+    let store = moto.store("sluice-janitor");
+    let prefix = Path::default();
+    let mut catalog = Catalog::open(store.clone(), &prefix).await.unwrap();
+    let live = split("live");
+    for key in live.object_keys() {
+        store
+            .put(&catalog.object_path(key), "x".into())
+            .await
+            .unwrap();
+    }
+    let orphan = catalog.object_path("logs/date=2026-11-03/hour=07/failed.parquet");
+    store.put(&orphan, "x".into()).await.unwrap();
+    let mut draft = catalog.draft("archiver-a");
+    draft.add_split(live.clone());
+    assert!(matches!(
+        catalog.commit(&draft).await.unwrap(),
+        CommitOutcome::Committed(_)
+    ));
+
+    let grace = Duration::from_secs(3600);
+    assert!(
+        catalog.orphans(grace).await.unwrap().is_empty(),
+        "all young"
+    );
+    let later = SystemTime::now() + Duration::from_secs(2 * 3600);
+    let deleted = catalog.delete_orphans_at(later, grace).await.unwrap();
+    assert_eq!(deleted, vec![orphan.clone()]);
+    assert!(store.head(&orphan).await.is_err());
+    for key in live.object_keys() {
+        assert!(store.head(&catalog.object_path(key)).await.is_ok(), "{key}");
+    }
+}
