@@ -242,7 +242,15 @@ fn finished_sandboxes_are_collected_once_shipped() {
     for i in 0..3 {
         assert!(logs.contains(&format!("done {i}")), "{logs}");
     }
-    let events = dump(&up, "sluice.events");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let events = dump(&up, "sluice.events");
+        let collected = events.matches(r#""kind":"sandbox_collected""#).count();
+        if collected >= 3 || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(
         events.matches(r#""kind":"sandbox_collected""#).count(),
         3,
