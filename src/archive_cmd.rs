@@ -30,6 +30,16 @@ pub struct ArchiverArgs {
     /// Milliseconds of records batched before a split is cut.
     #[arg(long, default_value_t = 5000)]
     pub cut_ms: u64,
+    /// Fault tests: abort the process the Nth time a commit reaches STEP
+    /// (`uploaded`, `committed` or `bus-committed`), as `kill -9` would.
+    #[arg(long, value_name = "STEP:N", hide = true, value_parser = parse_crash)]
+    pub crash_at: Option<(archiver::Step, u32)>,
+}
+
+fn parse_crash(text: &str) -> Result<(archiver::Step, u32), String> {
+    let (step, n) = text.split_once(':').unwrap_or((text, "1"));
+    let n = n.parse().map_err(|_| format!("{n:?} is not a count"))?;
+    Ok((step.parse()?, n))
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,10 +67,20 @@ pub async fn spawn(
     bus: Arc<dyn sluice_broker::Bus>,
     store: &sluice_query::store::Store,
     stop: tokio::sync::oneshot::Receiver<()>,
+    crash_at: Option<(archiver::Step, u32)>,
 ) -> anyhow::Result<(Arc<ArchiverMetrics>, tokio::task::JoinHandle<()>)> {
-    let archiver = Archiver::open(config, bus, store.clone())
+    let mut archiver = Archiver::open(config, bus, store.clone())
         .await
         .with_context(|| format!("failed to start the archiver on {}", store.url))?;
+    if let Some((at, n)) = crash_at {
+        let seen = std::sync::atomic::AtomicU32::new(0);
+        archiver.on_step(move |step| {
+            if step == at && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= n {
+                eprintln!("crashing at {step:?} as asked");
+                std::process::abort();
+            }
+        });
+    }
     let metrics = archiver.metrics();
     let task = tokio::spawn(async move {
         if let Err(e) = archiver
@@ -90,7 +110,7 @@ pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
         ..ArchiverConfig::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let (_, task) = spawn(config, bus.clone(), &store, stopped).await?;
+    let (_, task) = spawn(config, bus.clone(), &store, stopped, args.crash_at).await?;
     eprintln!("archiving to {url}");
     crate::up::shutdown_signal().await;
     let _ = stop.send(());

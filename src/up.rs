@@ -139,6 +139,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         bus.clone(),
         &archive,
         archiver_stopped,
+        None,
     )
     .await?;
     let scheduler = SchedulerService::start(

@@ -123,6 +123,34 @@ pub struct ArchiverMetrics {
     pub last_freshness_ms: AtomicU64,
 }
 
+/// Points of a commit where a test may stop the archiver (`kill -9` at
+/// each of them must lose and double nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// The splits are uploaded; the catalog commit is next.
+    Uploaded,
+    /// The catalog commit landed; the bus commit is next.
+    Committed,
+    /// The bus commit is done.
+    BusCommitted,
+}
+
+impl std::str::FromStr for Step {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "uploaded" => Ok(Step::Uploaded),
+            "committed" => Ok(Step::Committed),
+            "bus-committed" => Ok(Step::BusCommitted),
+            other => Err(format!(
+                "{other:?}: expected uploaded, committed or bus-committed"
+            )),
+        }
+    }
+}
+
+type StepHook = Arc<dyn Fn(Step) + Send + Sync>;
+
 /// Records read since the last commit.
 #[derive(Default)]
 struct Pending {
@@ -145,6 +173,7 @@ pub struct Archiver {
     draft: CommitDraft,
     metrics: Arc<ArchiverMetrics>,
     last_janitor: Instant,
+    hook: Option<StepHook>,
 }
 
 impl Archiver {
@@ -164,6 +193,7 @@ impl Archiver {
             draft,
             metrics: Arc::new(ArchiverMetrics::default()),
             last_janitor: Instant::now(),
+            hook: None,
         };
         archiver.rewind().await?;
         Ok(archiver)
@@ -171,6 +201,17 @@ impl Archiver {
 
     pub fn metrics(&self) -> Arc<ArchiverMetrics> {
         self.metrics.clone()
+    }
+
+    /// Calls `hook` at each [`Step`] of every commit (fault tests).
+    pub fn on_step(&mut self, hook: impl Fn(Step) + Send + Sync + 'static) {
+        self.hook = Some(Arc::new(hook));
+    }
+
+    fn reached(&self, step: Step) {
+        if let Some(hook) = &self.hook {
+            hook(step);
+        }
     }
 
     /// Archives until `stop` resolves, then commits what it holds.
@@ -334,6 +375,7 @@ impl Archiver {
         }
         self.write_splits(pending.logs, pending.events, &mut draft)
             .await?;
+        self.reached(Step::Uploaded);
         draft.set_bus(BusCheckpoint::new(GROUP, &positions));
         let outcome = loop {
             match self.catalog.commit_rebasing(&mut draft).await {
@@ -370,10 +412,12 @@ impl Archiver {
                     events,
                     "archiver: committed"
                 );
+                self.reached(Step::Committed);
                 if let Err(e) = self.consumer.commit(&positions).await {
                     // Harmless: the records are read again and dropped as archived.
                     tracing::warn!(error = %e, "archiver: bus commit failed after the catalog commit");
                 }
+                self.reached(Step::BusCommitted);
             }
             CommitOutcome::Conflict { theirs } => {
                 self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);

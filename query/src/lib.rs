@@ -5,6 +5,7 @@
 pub mod archiver;
 pub mod catalog;
 mod error;
+pub mod scan;
 pub mod split;
 pub mod store;
 

@@ -123,3 +123,149 @@ print(json.dumps([[str(c) for c in r] for r in rows]))
     }
     assert!(up.stop().success());
 }
+
+/// `sluice archiver` killed (abort, as `kill -9`) at each step of a commit,
+/// many times over, while more records arrive between runs: the archive
+/// ends with every line once and every event once.
+#[test]
+fn the_archiver_killed_at_each_step_of_a_commit_loses_and_doubles_nothing() {
+    use prost::Message as _;
+    use sluice_broker::{Bus, EmbeddedConfig, Record};
+    use sluice_schema::pb::{ClusterEvent, Line, LogChunk, Source};
+    use sluice_schema::topics;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bus_dir = tmp.path().join("bus");
+    let store_dir = tmp.path().join("archive");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut want = std::collections::BTreeSet::new();
+    // Publishes round `r`: 5 sources × 40 lines (continuing each source),
+    // a line resent from the previous round, and 2 events (one resent).
+    let publish = |r: u64, want: &mut std::collections::BTreeSet<(u64, u64)>| {
+        runtime.block_on(async {
+            let bus =
+                sluice_broker::embedded::EmbeddedBus::open(&bus_dir, EmbeddedConfig::default())
+                    .unwrap();
+            for s in 0..5u64 {
+                let first = if r == 0 { 0 } else { r * 40 - 1 };
+                let lines: Vec<Line> = (first..(r + 1) * 40)
+                    .map(|i| Line {
+                        offset: i * 100,
+                        raw_len: 100,
+                        ts_unix_nanos: 1_795_244_400_000_000_000 + i as i64,
+                        text: bytes::Bytes::from(format!("source {s} line {i}")),
+                        ..Default::default()
+                    })
+                    .collect();
+                for l in &lines {
+                    want.insert((s + 1, l.offset));
+                }
+                let chunk = LogChunk {
+                    source: Some(Source {
+                        job: "www/prod/web".into(),
+                        instance: s as u32,
+                        source_id: s + 1,
+                        ..Default::default()
+                    }),
+                    lines,
+                    shipped_at_unix_nanos: 1,
+                };
+                let record = Record::new(topics::chunk_key(&chunk), chunk.encode_to_vec(), 0);
+                bus.send(topics::LOGS, record).await.unwrap().await.unwrap();
+            }
+            for id in [format!("e/{r}"), format!("e/{}", r.saturating_sub(1))] {
+                let event = ClusterEvent {
+                    id,
+                    ts_unix_nanos: 1_795_244_400_000_000_000,
+                    ..Default::default()
+                };
+                let record = Record::new(topics::event_key(&event), event.encode_to_vec(), 0);
+                bus.send(topics::EVENTS, record)
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+            bus.flush(std::time::Duration::from_secs(5)).await.unwrap();
+        })
+    };
+    let archiver = |extra: &[&str]| {
+        let mut args = vec![
+            "archiver".to_string(),
+            "--bus".into(),
+            format!("embedded://{}", bus_dir.display()),
+            "--store".into(),
+            format!("file://{}", store_dir.display()),
+            "--cut-ms".into(),
+            "100".into(),
+            "--data-dir".into(),
+            tmp.path().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Command::new(crate::harness::SLUICE)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let steps = ["uploaded", "committed", "bus-committed"];
+    let mut round = 0;
+    for repeat in 0..3 {
+        for step in steps {
+            publish(round, &mut want);
+            round += 1;
+            let out = archiver(&["--crash-at", &format!("{step}:1")])
+                .wait_with_output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && err.contains("crashing at"),
+                "round {repeat}/{step} did not crash: {err}"
+            );
+        }
+    }
+    // A clean run to the end: everything archived, then stopped.
+    let mut last = archiver(&[]);
+    let store = sluice_query::store::StoreUrl::File(store_dir.clone())
+        .open(&[])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (logs, events) = loop {
+        let (logs, _) = runtime
+            .block_on(sluice_query::scan::rows(
+                &store,
+                sluice_query::catalog::SplitKind::Logs,
+            ))
+            .unwrap();
+        let (_, events) = runtime
+            .block_on(sluice_query::scan::rows(
+                &store,
+                sluice_query::catalog::SplitKind::Events,
+            ))
+            .unwrap();
+        if logs.len() >= want.len() || Instant::now() > deadline {
+            break (logs, events);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &last.id().to_string()])
+        .status();
+    let _ = last.wait();
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &logs {
+        assert!(
+            seen.insert((row.source.source_id, row.offset)),
+            "archived twice: {} {}",
+            row.source.source_id,
+            row.offset
+        );
+    }
+    assert_eq!(seen, want, "every line once");
+    let mut ids: Vec<String> = events.into_iter().map(|e| e.id).collect();
+    ids.sort();
+    let mut want_ids: Vec<String> = (0..round).map(|r| format!("e/{r}")).collect();
+    want_ids.sort();
+    assert_eq!(ids, want_ids, "every event once");
+}
