@@ -5,12 +5,8 @@
 //! message, unless `SLUICE_REQUIRE_S3=1` makes that a failure. `SLUICE_MOTO`
 //! names the server binary if it is not on the `PATH`.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
@@ -20,82 +16,19 @@ use sluice_query::catalog::{
     BusCheckpoint, Catalog, CatalogConfig, CommitOutcome, SplitEntry, SplitKind,
 };
 
-/// A moto S3 server on loopback, stopped when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
+/// moto's S3 server (`sluice_testkit::TestS3`) and an object_store client
+/// for one of its buckets.
+struct Moto(sluice_testkit::TestS3);
 
 impl Moto {
-    /// Starts moto, or `None` (after saying why) where it is not installed.
     fn start() -> Option<Moto> {
-        let Some(command) = moto_command() else {
-            let required = std::env::var("SLUICE_REQUIRE_S3").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "SLUICE_REQUIRE_S3=1 but no moto server: pip install 'moto[server]' or set SLUICE_MOTO"
-            );
-            eprintln!(
-                "skipping: no S3-compatible server (moto) installed; pip install 'moto[server]'"
-            );
-            return None;
-        };
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().expect("moto log file");
-        let child = Command::new(&command[0])
-            .args(&command[1..])
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("moto log"))
-            .stderr(log.reopen().expect("moto log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("failed to start {command:?}: {e}"));
-        let mut moto = Moto { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto exited with {status}: {}", moto.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto did not listen within 60 s: {}",
-                moto.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(moto)
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    /// Creates a bucket with a plain (unsigned) HTTP PUT, which moto takes.
-    fn create_bucket(&self, bucket: &str) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
-        write!(
-            stream,
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .expect("send to moto");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("moto's answer");
-        assert!(
-            answer.starts_with("HTTP/1.1 200"),
-            "creating bucket {bucket}: {answer}"
-        );
+        sluice_testkit::TestS3::start().map(Moto)
     }
 
     fn store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
-        self.create_bucket(bucket);
+        self.0.create_bucket(bucket);
         let s3 = AmazonS3Builder::new()
-            .with_endpoint(self.endpoint())
+            .with_endpoint(self.0.endpoint())
             .with_allow_http(true)
             .with_virtual_hosted_style_request(false)
             .with_region("us-east-1")
@@ -106,50 +39,6 @@ impl Moto {
             .expect("S3 store for moto");
         Arc::new(s3)
     }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// `SLUICE_MOTO`, else `moto_server` on the `PATH`, else `python3 -m
-/// moto.server` where that module is importable.
-fn moto_command() -> Option<Vec<String>> {
-    if let Some(bin) = std::env::var_os("SLUICE_MOTO") {
-        return Some(vec![bin.to_string_lossy().into_owned()]);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("moto_server"))
-            .find(|p| p.is_file())
-    });
-    if let Some(bin) = on_path.filter(|bin| runs(bin, &["--help"])) {
-        return Some(vec![bin.to_string_lossy().into_owned()]);
-    }
-    if runs(&PathBuf::from("python3"), &["-c", "import moto.server"]) {
-        return Some(vec!["python3".into(), "-m".into(), "moto.server".into()]);
-    }
-    None
-}
-
-fn runs(program: &std::path::Path, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn split(name: &str) -> SplitEntry {

@@ -129,14 +129,29 @@ print(json.dumps([[str(c) for c in r] for r in rows]))
 /// ends with every line once and every event once.
 #[test]
 fn the_archiver_killed_at_each_step_of_a_commit_loses_and_doubles_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tmp.path().join("archive").display());
+    killed_at_each_step(tmp.path(), &url, &[]);
+}
+
+/// The same on S3 (moto's server on loopback).
+#[test]
+fn the_same_on_s3() {
+    let Some(s3) = sluice_testkit::TestS3::start() else {
+        return;
+    };
+    s3.create_bucket("archive");
+    let tmp = tempfile::tempdir().unwrap();
+    killed_at_each_step(tmp.path(), "s3://archive/sluice", &s3.settings());
+}
+
+fn killed_at_each_step(dir: &std::path::Path, store_url: &str, s3: &[(String, String)]) {
     use prost::Message as _;
     use sluice_broker::{Bus, EmbeddedConfig, Record};
     use sluice_schema::pb::{ClusterEvent, Line, LogChunk, Source};
     use sluice_schema::topics;
 
-    let tmp = tempfile::tempdir().unwrap();
-    let bus_dir = tmp.path().join("bus");
-    let store_dir = tmp.path().join("archive");
+    let bus_dir = dir.join("bus");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut want = std::collections::BTreeSet::new();
     // Publishes round `r`: 5 sources × 40 lines (continuing each source),
@@ -195,15 +210,16 @@ fn the_archiver_killed_at_each_step_of_a_commit_loses_and_doubles_nothing() {
             "--bus".into(),
             format!("embedded://{}", bus_dir.display()),
             "--store".into(),
-            format!("file://{}", store_dir.display()),
+            store_url.to_string(),
             "--cut-ms".into(),
             "100".into(),
             "--data-dir".into(),
-            tmp.path().display().to_string(),
+            dir.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Command::new(crate::harness::SLUICE)
             .args(&args)
+            .envs(s3.iter().map(|(k, v)| (k.to_ascii_uppercase(), v)))
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -227,8 +243,10 @@ fn the_archiver_killed_at_each_step_of_a_commit_loses_and_doubles_nothing() {
     }
     // A clean run to the end: everything archived, then stopped.
     let mut last = archiver(&[]);
-    let store = sluice_query::store::StoreUrl::File(store_dir.clone())
-        .open(&[])
+    let store = store_url
+        .parse::<sluice_query::store::StoreUrl>()
+        .unwrap()
+        .open(s3)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let (logs, events) = loop {

@@ -6,6 +6,7 @@
 //! is installed the Kafka tests skip with a message, unless
 //! `SLUICE_REQUIRE_KAFKA=1` (set by the test script) makes that a failure.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,4 +185,131 @@ pub fn native_sandbox(
     )
     .expect("write the manifest");
     logs
+}
+
+/// A moto S3 server on loopback, stopped when dropped.
+pub struct TestS3 {
+    child: Child,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl TestS3 {
+    /// Starts moto, or `None` (after saying why) where it is not installed.
+    pub fn start() -> Option<TestS3> {
+        let Some(command) = moto_command() else {
+            let required = std::env::var("SLUICE_REQUIRE_S3").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "SLUICE_REQUIRE_S3=1 but no moto server: pip install 'moto[server]' or set SLUICE_MOTO"
+            );
+            eprintln!(
+                "skipping: no S3-compatible server (moto) installed; pip install 'moto[server]'"
+            );
+            return None;
+        };
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("moto log file");
+        let child = Command::new(&command[0])
+            .args(&command[1..])
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("moto log"))
+            .stderr(log.reopen().expect("moto log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start {command:?}: {e}"));
+        let mut moto = TestS3 { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto exited with {status}: {}", moto.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto did not listen within 60 s: {}",
+                moto.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(moto)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Creates a bucket with a plain (unsigned) HTTP PUT, which moto takes.
+    pub fn create_bucket(&self, bucket: &str) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            stream,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("send to moto");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("moto's answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "creating bucket {bucket}: {answer}"
+        );
+    }
+
+    /// object_store S3 settings (as `AWS_*` variables lower-cased) that
+    /// reach this server: for `StoreUrl::open` or a `sluice` process's
+    /// environment (upper-case them).
+    pub fn settings(&self) -> Vec<(String, String)> {
+        [
+            ("aws_endpoint", self.endpoint()),
+            ("aws_allow_http", "true".into()),
+            ("aws_virtual_hosted_style_request", "false".into()),
+            ("aws_region", "us-east-1".into()),
+            ("aws_access_key_id", "sluice-test".into()),
+            ("aws_secret_access_key", "sluice-test".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `SLUICE_MOTO`, else `moto_server` on the `PATH`, else `python3 -m
+/// moto.server` where that module is importable.
+fn moto_command() -> Option<Vec<String>> {
+    if let Some(bin) = std::env::var_os("SLUICE_MOTO") {
+        return Some(vec![bin.to_string_lossy().into_owned()]);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("moto_server"))
+            .find(|p| p.is_file())
+    });
+    if let Some(bin) = on_path.filter(|bin| runs(bin, &["--help"])) {
+        return Some(vec![bin.to_string_lossy().into_owned()]);
+    }
+    if runs(&PathBuf::from("python3"), &["-c", "import moto.server"]) {
+        return Some(vec!["python3".into(), "-m".into(), "moto.server".into()]);
+    }
+    None
+}
+
+fn runs(program: &std::path::Path, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
