@@ -526,22 +526,25 @@ impl Archiver {
             .into_iter()
             .map(|p| ((p.topic, p.partition), p.offset))
             .collect();
-        for p in self.catalog.state().bus_positions(GROUP) {
-            let group_at = committed
-                .get(&(p.topic.clone(), p.partition))
+        let in_catalog: HashMap<(String, u32), u64> = self
+            .catalog
+            .state()
+            .bus_positions(GROUP)
+            .into_iter()
+            .map(|p| ((p.topic, p.partition), p.offset))
+            .collect();
+        // Every assigned partition, including those nobody has committed
+        // yet: records read and discarded must be read again.
+        for tp in self.consumer.assignment()? {
+            let key = (tp.topic.clone(), tp.partition);
+            let at = in_catalog
+                .get(&key)
                 .copied()
-                .unwrap_or(0);
-            let at = p.offset.max(group_at);
-            let assigned = self
-                .consumer
-                .assignment()?
-                .iter()
-                .any(|tp| tp.topic == p.topic && tp.partition == p.partition);
-            if assigned {
-                self.consumer
-                    .seek(&Position::new(&p.topic, p.partition, at))
-                    .await?;
-            }
+                .unwrap_or(0)
+                .max(committed.get(&key).copied().unwrap_or(0));
+            self.consumer
+                .seek(&Position::new(&tp.topic, tp.partition, at))
+                .await?;
         }
         Ok(())
     }

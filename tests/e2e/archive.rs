@@ -287,3 +287,142 @@ fn killed_at_each_step(dir: &std::path::Path, store_url: &str, s3: &[(String, St
     want_ids.sort();
     assert_eq!(ids, want_ids, "every event once");
 }
+
+/// Two `sluice archiver` processes in one consumer group over Kafka
+/// (tansu), one store: they share the partitions, never commit conflicting
+/// state, and the archive holds every line once — also after one of them
+/// stops and the other takes over its partitions. (After a `kill -9` the
+/// takeover waits for the broker to expire the member's session; tansu did
+/// not within 90 s, so that case is left to the per-step fault test.)
+#[test]
+fn two_archivers_side_by_side_archive_every_line_once() {
+    use prost::Message as _;
+    use sluice_broker::{BusConfig, BusUrl, Record};
+    use sluice_schema::pb::{Line, LogChunk, Source};
+    use sluice_schema::topics;
+
+    let Some(kafka) = sluice_testkit::TestKafka::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store_url = format!("file://{}", tmp.path().join("archive").display());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url: BusUrl = kafka.url().parse().unwrap();
+    let bus = runtime
+        .block_on(sluice_broker::open(&BusConfig::new(url)))
+        .unwrap();
+    runtime.block_on(bus.ensure_topics(&topics::ALL)).unwrap();
+    let mut want = std::collections::BTreeSet::new();
+    let mut publish = |round: u64| {
+        runtime.block_on(async {
+            for s in 0..8u64 {
+                let lines: Vec<Line> = (round * 50..(round + 1) * 50)
+                    .map(|i| Line {
+                        offset: i * 10,
+                        raw_len: 10,
+                        ts_unix_nanos: 1_795_244_400_000_000_000 + i as i64,
+                        text: bytes::Bytes::from(format!("s{s} l{i}")),
+                        ..Default::default()
+                    })
+                    .collect();
+                for l in &lines {
+                    want.insert((s + 1, l.offset));
+                }
+                let chunk = LogChunk {
+                    source: Some(Source {
+                        job: format!("www/prod/web{s}"),
+                        instance: s as u32,
+                        source_id: s + 1,
+                        ..Default::default()
+                    }),
+                    lines,
+                    shipped_at_unix_nanos: 1,
+                };
+                let record = Record::new(topics::chunk_key(&chunk), chunk.encode_to_vec(), 0);
+                bus.send(topics::LOGS, record).await.unwrap().await.unwrap();
+            }
+        })
+    };
+    let archiver = |id: &str| {
+        Command::new(crate::harness::SLUICE)
+            .args([
+                "archiver",
+                "--bus",
+                &kafka.url(),
+                "--store",
+                &store_url,
+                "--cut-ms",
+                "200",
+                "--id",
+                id,
+                "--data-dir",
+                &tmp.path().display().to_string(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(tmp.path().join(format!("{id}.log"))).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut a = archiver("a");
+    let mut b = archiver("b");
+    publish(0);
+    std::thread::sleep(Duration::from_secs(3));
+    publish(1);
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-TERM", &a.id().to_string()])
+        .status();
+    let _ = a.wait();
+    publish(2);
+    let store = store_url
+        .parse::<sluice_query::store::StoreUrl>()
+        .unwrap()
+        .open(&[])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let logs = loop {
+        let (logs, _) = runtime
+            .block_on(sluice_query::scan::rows(
+                &store,
+                sluice_query::catalog::SplitKind::Logs,
+            ))
+            .unwrap();
+        if logs.len() >= want.len() || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = b.kill();
+    let _ = b.wait();
+    let log = |id: &str| std::fs::read_to_string(tmp.path().join(format!("{id}.log"))).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &logs {
+        assert!(
+            seen.insert((row.source.source_id, row.offset)),
+            "archived twice: {} {}\n{}\n{}",
+            row.source.source_id,
+            row.offset,
+            log("a"),
+            log("b")
+        );
+    }
+    if seen.len() != want.len() {
+        let missing: Vec<_> = want.difference(&seen).collect();
+        eprintln!(
+            "missing {} e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+        let commits = tmp.path().join("archive/_catalog/commits");
+        for e in std::fs::read_dir(&commits).unwrap().flatten() {
+            let c: Value =
+                serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+            eprintln!(
+                "{} {} bus {} archived {}",
+                c["version"], c["writer"], c["bus"], c["archived"]
+            );
+        }
+    }
+    assert_eq!(seen.len(), want.len(), "{}\n{}", log("a"), log("b"));
+    assert_eq!(seen, want);
+}

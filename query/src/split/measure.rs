@@ -220,8 +220,14 @@ fn measure_split_costs() {
     );
 
     println!("index (one segment, no stored fields, no field norms):");
-    println!("| postings  | size MB | % of raw | build s | build ms/MB | open ms | files |");
-    println!("|-----------|---------|----------|---------|-------------|---------|-------|");
+    println!(
+        "| postings  | size MB | % of raw | unpacked MB | % of raw | build s | build ms/MB | open ms \
+         | files (unpacked MB) |"
+    );
+    println!(
+        "|-----------|---------|----------|-------------|----------|---------|-------------|---------\
+         |---------------------|"
+    );
     let mut blobs = Vec::new();
     for postings in [
         IndexPostings::DocIds,
@@ -240,6 +246,7 @@ fn measure_split_costs() {
             })
             .collect();
         let files = super::index::unpack(&blob).expect("unpacks");
+        let unpacked: usize = files.iter().map(|(_, data)| data.len()).sum();
         let mut by_ext: Vec<(String, usize)> = files
             .iter()
             .map(|(name, data)| {
@@ -254,10 +261,12 @@ fn measure_split_costs() {
             .map(|(ext, len)| format!("{ext} {:.2}", mb(*len)))
             .collect();
         println!(
-            "| {:<9} | {:>7.2} | {:>7.1}% | {:>7.2} | {:>11.1} | {:>7.2} | {} |",
+            "| {:<9} | {:>7.2} | {:>7.1}% | {:>11.2} | {:>7.1}% | {:>7.2} | {:>11.1} | {:>7.2} | {} |",
             format!("{postings:?}"),
             mb(blob.len()),
             100.0 * blob.len() as f64 / raw as f64,
+            mb(unpacked),
+            100.0 * unpacked as f64 / raw as f64,
             build.as_secs_f64(),
             build.as_secs_f64() * 1e3 / mb(raw),
             median(opens).as_secs_f64() * 1e3,

@@ -24,11 +24,11 @@
 //!
 //! Index, by what it records (no stored fields, no field norms in all):
 //!
-//! | postings    | blob MB | % of raw | zstd -3 of blob | build      | open   |
-//! |-------------|---------|----------|-----------------|------------|--------|
-//! | doc ids     | 6.53    | 22.6 %   | 3.32 MB, 11.5 % | 26 ms/MB   | 1.9 ms |
-//! | + freqs     | 7.40    | 25.6 %   | 3.55 MB, 12.3 % | 30 ms/MB   | 2.3 ms |
-//! | + positions | 10.96   | 38.0 %   | 4.71 MB, 16.3 % | 29 ms/MB   | 3.3 ms |
+//! | postings    | blob (v2, zstd) | % of raw | unpacked MB | % of raw | build    | open (v2) |
+//! |-------------|-----------------|----------|-------------|----------|----------|-----------|
+//! | doc ids     | 2.97 MB         | 10.3 %   | 6.53        | 22.6 %   | 26 ms/MB | 9.1 ms    |
+//! | + freqs     | 3.22 MB         | 11.2 %   | 7.40        | 25.6 %   | 30 ms/MB | 16.1 ms   |
+//! | + positions | 4.37 MB         | 15.1 %   | 10.96       | 38.0 %   | 29 ms/MB | 20.6 ms   |
 //!
 //! Queries on the opened index take 14–340 µs (a block id 14 µs; `INFO`,
 //! 72,630 hits, 160–340 µs); phrases take 2–6× longer with positions
@@ -37,7 +37,7 @@
 //! `dfs.DataNode$PacketResponder` returned no extra row without positions.
 //!
 //! - The index records doc ids only ([`IndexPostings::DocIds`], the
-//!   default): positions would add 68 % to the index (the larger half of a
+//!   default): positions would add 47 % to the index (the larger half of a
 //!   split) to make phrases exact, and a superset costs next to nothing,
 //!   since the rows are decoded anyway and re-checked with
 //!   [`SearchQuery::matches`]. Frequencies serve ranking, which splits do
