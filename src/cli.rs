@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    admin, archive_cmd, bench, bench_gc, bench_shipper, bus_cmd, executor_cmd, job_cmd, node_cmd,
-    scheduler_cmd, shipper_cmd, up,
+    admin, archive_cmd, bench, bench_archive, bench_gc, bench_shipper, bus_cmd, executor_cmd,
+    job_cmd, node_cmd, scheduler_cmd, shipper_cmd, up,
 };
 
 #[derive(Parser, Debug)]
@@ -78,6 +78,8 @@ pub enum BenchCommand {
     Shipper(bench_shipper::ShipperBenchArgs),
     /// The garbage-collection policy on a simulated node.
     Gc(bench_gc::GcBenchArgs),
+    /// Archiver throughput and archive size, next to zstd -3.
+    Archive(bench_archive::ArchiveBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,5 +134,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Bus(args)) => bench::bus(args).await,
         Command::Bench(BenchCommand::Shipper(args)) => bench_shipper::run(args).await,
         Command::Bench(BenchCommand::Gc(args)) => bench_gc::run(args),
+        Command::Bench(BenchCommand::Archive(args)) => bench_archive::run(args).await,
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod archive_cmd;
 mod bench;
+mod bench_archive;
 mod bench_gc;
 mod bench_shipper;
 mod bus_cmd;
