@@ -124,6 +124,40 @@ print(json.dumps([[str(c) for c in r] for r in rows]))
     assert!(up.stop().success());
 }
 
+/// Lines `range` (offsets `i * stride`, `raw_len` = stride) of source
+/// `source_id`, recorded in `want` as `(source_id, offset)`.
+fn numbered_chunk(
+    source_id: u64,
+    job: String,
+    range: std::ops::Range<u64>,
+    stride: u64,
+    want: &mut std::collections::BTreeSet<(u64, u64)>,
+) -> sluice_schema::pb::LogChunk {
+    use sluice_schema::pb::{Line, LogChunk, Source};
+    let lines: Vec<Line> = range
+        .map(|i| Line {
+            offset: i * stride,
+            raw_len: stride as u32,
+            ts_unix_nanos: 1_795_244_400_000_000_000 + i as i64,
+            text: bytes::Bytes::from(format!("source {source_id} line {i}")),
+            ..Default::default()
+        })
+        .collect();
+    for l in &lines {
+        want.insert((source_id, l.offset));
+    }
+    LogChunk {
+        source: Some(Source {
+            job,
+            instance: source_id as u32,
+            source_id,
+            ..Default::default()
+        }),
+        lines,
+        shipped_at_unix_nanos: 1,
+    }
+}
+
 /// `sluice archiver` killed (abort, as `kill -9`) at each step of a commit,
 /// many times over, while more records arrive between runs: the archive
 /// ends with every line once and every event once.
@@ -148,7 +182,7 @@ fn the_same_on_s3() {
 fn killed_at_each_step(dir: &std::path::Path, store_url: &str, s3: &[(String, String)]) {
     use prost::Message as _;
     use sluice_broker::{Bus, EmbeddedConfig, Record};
-    use sluice_schema::pb::{ClusterEvent, Line, LogChunk, Source};
+    use sluice_schema::pb::ClusterEvent;
     use sluice_schema::topics;
 
     let bus_dir = dir.join("bus");
@@ -163,28 +197,8 @@ fn killed_at_each_step(dir: &std::path::Path, store_url: &str, s3: &[(String, St
                     .unwrap();
             for s in 0..5u64 {
                 let first = if r == 0 { 0 } else { r * 40 - 1 };
-                let lines: Vec<Line> = (first..(r + 1) * 40)
-                    .map(|i| Line {
-                        offset: i * 100,
-                        raw_len: 100,
-                        ts_unix_nanos: 1_795_244_400_000_000_000 + i as i64,
-                        text: bytes::Bytes::from(format!("source {s} line {i}")),
-                        ..Default::default()
-                    })
-                    .collect();
-                for l in &lines {
-                    want.insert((s + 1, l.offset));
-                }
-                let chunk = LogChunk {
-                    source: Some(Source {
-                        job: "www/prod/web".into(),
-                        instance: s as u32,
-                        source_id: s + 1,
-                        ..Default::default()
-                    }),
-                    lines,
-                    shipped_at_unix_nanos: 1,
-                };
+                let chunk =
+                    numbered_chunk(s + 1, "www/prod/web".into(), first..(r + 1) * 40, 100, want);
                 let record = Record::new(topics::chunk_key(&chunk), chunk.encode_to_vec(), 0);
                 bus.send(topics::LOGS, record).await.unwrap().await.unwrap();
             }
@@ -298,7 +312,6 @@ fn killed_at_each_step(dir: &std::path::Path, store_url: &str, s3: &[(String, St
 fn two_archivers_side_by_side_archive_every_line_once() {
     use prost::Message as _;
     use sluice_broker::{BusConfig, BusUrl, Record};
-    use sluice_schema::pb::{Line, LogChunk, Source};
     use sluice_schema::topics;
 
     let Some(kafka) = sluice_testkit::TestKafka::start() else {
@@ -316,28 +329,13 @@ fn two_archivers_side_by_side_archive_every_line_once() {
     let mut publish = |round: u64| {
         runtime.block_on(async {
             for s in 0..8u64 {
-                let lines: Vec<Line> = (round * 50..(round + 1) * 50)
-                    .map(|i| Line {
-                        offset: i * 10,
-                        raw_len: 10,
-                        ts_unix_nanos: 1_795_244_400_000_000_000 + i as i64,
-                        text: bytes::Bytes::from(format!("s{s} l{i}")),
-                        ..Default::default()
-                    })
-                    .collect();
-                for l in &lines {
-                    want.insert((s + 1, l.offset));
-                }
-                let chunk = LogChunk {
-                    source: Some(Source {
-                        job: format!("www/prod/web{s}"),
-                        instance: s as u32,
-                        source_id: s + 1,
-                        ..Default::default()
-                    }),
-                    lines,
-                    shipped_at_unix_nanos: 1,
-                };
+                let chunk = numbered_chunk(
+                    s + 1,
+                    format!("www/prod/web{s}"),
+                    round * 50..(round + 1) * 50,
+                    10,
+                    &mut want,
+                );
                 let record = Record::new(topics::chunk_key(&chunk), chunk.encode_to_vec(), 0);
                 bus.send(topics::LOGS, record).await.unwrap().await.unwrap();
             }
