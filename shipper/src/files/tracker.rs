@@ -186,6 +186,8 @@ pub(crate) struct Tracker {
     reported: HashMap<PathBuf, String>,
     /// Copies waiting for their original's truncation.
     waiting_copies: HashMap<PathBuf, (FileKey, Instant)>,
+    /// Checkpointed files the last rescan did not find.
+    missed: std::collections::HashSet<FileKey>,
     buf: Vec<u8>,
     /// Files that still had unread bytes when last polled: read again as
     /// soon as the in-flight budget allows.
@@ -224,6 +226,7 @@ impl Tracker {
             open_files: 0,
             reported: HashMap::new(),
             waiting_copies: HashMap::new(),
+            missed: std::collections::HashSet::new(),
             buf: vec![0; READ_BYTES],
             behind: Behind::default(),
         })
@@ -445,11 +448,20 @@ impl Tracker {
             .iter()
             .filter_map(|p| std::fs::symlink_metadata(p).ok().map(|m| FileKey::of(&m)))
             .collect();
+        // A file renamed while the directory was being read can be missed
+        // by one walk: its checkpoint goes only when two walks in a row
+        // miss it, or it would be read again under a new name.
+        let mut missing = std::collections::HashSet::new();
         for key in self.checkpoints.keys() {
             if !live.contains(&key) && !self.files.contains_key(&key) {
-                self.checkpoints.remove(&key);
+                if self.missed.contains(&key) {
+                    self.checkpoints.remove(&key);
+                } else {
+                    missing.insert(key);
+                }
             }
         }
+        self.missed = missing;
         self.metrics.files_tracked.set(self.files.len() as u64);
     }
 
