@@ -68,7 +68,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(crate::shipper_cmd::hostname);
     let node_dir = data_dir.join("nodes").join(&name);
-    let tokens = read_tokens(args.tokens.as_ref(), &data_dir)?;
+    let tokens = read_tokens(args.tokens.as_ref(), &data_dir, "the node's services need")?;
     let bus = sluice_broker::open(&BusConfig::new(client::bus_url(
         args.bus.as_ref(),
         &data_dir,
@@ -133,16 +133,19 @@ pub fn machine_options(scheduler: &str, token: &str) -> NodeOptions {
     }
 }
 
+/// Who may call a node's (or a lone shipper's) services: `path`, else
+/// `DATA_DIR/tokens.toml`. `needs` says what needs it, for the error.
 pub fn read_tokens(
     path: Option<&PathBuf>,
     data_dir: &std::path::Path,
+    needs: &str,
 ) -> anyhow::Result<Arc<Tokens>> {
     let path = path
         .cloned()
         .unwrap_or_else(|| data_dir.join("tokens.toml"));
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
-            "the node's services need a token file: failed to read {} (pass --tokens FILE)",
+            "{needs} a token file: failed to read {} (pass --tokens FILE)",
             path.display()
         )
     })?;

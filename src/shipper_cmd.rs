@@ -12,7 +12,6 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 use sluice_broker::{BusConfig, BusUrl};
-use sluice_schema::auth::Tokens;
 use sluice_shipper::layout::LayoutKind;
 use sluice_shipper::{Shipper, ShipperConfig};
 
@@ -63,7 +62,11 @@ struct FileConfig {
 pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
     let (config, bus) = resolve(&args)?;
     let tokens = match args.listen {
-        Some(_) => Some(read_tokens(&args)?),
+        Some(_) => Some(crate::node_cmd::read_tokens(
+            args.tokens.as_ref(),
+            &args.dir.data_dir,
+            "the Tail service needs",
+        )?),
         None => None,
     };
     let bus_handle = sluice_broker::open(&bus)
@@ -164,21 +167,6 @@ fn resolve(args: &ShipperArgs) -> anyhow::Result<(ShipperConfig, BusConfig)> {
     }
     bus.validate()?;
     Ok((config, bus))
-}
-
-fn read_tokens(args: &ShipperArgs) -> anyhow::Result<Arc<Tokens>> {
-    let path = match &args.tokens {
-        Some(path) => path.clone(),
-        None => args.dir.data_dir.join("tokens.toml"),
-    };
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "the Tail service needs a token file: failed to read {} (pass --tokens FILE)",
-            path.display()
-        )
-    })?;
-    let tokens = Tokens::parse(&text).with_context(|| format!("in {}", path.display()))?;
-    Ok(Arc::new(tokens))
 }
 
 pub fn hostname() -> String {
