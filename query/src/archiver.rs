@@ -356,6 +356,15 @@ impl Archiver {
         if self.pending.positions.is_empty() {
             return Ok(());
         }
+        let result = self.commit_pending().await;
+        // The next batch builds on what this one committed: a draft based on
+        // the version before would claim the same partitions, conflict with
+        // this commit and be written again.
+        self.draft = self.catalog.draft(self.config.id.clone());
+        result
+    }
+
+    async fn commit_pending(&mut self) -> Result<()> {
         let pending = std::mem::take(&mut self.pending);
         let positions: Vec<Position> = pending
             .positions
@@ -554,7 +563,7 @@ impl Archiver {
     }
 }
 
-fn entry(
+pub(crate) fn entry(
     key: String,
     index_key: Option<String>,
     kind: SplitKind,

@@ -252,3 +252,28 @@ async fn a_gap_filled_later_is_archived_not_dropped() {
     assert_eq!((archived.len(), duplicates), (30, 0));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// One archiver alone never conflicts with itself: each batch's draft is
+/// based on the commit of the batch before (a draft based on the version
+/// before it claimed the same partitions, conflicted, and the batch was
+/// written twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_batches_commit_without_conflicts() {
+    let world = World::new();
+    let mut archiver = world.archiver().await;
+    let metrics = archiver.metrics();
+    let all = lines("a", 0..50, T0);
+    for batch in all.chunks(10) {
+        let refs: Vec<(u64, &str, i64)> =
+            batch.iter().map(|(o, t, ts)| (*o, t.as_str(), *ts)).collect();
+        publish(&world.bus, &chunk(1, 0, &refs)).await;
+        world.drain(&mut archiver).await;
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(metrics.conflicts.load(Relaxed), 0);
+    assert_eq!(metrics.commits.load(Relaxed), 5);
+    assert_eq!(metrics.lines_archived.load(Relaxed), 50);
+    let (archived, duplicates, _, catalog) = world.archived().await;
+    assert_eq!((archived.len(), duplicates), (50, 0));
+    assert_eq!(catalog.version(), 5);
+}
