@@ -299,24 +299,40 @@ pub fn corpus_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Every non-empty line of the corpus's `*.log` files, in file-name order.
 pub fn corpus_lines(corpus: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus)
+    Ok(corpus_files(corpus)?
+        .into_iter()
+        .flat_map(|(_, lines)| lines)
+        .collect())
+}
+
+/// The corpus's `*.log` files in name order: each file's stem, lowercased,
+/// and its non-empty lines.
+pub fn corpus_files(corpus: &Path) -> anyhow::Result<Vec<(String, Vec<Vec<u8>>)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(corpus)
         .with_context(|| format!("failed to list {}", corpus.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
-    files.sort();
-    let mut lines = Vec::new();
-    for path in &files {
+    paths.sort();
+    let mut files = Vec::new();
+    for path in &paths {
         let text =
             std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
-        lines.extend(
-            text.split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec),
-        );
+        let lines: Vec<Vec<u8>> = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if !lines.is_empty() {
+            files.push((name, lines));
+        }
     }
-    anyhow::ensure!(!lines.is_empty(), "no log lines in {}", corpus.display());
-    Ok(lines)
+    anyhow::ensure!(!files.is_empty(), "no log lines in {}", corpus.display());
+    Ok(files)
 }
 
 /// Chunks of about `size` bytes of real lines, one source per chunk, cycling

@@ -317,10 +317,13 @@ pub struct Date {
 impl Date {
     /// The UTC date of an instant.
     pub fn from_unix_nanos(unix_nanos: i64) -> Date {
-        // `rfc3339_nanos` renders every i64 instant (years 1677 to 2262) as
-        // `YYYY-MM-DDTHH:…`, so the first ten bytes are the date.
-        let text = crate::time::rfc3339_nanos(unix_nanos);
-        Date::parse(&text[..10]).expect("rfc3339_nanos renders a valid date")
+        // Every i64 instant falls in years 1677 to 2262.
+        let (year, month, day) = crate::time::utc_date(unix_nanos);
+        Date {
+            year: year as u16,
+            month: month as u8,
+            day: day as u8,
+        }
     }
 
     /// Parses `YYYY-MM-DD`, checking that the day exists.
@@ -743,6 +746,12 @@ mod tests {
         fn event_keys_round_trip(ts in any::<i64>(), id in "[A-Za-z0-9_-]{1,128}") {
             let key = EventSplitKey { date: Date::from_unix_nanos(ts), split_id: id };
             prop_assert_eq!(parse_event_split_key(&key.parquet_key()).unwrap(), key);
+        }
+
+        #[test]
+        fn date_is_the_rendered_date(ts in any::<i64>()) {
+            let text = crate::time::rfc3339_nanos(ts);
+            prop_assert_eq!(Date::from_unix_nanos(ts).to_string(), &text[..10]);
         }
 
         #[test]

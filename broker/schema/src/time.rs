@@ -142,6 +142,11 @@ fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
+/// The UTC (year, month, day) of an instant, proleptic Gregorian.
+pub fn utc_date(unix_nanos: i64) -> (i64, u32, u32) {
+    civil_from_days(unix_nanos.div_euclid(86_400 * 1_000_000_000))
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {

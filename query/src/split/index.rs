@@ -64,15 +64,16 @@ use std::path::Path;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use sluice_schema::archive::{INDEX_FIELD_LINE, INDEX_MAX_TOKEN_BYTES, INDEX_TOKENIZER};
+use sluice_schema::archive::{INDEX_FIELD_LINE, INDEX_TOKENIZER};
 use tantivy::directory::RamDirectory;
 use tantivy::indexer::NoMergePolicy;
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::store::{Compressor, ZstdCompressor};
-use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
+use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{Directory, Index, IndexSettings, IndexWriter, TantivyDocument};
 
 use super::error::{Result, SplitError};
+use super::tokenizer::LineTokenizer;
 
 /// Smallest index memory budget tantivy accepts (its
 /// `MEMORY_BUDGET_NUM_BYTES_MIN`, not exported).
@@ -135,10 +136,7 @@ impl IndexPostings {
 
 /// The analyzer of the `line` field, for documents and query terms alike.
 pub fn line_analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(INDEX_MAX_TOKEN_BYTES + 1))
-        .filter(LowerCaser)
-        .build()
+    TextAnalyzer::from(LineTokenizer::default())
 }
 
 /// The index schema: the one field `line`.

@@ -382,3 +382,68 @@ fn vary_keeps_shape() {
     assert!(varied.starts_with("blk_") && varied.contains(" at 5 é "));
     assert_ne!(varied, "blk_123 at 5 é 42");
 }
+
+/// Per-column Parquet sizes for a few encodings of `line`.
+#[test]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
+fn measure_parquet_columns() {
+    use parquet::basic::{Compression, Encoding, ZstdLevel};
+    use parquet::schema::types::ColumnPath;
+    let Some(rows) = corpus_rows() else {
+        return;
+    };
+    let raw: usize = rows.iter().map(|r| r.text.len()).sum();
+    let line = ColumnPath::from(sluice_schema::archive::COL_LINE);
+    for (label, level, encoding) in [
+        ("plain", 6, None),
+        ("delta_length", 6, Some(Encoding::DELTA_LENGTH_BYTE_ARRAY)),
+        ("delta", 6, Some(Encoding::DELTA_BYTE_ARRAY)),
+        ("delta", 3, Some(Encoding::DELTA_BYTE_ARRAY)),
+        ("delta", 9, Some(Encoding::DELTA_BYTE_ARRAY)),
+    ] {
+        let options = SplitOptions {
+            zstd_level: level,
+            ..Default::default()
+        };
+        let mut builder = super::writer::log_properties(&options)
+            .expect("properties")
+            .into_builder()
+            .set_column_compression(
+                line.clone(),
+                Compression::ZSTD(ZstdLevel::try_new(level).expect("level")),
+            );
+        if let Some(encoding) = encoding {
+            builder = builder.set_column_encoding(line.clone(), encoding);
+        }
+        let start = Instant::now();
+        let parquet =
+            super::writer::encode_log_parquet_with(&rows, &options, builder.build(), |_| {})
+                .expect("writes");
+        let write = start.elapsed();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(parquet.clone())
+            .expect("reads")
+            .metadata()
+            .clone();
+        println!(
+            "\n{label} level {level}: {:.2} MB, {:.2}× smaller than raw, write {:.2} s",
+            mb(parquet.len()),
+            raw as f64 / parquet.len() as f64,
+            write.as_secs_f64()
+        );
+        let columns = meta.file_metadata().schema_descr().num_columns();
+        for c in 0..columns {
+            let size: i64 = meta
+                .row_groups()
+                .iter()
+                .map(|rg| rg.column(c).compressed_size())
+                .sum();
+            let name = meta
+                .file_metadata()
+                .schema_descr()
+                .column(c)
+                .name()
+                .to_string();
+            println!("  {name:<14} {:>9} bytes", size);
+        }
+    }
+}

@@ -64,6 +64,7 @@ pub mod index;
 pub mod reader;
 pub mod rows;
 pub mod search;
+mod tokenizer;
 pub mod writer;
 
 #[cfg(test)]

@@ -14,13 +14,15 @@
 //!   at most [`SplitOptions::page_rows`] rows, so a filter on `job`,
 //!   `instance` or `ts` skips most pages of a row group;
 //! - the sort order recorded as the row groups' sorting columns;
-//! - data page v1 and plain/dictionary/RLE encodings only (the defaults).
+//! - `ts` and `offset` delta-encoded (DELTA_BINARY_PACKED) and `line`
+//!   prefix-encoded (DELTA_BYTE_ARRAY): both read by DuckDB, Trino/Athena,
+//!   Spark and arrow; data page v1.
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
@@ -84,7 +86,7 @@ fn no_statistics(builder: WriterPropertiesBuilder, names: &[&str]) -> WriterProp
     })
 }
 
-fn log_properties(options: &SplitOptions) -> Result<WriterProperties> {
+pub(crate) fn log_properties(options: &SplitOptions) -> Result<WriterProperties> {
     use schema::*;
     let arrow = logs_schema();
     let sort = sorting(
@@ -95,11 +97,13 @@ fn log_properties(options: &SplitOptions) -> Result<WriterProperties> {
     let builder = no_dictionary(builder, &[COL_TS, COL_OFFSET, COL_LINE, COL_LINE_BYTES]);
     // Sorted by time within an instance, offsets growing: small deltas.
     let builder = [COL_TS, COL_OFFSET].iter().fold(builder, |b, name| {
-        b.set_column_encoding(
-            ColumnPath::from(*name),
-            parquet::basic::Encoding::DELTA_BINARY_PACKED,
-        )
+        b.set_column_encoding(ColumnPath::from(*name), Encoding::DELTA_BINARY_PACKED)
     });
+    // Neighbouring lines of a source share prefixes (timestamps, levels,
+    // logger names): stored once, the rest compresses 8 % smaller and
+    // faster than plain (measure_parquet_columns).
+    let builder =
+        builder.set_column_encoding(ColumnPath::from(COL_LINE), Encoding::DELTA_BYTE_ARRAY);
     Ok(no_statistics(builder, &[COL_LINE, COL_LINE_BYTES]).build())
 }
 
@@ -164,13 +168,19 @@ pub fn write_log_split(mut rows: Vec<LogRow>, options: &SplitOptions) -> Result<
 pub(crate) fn encode_log_parquet(
     rows: &[LogRow],
     options: &SplitOptions,
+    on_line: impl FnMut(&str),
+) -> Result<Bytes> {
+    encode_log_parquet_with(rows, options, log_properties(options)?, on_line)
+}
+
+/// [`encode_log_parquet`] with the given writer properties.
+pub(crate) fn encode_log_parquet_with(
+    rows: &[LogRow],
+    options: &SplitOptions,
+    properties: WriterProperties,
     mut on_line: impl FnMut(&str),
 ) -> Result<Bytes> {
-    let mut writer = ArrowWriter::try_new(
-        Vec::new(),
-        schema::logs_schema_ref(),
-        Some(log_properties(options)?),
-    )?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema::logs_schema_ref(), Some(properties))?;
     for chunk in rows.chunks(batch_rows(options)) {
         let batch = log_batch(chunk, &mut on_line)?;
         writer.write(&batch)?;
