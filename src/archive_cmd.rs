@@ -1,5 +1,6 @@
-//! `sluice archiver` (the archiver on its own; `sluice up` runs one too) and
-//! `sluice archive status`.
+//! `sluice archiver` (the archiver and archive maintenance on their own;
+//! `sluice up` runs both too), `sluice archive status`, and the one-shot
+//! `sluice archive compact` and `sluice archive retention`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,12 @@ use clap::{Args, Subcommand};
 use sluice_broker::{BusConfig, BusUrl};
 use sluice_query::archiver::{self, Archiver, ArchiverConfig, ArchiverMetrics};
 use sluice_query::catalog::{Catalog, SplitKind};
+use sluice_query::maintenance::{
+    self, Maintenance, MaintenanceConfig, MaintenanceMetrics, RetentionConfig,
+};
 
 use crate::cli::DataDirArg;
-use crate::client;
+use crate::{client, metrics_http};
 
 #[derive(Args, Debug)]
 pub struct ArchiverArgs {
@@ -34,6 +38,65 @@ pub struct ArchiverArgs {
     /// (`uploaded`, `committed` or `bus-committed`), as `kill -9` would.
     #[arg(long, value_name = "STEP:N", hide = true, value_parser = parse_crash)]
     pub crash_at: Option<(archiver::Step, u32)>,
+    #[command(flatten)]
+    pub maintenance: MaintenanceArgs,
+    /// Serve the archive's Prometheus metrics (archiver, compaction,
+    /// retention) at http://ADDR/metrics.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Compaction and retention, as `sluice up` and `sluice archiver` run them
+/// in the background.
+#[derive(Args, Debug, Clone)]
+pub struct MaintenanceArgs {
+    /// Remove archived splits whose newest line is older than AGE (`30d`,
+    /// `12h`, `2w`; `m` is minutes; at least 1h) [default: keep forever].
+    #[arg(long, value_name = "AGE", env = "SLUICE_RETENTION", value_parser = maintenance::parse_age)]
+    pub retention: Option<u64>,
+    /// The retention of one role, overriding --retention for it; repeatable.
+    /// A split holding lines of several roles goes when all of them expired.
+    #[arg(long = "retention-role", value_name = "ROLE=AGE", value_parser = maintenance::parse_role_age)]
+    pub retention_roles: Vec<(String, u64)>,
+    /// Merge each hour's small splits into splits of up to this many MiB of
+    /// line text.
+    #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub compact_target_mb: u64,
+    /// Do not merge small splits.
+    #[arg(long)]
+    pub no_compaction: bool,
+}
+
+impl MaintenanceArgs {
+    /// The configuration these flags make, for the writer `id`.
+    pub fn config(&self, id: &str) -> anyhow::Result<MaintenanceConfig> {
+        let mut config = MaintenanceConfig {
+            id: id.to_string(),
+            retention: retention_config(self.retention, &self.retention_roles)?,
+            ..MaintenanceConfig::default()
+        };
+        config.compaction.enabled = !self.no_compaction;
+        config.compaction.target_raw_bytes = self.compact_target_mb << 20;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn retention_config(
+    global: Option<u64>,
+    roles: &[(String, u64)],
+) -> anyhow::Result<RetentionConfig> {
+    let mut config = RetentionConfig {
+        max_age_secs: global,
+        ..RetentionConfig::default()
+    };
+    for (role, age) in roles {
+        anyhow::ensure!(
+            config.roles.insert(role.clone(), *age).is_none(),
+            "--retention-role {role}: given twice"
+        );
+    }
+    Ok(config)
 }
 
 fn parse_crash(text: &str) -> Result<(archiver::Step, u32), String> {
@@ -46,6 +109,50 @@ fn parse_crash(text: &str) -> Result<(archiver::Step, u32), String> {
 pub enum ArchiveCommand {
     /// Splits, rows, bytes raw vs stored, time range, catalog version, lag.
     Status(StatusArgs),
+    /// Merge the small splits of each hour now (what the archiver does in
+    /// the background), or say what would be merged.
+    Compact(CompactArgs),
+    /// Remove splits older than their retention now, or say which.
+    Retention(RetentionArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    #[arg(long, env = "SLUICE_STORE")]
+    pub store: Option<String>,
+    /// Say what would be merged; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Merge into splits of up to this many MiB of line text.
+    #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub compact_target_mb: u64,
+    #[arg(long)]
+    pub json: bool,
+    /// Fault tests: abort the process when a merge reaches STEP
+    /// (`uploaded` or `committed`), as `kill -9` would.
+    #[arg(long, value_name = "STEP", hide = true)]
+    pub crash_at: Option<maintenance::Step>,
+}
+
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    #[arg(long, env = "SLUICE_STORE")]
+    pub store: Option<String>,
+    /// Remove splits whose newest line is older than AGE (`30d`, `12h`).
+    #[arg(long, value_name = "AGE", value_parser = maintenance::parse_age)]
+    pub retention: Option<u64>,
+    /// The retention of one role, overriding --retention; repeatable.
+    #[arg(long = "retention-role", value_name = "ROLE=AGE", value_parser = maintenance::parse_role_age)]
+    pub retention_roles: Vec<(String, u64)>,
+    /// Say what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -95,7 +202,39 @@ pub async fn spawn(
     Ok((metrics, task))
 }
 
+/// Starts archive maintenance (compaction, retention, janitor) in this
+/// process; it stops when `stop` fires (a merge cut short is left to the
+/// janitor).
+pub async fn spawn_maintenance(
+    config: MaintenanceConfig,
+    store: &sluice_query::store::Store,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<(Arc<MaintenanceMetrics>, tokio::task::JoinHandle<()>)> {
+    let maintenance = Maintenance::open(config, store.clone())
+        .await
+        .with_context(|| format!("failed to start archive maintenance on {}", store.url))?;
+    let metrics = maintenance.metrics();
+    let task = tokio::spawn(maintenance.run(async {
+        let _ = stop.await;
+    }));
+    Ok((metrics, task))
+}
+
+/// Serves the archive's metrics at `addr`.
+pub async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    archiver: Arc<ArchiverMetrics>,
+    maintenance: Arc<MaintenanceMetrics>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let render = move || sluice_query::metrics::render(Some(&archiver), Some(&maintenance));
+    let (bound, _) = metrics_http::serve(addr, Arc::new(render))
+        .await
+        .with_context(|| format!("failed to serve metrics on {addr}"))?;
+    Ok(bound)
+}
+
 pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
+    let maintenance_config = args.maintenance.config(&args.id)?;
     let data_dir = std::path::absolute(&args.dir.data_dir)?;
     let bus = crate::up::open_bus(&BusConfig::new(client::bus_url(
         args.bus.as_ref(),
@@ -110,10 +249,20 @@ pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
         ..ArchiverConfig::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let (_, task) = spawn(config, bus.clone(), &store, stopped, args.crash_at).await?;
+    let (archiver_metrics, task) =
+        spawn(config, bus.clone(), &store, stopped, args.crash_at).await?;
+    let (stop_maintenance, maintenance_stopped) = tokio::sync::oneshot::channel();
+    let (maintenance_metrics, maintenance) =
+        spawn_maintenance(maintenance_config, &store, maintenance_stopped).await?;
+    if let Some(addr) = args.metrics_listen {
+        let bound = serve_metrics(addr, archiver_metrics, maintenance_metrics).await?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
     eprintln!("archiving to {url}");
     crate::up::shutdown_signal().await;
+    let _ = stop_maintenance.send(());
     let _ = stop.send(());
+    let _ = maintenance.await;
     let _ = task.await;
     bus.flush(Duration::from_secs(10)).await?;
     Ok(())
@@ -122,7 +271,201 @@ pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
 pub async fn command(command: ArchiveCommand) -> anyhow::Result<()> {
     match command {
         ArchiveCommand::Status(args) => status(args).await,
+        ArchiveCommand::Compact(args) => compact(args).await,
+        ArchiveCommand::Retention(args) => retention(args).await,
     }
+}
+
+async fn open_maintenance(
+    dir: &DataDirArg,
+    store: Option<&str>,
+    config: MaintenanceConfig,
+) -> anyhow::Result<(sluice_query::store::StoreUrl, Maintenance)> {
+    let data_dir = std::path::absolute(&dir.data_dir)?;
+    let url = client::store_url(store, &data_dir)?;
+    let store = url.open(&client::s3_options())?;
+    let maintenance = Maintenance::open(config, store)
+        .await
+        .with_context(|| format!("failed to read the catalog of {url}"))?;
+    Ok((url, maintenance))
+}
+
+async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let mut config = MaintenanceConfig {
+        id: "sluice-archive-compact".into(),
+        ..MaintenanceConfig::default()
+    };
+    config.compaction.target_raw_bytes = args.compact_target_mb << 20;
+    config.validate()?;
+    let (url, mut maintenance) = open_maintenance(&args.dir, args.store.as_deref(), config).await?;
+    if let Some(at) = args.crash_at {
+        maintenance.on_step(move |step| {
+            if step == at {
+                eprintln!("crashing at {step:?} as asked");
+                std::process::abort();
+            }
+        });
+    }
+    let mut out = Vec::new();
+    let (mut conflicts, mut failed) = (0, Vec::new());
+    if args.dry_run {
+        for job in maintenance.plan_compaction().await? {
+            out.push(serde_json::json!({
+                "partition": job.partition(),
+                "inputs": job.inputs.len(),
+                "rows": job.rows(),
+                "bytes_in": job.stored_bytes(),
+            }));
+        }
+    } else {
+        loop {
+            let pass = maintenance.compact_pass().await?;
+            for merge in &pass.merged {
+                out.push(serde_json::json!({
+                    "partition": merge.partition,
+                    "inputs": merge.inputs.len(),
+                    "rows": merge.rows,
+                    "bytes_in": merge.bytes_in,
+                    "bytes_out": merge.bytes_out,
+                    "split": merge.output.key,
+                    "elapsed_ms": merge.elapsed.as_millis() as u64,
+                }));
+            }
+            conflicts += pass.conflicts;
+            failed.extend(pass.failed.iter().cloned());
+            if !pass.more || !pass.failed.is_empty() {
+                break;
+            }
+        }
+    }
+    let live = maintenance.catalog().state().splits().len();
+    if args.json {
+        let failed: Vec<_> = failed
+            .iter()
+            .map(|(partition, error)| serde_json::json!({"partition": partition, "error": error}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "store": url.to_string(),
+                "dry_run": args.dry_run,
+                "merges": out,
+                "conflicts": conflicts,
+                "failed": failed,
+                "live_splits": live,
+            })
+        );
+    } else {
+        let verb = if args.dry_run {
+            "would merge"
+        } else {
+            "merged"
+        };
+        for m in &out {
+            let bytes_out = m["bytes_out"]
+                .as_u64()
+                .map_or(String::new(), |b| format!(" → {b} B"));
+            let split = m["split"]
+                .as_str()
+                .map_or(String::new(), |s| format!(" into {s}"));
+            println!(
+                "{verb} {} splits of {}: {} rows, {} B{bytes_out}{split}",
+                m["inputs"],
+                m["partition"].as_str().unwrap_or("-"),
+                m["rows"],
+                m["bytes_in"],
+            );
+        }
+        for (partition, error) in &failed {
+            println!("failed to merge the splits of {partition}: {error}");
+        }
+        println!(
+            "{} merges{}, {conflicts} lost to another writer, {} failed; {live} live splits in {url}",
+            out.len(),
+            if args.dry_run { " due" } else { "" },
+            failed.len()
+        );
+    }
+    anyhow::ensure!(failed.is_empty(), "{} merges failed", failed.len());
+    Ok(())
+}
+
+async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
+    let retention = retention_config(args.retention, &args.retention_roles)?;
+    anyhow::ensure!(
+        retention.is_enabled(),
+        "nothing to remove: give --retention AGE or --retention-role ROLE=AGE"
+    );
+    let config = MaintenanceConfig {
+        id: "sluice-archive-retention".into(),
+        retention,
+        ..MaintenanceConfig::default()
+    };
+    config.validate()?;
+    let grace = config.janitor_grace_secs;
+    let (url, mut maintenance) = open_maintenance(&args.dir, args.store.as_deref(), config).await?;
+    let (splits, conflicts) = if args.dry_run {
+        (maintenance.plan_retention().await?, 0)
+    } else {
+        let pass = maintenance.retention_pass().await?;
+        (pass.removed, pass.conflicts)
+    };
+    let rows: u64 = splits.iter().map(|s| s.rows).sum();
+    let bytes: u64 = splits.iter().map(|s| s.data_bytes + s.index_bytes).sum();
+    if args.json {
+        let removed: Vec<_> = splits
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "split": s.key,
+                    "rows": s.rows,
+                    "roles": s.roles,
+                    "newest": sluice_schema::time::rfc3339_nanos(s.max_ts_nanos),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "store": url.to_string(),
+                "dry_run": args.dry_run,
+                "retention": maintenance.retention_summary(),
+                "removed": removed,
+                "rows": rows,
+                "bytes": bytes,
+                "conflicts": conflicts,
+            })
+        );
+        return Ok(());
+    }
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for s in &splits {
+        println!(
+            "{verb} {} ({} rows, roles {}, newest {})",
+            s.key,
+            s.rows,
+            s.roles.join(","),
+            sluice_schema::time::rfc3339_nanos(s.max_ts_nanos)
+        );
+    }
+    println!(
+        "retention {}: {verb} {} splits, {rows} rows, {bytes} B{}",
+        maintenance.retention_summary(),
+        splits.len(),
+        if args.dry_run || splits.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; their objects are deleted {} after",
+                maintenance::format_age(grace)
+            )
+        }
+    );
+    Ok(())
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
@@ -179,6 +522,9 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let out = serde_json::json!({
         "store": url.to_string(),
         "catalog_version": state.version(),
+        // Removed by compaction or retention; the janitor deletes their
+        // objects after its grace period.
+        "removed_splits": state.removed_splits().len(),
         "logs": kinds["logs"],
         "events": kinds["events"],
         "bus_lag": lag,
@@ -208,6 +554,10 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             k["newest"].as_str().unwrap_or("-"),
         );
     }
+    println!(
+        "removed splits (objects deleted after the janitor's grace period): {}",
+        state.removed_splits().len()
+    );
     match lag {
         Some(lag) => println!("bus lag: {lag} records not yet archived"),
         None => println!("bus lag: unknown (bus not readable from here)"),

@@ -47,9 +47,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Run a shipper: tail the sandboxes under a root and publish to the bus.
     Shipper(shipper_cmd::ShipperArgs),
-    /// Run an archiver: the bus into Parquet + index splits on object storage.
+    /// Run an archiver: the bus into Parquet + index splits on object storage,
+    /// with compaction and retention in the background.
     Archiver(archive_cmd::ArchiverArgs),
-    /// Inspect the archive.
+    /// Inspect the archive; compact it or apply retention now.
     #[command(subcommand)]
     Archive(archive_cmd::ArchiveCommand),
     /// Submit, update, kill and inspect jobs.

@@ -5,7 +5,8 @@
 //! `--nodes` nodes, each an agent running tasks in
 //! `D/nodes/node-<i>/sandboxes` and a shipper tailing them, with its Tail
 //! and Node services, and the archiver (the bus into `D/archive` or
-//! `--store`); the query service joins with the query issue. Tasks run under executors of their own: stopping `up` leaves them
+//! `--store`) with its maintenance (compaction, `--retention`); the query
+//! service joins with the query issue. Tasks run under executors of their own: stopping `up` leaves them
 //! running, and the next `up` finds them again. It writes `D/tokens.toml` (an admin token,
 //! stored hashed) once, and `D/client.toml` (endpoint, admin token, bus) on
 //! every start, and stops cleanly on Ctrl-C or SIGTERM.
@@ -64,6 +65,12 @@ pub struct UpArgs {
     /// only its sandboxes [default: the data directory's filesystem].
     #[arg(long)]
     pub gc_capacity_mb: Option<u64>,
+    #[command(flatten)]
+    pub maintenance: crate::archive_cmd::MaintenanceArgs,
+    /// Serve the archive's Prometheus metrics (archiver, compaction,
+    /// retention) at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -101,6 +108,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => format!("file://{}", data_dir.join("archive").display()),
     };
     check_store(&store)?;
+    let maintenance = args.maintenance.config("archiver")?;
     let archive = store
         .parse::<sluice_query::store::StoreUrl>()?
         .open(&crate::client::s3_options())
@@ -134,7 +142,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let events = BusEventSink::start(bus.clone());
     let (stop_archiver, archiver_stopped) = tokio::sync::oneshot::channel();
-    let (_archiver_metrics, archiver) = crate::archive_cmd::spawn(
+    let (archiver_metrics, archiver) = crate::archive_cmd::spawn(
         sluice_query::archiver::ArchiverConfig::default(),
         bus.clone(),
         &archive,
@@ -142,6 +150,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None,
     )
     .await?;
+    let (stop_maintenance, maintenance_stopped) = tokio::sync::oneshot::channel();
+    let (maintenance_metrics, maintenance) =
+        crate::archive_cmd::spawn_maintenance(maintenance, &archive, maintenance_stopped).await?;
+    if let Some(addr) = args.metrics_listen {
+        let bound =
+            crate::archive_cmd::serve_metrics(addr, archiver_metrics, maintenance_metrics).await?;
+        eprintln!("archive metrics on http://{bound}/metrics");
+    }
     let scheduler = SchedulerService::start(
         SchedulerConfig::new(data_dir.join("scheduler").join("state.json")),
         events.clone(),
@@ -235,6 +251,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "cluster events not yet on the bus at shutdown"
         );
     }
+    let _ = stop_maintenance.send(());
+    let _ = maintenance.await;
     // Last: it commits what it holds (the bus keeps the rest for next time).
     let _ = stop_archiver.send(());
     let _ = archiver.await;

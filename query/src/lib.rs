@@ -5,6 +5,8 @@
 pub mod archiver;
 pub mod catalog;
 mod error;
+pub mod maintenance;
+pub mod metrics;
 pub mod scan;
 pub mod split;
 pub mod store;

@@ -7,6 +7,7 @@ mod archive;
 mod harness;
 
 mod bus;
+mod maintenance;
 mod scheduler;
 mod soak;
 mod up;

@@ -16,6 +16,12 @@ pub struct CatalogConfig {
     /// A draft older than this is refused by `commit`; the janitor's grace
     /// period must be at least twice this.
     pub max_draft_age_secs: u64,
+    /// How long the janitor spares the objects of a split after compaction
+    /// or retention removed it from the catalog: longer than any query
+    /// runs (a query planned before the removal may still read them), and
+    /// short, because engines that read the files directly (DuckDB over
+    /// `logs/**/*.parquet`) see a merged hour twice until then.
+    pub removed_grace_secs: u64,
     /// Attempts of a store call that fails transiently (1: no retry).
     pub retry_attempts: u32,
     pub retry_initial_backoff_ms: u64,
@@ -30,6 +36,7 @@ impl Default for CatalogConfig {
         CatalogConfig {
             checkpoint_interval: 50,
             max_draft_age_secs: 30 * 60,
+            removed_grace_secs: 15 * 60,
             retry_attempts: 5,
             retry_initial_backoff_ms: 100,
             retry_max_backoff_ms: 5_000,
@@ -46,6 +53,12 @@ impl CatalogConfig {
         }
         if self.max_draft_age_secs == 0 {
             return bad("max_draft_age_secs", "must be at least 1");
+        }
+        if self.removed_grace_secs < 60 {
+            return bad(
+                "removed_grace_secs",
+                "must be at least 60 (queries in flight read removed splits)",
+            );
         }
         if self.retry_attempts == 0 {
             return bad("retry_attempts", "must be at least 1");

@@ -1,9 +1,11 @@
 //! The janitor: deletes split objects nothing needs any more.
 //!
 //! An object under a data root (`logs/`, `events/`) is an orphan when no
-//! live split references it, no split removed within the grace period does
-//! (a query that planned before the removal may still read it), and it was
-//! last modified before the grace period. That covers the objects of failed
+//! live split references it, no split removed within
+//! `removed_grace_secs` does (a query that planned before the removal may
+//! still read it; shorter than the grace period, so readers of the raw
+//! files see a compacted hour twice only briefly), and it was last
+//! modified before the grace period. That covers the objects of failed
 //! attempts (uploaded, never committed) and of splits that compaction or
 //! retention removed.
 //!
@@ -44,7 +46,8 @@ impl Catalog {
             .unwrap_or(0);
         let grace_ms = grace.as_millis() as i64;
         let cutoff_ms = now_ms - grace_ms;
-        let referenced = self.referenced(cutoff_ms);
+        let removed_cutoff_ms = now_ms - self.io.config.removed_grace_secs as i64 * 1000;
+        let referenced = self.referenced(removed_cutoff_ms.max(cutoff_ms));
         let mut orphans = Vec::new();
         for root in &self.io.config.data_roots {
             let dir = self.layout.object(root);

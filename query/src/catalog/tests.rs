@@ -670,7 +670,21 @@ async fn orphans_are_deleted_and_needed_objects_kept() {
             .exists()
     );
 
-    // Two hours later the removed split's grace is over, and the object of
+    // Twenty minutes later the removed split is past `removed_grace_secs`
+    // (its objects were written long ago): readers of the raw files must not
+    // see it beside the split that replaced it for the whole grace period.
+    let soon = SystemTime::now() + Duration::from_secs(20 * 60);
+    let deleted = catalog.delete_orphans_at(soon, grace).await.unwrap();
+    let deleted: Vec<String> = deleted.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        deleted,
+        vec![
+            "archive/logs/date=2026-11-03/hour=07/removed.index".to_string(),
+            "archive/logs/date=2026-11-03/hour=07/removed.parquet".to_string(),
+        ]
+    );
+
+    // Two hours later the object of
     // the draft that never committed is old; the live split and what is
     // outside the data roots stay.
     let later = SystemTime::now() + Duration::from_secs(2 * 3600);
@@ -678,11 +692,7 @@ async fn orphans_are_deleted_and_needed_objects_kept() {
     let deleted: Vec<String> = deleted.iter().map(|p| p.to_string()).collect();
     assert_eq!(
         deleted,
-        vec![
-            "archive/logs/date=2026-11-03/hour=07/in-flight.parquet".to_string(),
-            "archive/logs/date=2026-11-03/hour=07/removed.index".to_string(),
-            "archive/logs/date=2026-11-03/hour=07/removed.parquet".to_string(),
-        ]
+        vec!["archive/logs/date=2026-11-03/hour=07/in-flight.parquet".to_string()]
     );
     for key in live.object_keys() {
         assert!(dir.path().join("archive").join(key).exists(), "{key}");

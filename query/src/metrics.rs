@@ -1,0 +1,267 @@
+//! The archive's metrics (archiver and maintenance) in the Prometheus text
+//! format. Names are constants here so dashboards and docs have one place
+//! to look.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::archiver::ArchiverMetrics;
+use crate::maintenance::MaintenanceMetrics;
+
+pub const LINES_ARCHIVED: &str = "sluice_archiver_lines_total";
+pub const EVENTS_ARCHIVED: &str = "sluice_archiver_events_total";
+pub const DUPLICATES_DROPPED: &str = "sluice_archiver_duplicates_dropped_total";
+pub const CORRUPT_RECORDS: &str = "sluice_archiver_corrupt_records_total";
+pub const SPLITS_WRITTEN: &str = "sluice_archiver_splits_written_total";
+pub const BYTES_UPLOADED: &str = "sluice_archiver_bytes_uploaded_total";
+pub const COMMITS: &str = "sluice_archiver_commits_total";
+pub const ARCHIVER_CONFLICTS: &str = "sluice_archiver_conflicts_total";
+pub const ARCHIVER_ERRORS: &str = "sluice_archiver_errors_total";
+pub const LAST_COMMIT: &str = "sluice_archiver_last_commit_unix_seconds";
+pub const FRESHNESS: &str = "sluice_archiver_freshness_seconds";
+
+pub const COMPACTIONS: &str = "sluice_compaction_merges_total";
+pub const SPLITS_MERGED: &str = "sluice_compaction_splits_merged_total";
+pub const ROWS_MERGED: &str = "sluice_compaction_rows_total";
+pub const COMPACTION_BYTES_IN: &str = "sluice_compaction_bytes_in_total";
+pub const COMPACTION_BYTES_OUT: &str = "sluice_compaction_bytes_out_total";
+pub const LAST_COMPACTION: &str = "sluice_compaction_last_run_unix_seconds";
+pub const RETENTION_SPLITS: &str = "sluice_retention_splits_removed_total";
+pub const RETENTION_ROWS: &str = "sluice_retention_rows_removed_total";
+pub const RETENTION_BYTES: &str = "sluice_retention_bytes_removed_total";
+pub const LAST_RETENTION: &str = "sluice_retention_last_run_unix_seconds";
+pub const MAINTENANCE_CONFLICTS: &str = "sluice_maintenance_conflicts_total";
+pub const MAINTENANCE_ERRORS: &str = "sluice_maintenance_errors_total";
+pub const JANITOR_DELETED: &str = "sluice_janitor_objects_deleted_total";
+pub const LIVE_SPLITS: &str = "sluice_archive_live_splits";
+
+/// A metric's value as Prometheus text.
+enum Value<'a> {
+    Count(&'a AtomicU64),
+    /// Unix nanoseconds, shown in seconds (0 stays 0: never).
+    Nanos(&'a AtomicI64),
+    /// Milliseconds (a time or a delay), shown in seconds.
+    Millis(&'a AtomicU64),
+}
+
+impl Value<'_> {
+    fn render(&self) -> String {
+        match self {
+            Value::Count(v) => v.load(Ordering::Relaxed).to_string(),
+            Value::Nanos(v) => format!("{:.3}", v.load(Ordering::Relaxed) as f64 / 1e9),
+            Value::Millis(v) => format!("{:.3}", v.load(Ordering::Relaxed) as f64 / 1e3),
+        }
+    }
+}
+
+type Row<'a> = (&'static str, &'static str, &'static str, Value<'a>);
+
+/// The Prometheus text of the metrics given.
+pub fn render(
+    archiver: Option<&ArchiverMetrics>,
+    maintenance: Option<&MaintenanceMetrics>,
+) -> String {
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    if let Some(a) = archiver {
+        use Value::Count;
+        rows.extend([
+            (
+                LINES_ARCHIVED,
+                "counter",
+                "lines archived",
+                Count(&a.lines_archived),
+            ),
+            (
+                EVENTS_ARCHIVED,
+                "counter",
+                "cluster events archived",
+                Count(&a.events_archived),
+            ),
+            (
+                DUPLICATES_DROPPED,
+                "counter",
+                "lines and events dropped as already archived",
+                Count(&a.duplicates_dropped),
+            ),
+            (
+                CORRUPT_RECORDS,
+                "counter",
+                "bus records that do not decode (skipped)",
+                Count(&a.corrupt_records),
+            ),
+            (
+                SPLITS_WRITTEN,
+                "counter",
+                "splits written by the archiver",
+                Count(&a.splits_written),
+            ),
+            (
+                BYTES_UPLOADED,
+                "counter",
+                "bytes of split objects uploaded by the archiver",
+                Count(&a.bytes_uploaded),
+            ),
+            (
+                COMMITS,
+                "counter",
+                "catalog commits of the archiver",
+                Count(&a.commits),
+            ),
+            (
+                ARCHIVER_CONFLICTS,
+                "counter",
+                "archiver commits dropped for a conflicting commit",
+                Count(&a.conflicts),
+            ),
+            (
+                ARCHIVER_ERRORS,
+                "counter",
+                "archiver errors (retried)",
+                Count(&a.errors),
+            ),
+            (
+                LAST_COMMIT,
+                "gauge",
+                "time of the archiver's last catalog commit",
+                Value::Nanos(&a.last_commit_unix_nanos),
+            ),
+            (
+                FRESHNESS,
+                "gauge",
+                "shipped-to-committed delay of the newest line of the last commit",
+                Value::Millis(&a.last_freshness_ms),
+            ),
+        ]);
+    }
+    if let Some(m) = maintenance {
+        use Value::Count;
+        rows.extend([
+            (
+                COMPACTIONS,
+                "counter",
+                "merges committed by compaction",
+                Count(&m.compactions),
+            ),
+            (
+                SPLITS_MERGED,
+                "counter",
+                "splits replaced by merged ones",
+                Count(&m.splits_merged),
+            ),
+            (
+                ROWS_MERGED,
+                "counter",
+                "rows rewritten by compaction",
+                Count(&m.rows_merged),
+            ),
+            (
+                COMPACTION_BYTES_IN,
+                "counter",
+                "data and index bytes of the splits compaction merged",
+                Count(&m.compaction_bytes_in),
+            ),
+            (
+                COMPACTION_BYTES_OUT,
+                "counter",
+                "data and index bytes of the splits compaction wrote",
+                Count(&m.compaction_bytes_out),
+            ),
+            (
+                LAST_COMPACTION,
+                "gauge",
+                "end of the last compaction pass",
+                Value::Millis(&m.last_compaction_unix_ms),
+            ),
+            (
+                RETENTION_SPLITS,
+                "counter",
+                "splits removed by retention",
+                Count(&m.retention_splits_removed),
+            ),
+            (
+                RETENTION_ROWS,
+                "counter",
+                "rows of the splits retention removed",
+                Count(&m.retention_rows_removed),
+            ),
+            (
+                RETENTION_BYTES,
+                "counter",
+                "data and index bytes of the splits retention removed",
+                Count(&m.retention_bytes_removed),
+            ),
+            (
+                LAST_RETENTION,
+                "gauge",
+                "end of the last retention pass",
+                Value::Millis(&m.last_retention_unix_ms),
+            ),
+            (
+                MAINTENANCE_CONFLICTS,
+                "counter",
+                "merges and retention commits dropped for a conflicting commit",
+                Count(&m.conflicts),
+            ),
+            (
+                MAINTENANCE_ERRORS,
+                "counter",
+                "failed merges and maintenance passes",
+                Count(&m.errors),
+            ),
+            (
+                JANITOR_DELETED,
+                "counter",
+                "unreferenced objects deleted by the maintenance janitor",
+                Count(&m.janitor_objects_deleted),
+            ),
+            (
+                LIVE_SPLITS,
+                "gauge",
+                "live splits after the last maintenance pass",
+                Count(&m.live_splits),
+            ),
+        ]);
+    }
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            value.render()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric() {
+        let a = ArchiverMetrics::default();
+        a.lines_archived.store(7, Ordering::Relaxed);
+        a.last_freshness_ms.store(1_500, Ordering::Relaxed);
+        a.last_commit_unix_nanos
+            .store(2_000_000_000, Ordering::Relaxed);
+        let m = MaintenanceMetrics::default();
+        m.compactions.store(3, Ordering::Relaxed);
+        m.live_splits.store(12, Ordering::Relaxed);
+        m.last_retention_unix_ms.store(1_500, Ordering::Relaxed);
+        let text = render(Some(&a), Some(&m));
+        for want in [
+            format!("{LINES_ARCHIVED} 7\n"),
+            format!("{FRESHNESS} 1.500\n"),
+            format!("{LAST_COMMIT} 2.000\n"),
+            format!("{COMPACTIONS} 3\n"),
+            format!("{LIVE_SPLITS} 12\n"),
+            format!("{LAST_RETENTION} 1.500\n"),
+            format!("# TYPE {LIVE_SPLITS} gauge\n"),
+        ] {
+            assert!(text.contains(&want), "{want:?} in\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE").count(), 25);
+        assert_eq!(render(None, Some(&m)).matches("# TYPE").count(), 14);
+        assert!(render(None, None).is_empty());
+    }
+}
