@@ -9,6 +9,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod scan;
 pub mod split;
+pub mod sql;
 pub mod store;
 
 pub use error::{Error, Result};

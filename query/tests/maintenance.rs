@@ -10,43 +10,28 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::memory::InMemory;
-use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use prost::Message as _;
 use sluice_broker::embedded::EmbeddedBus;
 use sluice_broker::{Bus, EmbeddedConfig, Record};
 use sluice_query::archiver::{Archiver, ArchiverConfig};
-use sluice_query::catalog::{Catalog, CommitOutcome, SplitEntry, SplitKind};
+use sluice_query::catalog::{Catalog, SplitEntry, SplitKind};
 use sluice_query::maintenance::{
     CompactionJob, Maintenance, MaintenanceConfig, MergeOutcome, RetentionConfig, Step,
 };
-use sluice_query::split::{self, LogRow, RowSource, SearchQuery, SplitOptions};
+use sluice_query::split::{self, LogRow, SearchQuery, SplitOptions};
 use sluice_query::store::{Store, StoreUrl};
-use sluice_schema::archive::{self, Date};
 use sluice_schema::pb::{ClusterEvent, EventKind, Line, LogChunk, Source};
 use sluice_schema::topics;
+
+mod common;
+use common::{add_split, catalog, memory_store, now_nanos, rows};
 
 const HOUR: i64 = 3600 * 1_000_000_000;
 const DAY: i64 = 24 * HOUR;
 /// 2026-11-21 07:00 UTC.
 const T0: i64 = 1_795_244_400 * 1_000_000_000;
 const GRACE: Duration = Duration::from_secs(2 * 3600);
-
-fn memory_store() -> Store {
-    Store {
-        url: StoreUrl::Memory,
-        store: Arc::new(InMemory::new()),
-        prefix: Path::default(),
-    }
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
 
 /// Every live log row, sorted by (source_id, offset); panics on a row
 /// archived twice.
@@ -65,12 +50,6 @@ async fn live_rows(store: &Store) -> Vec<LogRow> {
         );
     }
     rows
-}
-
-async fn catalog(store: &Store) -> Catalog {
-    Catalog::open(store.store.clone(), &store.prefix)
-        .await
-        .unwrap()
 }
 
 /// Every object under the data roots, relative to the prefix.
@@ -111,92 +90,6 @@ fn referenced(catalog: &Catalog) -> (BTreeSet<String>, BTreeSet<String>) {
 
 fn config() -> MaintenanceConfig {
     MaintenanceConfig::default()
-}
-
-/// Rows `offsets` of one source, one line per offset, at `ts` onwards.
-fn rows(source_id: u64, job: &str, offsets: std::ops::Range<u64>, ts: i64) -> Vec<LogRow> {
-    let source = Arc::new(RowSource {
-        host: "node-1".into(),
-        job: job.into(),
-        instance: source_id as u32,
-        task_id: format!("t-{source_id}"),
-        process: "main".into(),
-        stream: 1,
-        path: "/x/main.stdout".into(),
-        source_id,
-        labels_json: "{}".into(),
-        ..RowSource::default()
-    });
-    offsets
-        .map(|o| LogRow {
-            source: source.clone(),
-            ts_unix_nanos: ts + o as i64,
-            offset: o * 100,
-            raw_len: 100,
-            text: Bytes::from(format!("source {source_id} line {o} job {job}")),
-            partial: false,
-            truncated: false,
-            unterminated: false,
-        })
-        .collect()
-}
-
-/// Writes `rows` (all in one hour) as a split and commits it as an archiver
-/// would: the split and the lines' ranges in one commit.
-async fn add_split(store: &Store, rows: Vec<LogRow>) -> SplitEntry {
-    let ts = rows[0].ts_unix_nanos;
-    let (date, hour) = (Date::from_unix_nanos(ts), archive::hour_of(ts));
-    let mut catalog = catalog(store).await;
-    let mut draft = catalog.draft("test-archiver");
-    for row in &rows {
-        draft.archive_lines(
-            row.source.source_id,
-            row.offset,
-            row.offset + u64::from(row.raw_len),
-        );
-    }
-    let split = split::write_log_split(rows, &SplitOptions::default()).unwrap();
-    let id = archive::split_id_new(now_nanos());
-    let key = archive::log_split_key(date, hour, &id);
-    let index_key = archive::log_index_key(date, hour, &id);
-    for (k, bytes) in [(&key, &split.parquet), (&index_key, &split.index)] {
-        store
-            .store
-            .put(
-                &catalog.object_path(k),
-                PutPayload::from_bytes(bytes.clone()),
-            )
-            .await
-            .unwrap();
-    }
-    let roles: BTreeSet<String> = split
-        .stats
-        .jobs
-        .iter()
-        .map(|j| archive::split_job(j).0.to_string())
-        .collect();
-    let entry = SplitEntry {
-        key,
-        index_key: Some(index_key),
-        kind: SplitKind::Logs,
-        date: date.to_string(),
-        hour: Some(hour),
-        rows: split.stats.rows,
-        raw_bytes: split.stats.raw_bytes,
-        data_bytes: split.stats.parquet_bytes,
-        index_bytes: split.stats.index_bytes,
-        min_ts_nanos: split.stats.min_ts,
-        max_ts_nanos: split.stats.max_ts,
-        jobs: split.stats.jobs.iter().cloned().collect(),
-        roles: roles.into_iter().collect(),
-        created_unix_ms: 1,
-    };
-    draft.add_split(entry.clone());
-    assert!(matches!(
-        catalog.commit_rebasing(&mut draft).await.unwrap(),
-        CommitOutcome::Committed(_)
-    ));
-    entry
 }
 
 /// `n` splits of 20 rows each in the hour of T0, sources 1 and 2.

@@ -1,0 +1,317 @@
+//! SQL over the archive: the `logs` and `events` tables on DataFusion, with
+//! `search(line, 'QUERY')` answered by the split indexes.
+//!
+//! [`QueryEngine::query`] reads the freshest committed catalog, plans the
+//! SQL in a session of its own (read-only: no DDL, DML, `COPY` or `SET`; no
+//! table but `logs` and `events`, no URL or file tables), runs it under a
+//! memory limit and a timeout, and returns at most `limit` rows. A split
+//! that cannot be read fails the query with an error naming it, or with
+//! `skip_corrupt` is left out with a warning.
+
+mod context;
+mod prune;
+mod search_udf;
+mod table;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use object_store::ObjectStoreExt;
+
+pub use context::{ContextGroup, ContextLine, Hit, MAX_HITS};
+pub use prune::{JobFilter, Pruning, SEARCH_FUNCTION, TimeRange};
+pub use search_udf::SearchUdf;
+pub use table::{ArchiveTable, QueryScope, Restrictions, ScanStats};
+
+use crate::catalog::{Catalog, SplitEntry, SplitKind};
+use crate::store::Store;
+
+/// Limits of every query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Memory the operators of one query may hold (sorts and aggregations
+    /// spill or fail beyond it).
+    pub memory_limit_bytes: usize,
+    pub timeout: Duration,
+    /// Rows returned at most (a `LIMIT` on top of the query).
+    pub max_rows: usize,
+    /// Parallel partitions of a scan; 0: one per CPU.
+    pub target_partitions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            memory_limit_bytes: 1 << 30,
+            timeout: Duration::from_secs(300),
+            max_rows: 1_000_000,
+            target_partitions: 0,
+        }
+    }
+}
+
+/// One query.
+#[derive(Debug, Clone, Default)]
+pub struct QueryRequest {
+    pub sql: String,
+    pub restrictions: Restrictions,
+    /// Leave out splits that cannot be read, with a warning each, instead of
+    /// failing.
+    pub skip_corrupt: bool,
+    /// Rows returned at most (capped by [`EngineConfig::max_rows`]).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub stats: ScanStats,
+    /// Splits left out (`skip_corrupt`), one line each.
+    pub warnings: Vec<String>,
+}
+
+impl QueryOutput {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The SQL does not parse or plan; the message points at the problem.
+    #[error("{0}")]
+    Sql(String),
+    /// A statement the query engine does not run (DDL, DML, `COPY`, `SET`).
+    #[error(
+        "refused: {0}; sluice query runs read-only SELECT queries over the tables logs and events"
+    )]
+    Forbidden(String),
+    #[error("the query did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("the query needed more than its memory limit of {limit_mib} MiB: {detail}")]
+    Memory { limit_mib: usize, detail: String },
+    /// A split of the archive cannot be read.
+    #[error("split {key} cannot be read: {problem} (--skip-corrupt reads the rest)")]
+    CorruptSplit { key: String, problem: String },
+    #[error("catalog: {0}")]
+    Catalog(#[from] crate::catalog::Error),
+    #[error("{0}")]
+    Execution(String),
+}
+
+/// Plans and runs SQL over one archive.
+pub struct QueryEngine {
+    store: Store,
+    url: ObjectStoreUrl,
+    catalog: tokio::sync::Mutex<Catalog>,
+    config: EngineConfig,
+}
+
+impl QueryEngine {
+    pub async fn open(store: Store, config: EngineConfig) -> Result<QueryEngine, QueryError> {
+        let catalog = Catalog::open(store.store.clone(), &store.prefix).await?;
+        let url = ObjectStoreUrl::parse("sluice://archive").expect("a valid url");
+        Ok(QueryEngine {
+            store,
+            url,
+            catalog: tokio::sync::Mutex::new(catalog),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The live splits of the freshest committed catalog.
+    pub async fn splits(&self) -> Result<Vec<SplitEntry>, QueryError> {
+        let mut catalog = self.catalog.lock().await;
+        catalog.refresh().await?;
+        Ok(catalog.state().splits().values().cloned().collect())
+    }
+
+    pub async fn query(&self, request: &QueryRequest) -> Result<QueryOutput, QueryError> {
+        let splits = self.splits().await?;
+        let mut restrictions = request.restrictions.clone();
+        let mut warnings = Vec::new();
+        loop {
+            match self.run(request, &splits, restrictions.clone()).await {
+                Err(QueryError::CorruptSplit { key, problem })
+                    if request.skip_corrupt && !restrictions.skip.contains(&key) =>
+                {
+                    tracing::warn!(split = %key, %problem, "query: split skipped");
+                    warnings.push(format!("skipped split {key}: {problem}"));
+                    restrictions.skip.insert(key);
+                }
+                Ok(mut output) => {
+                    output.warnings = warnings;
+                    return Ok(output);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn session(&self, scope: Arc<QueryScope>) -> Result<SessionContext, QueryError> {
+        let partitions = match self.config.target_partitions {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let config = SessionConfig::new()
+            .with_target_partitions(partitions)
+            .with_information_schema(true);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.config.memory_limit_bytes, 1.0)
+            .build_arc()
+            .map_err(|e| QueryError::Execution(e.to_string()))?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_object_store(self.url.as_ref(), self.store.store.clone());
+        ctx.register_udf(ScalarUDF::from(SearchUdf::default()));
+        for (name, kind) in [("logs", SplitKind::Logs), ("events", SplitKind::Events)] {
+            ctx.register_table(name, Arc::new(ArchiveTable::new(kind, scope.clone())))
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+        }
+        Ok(ctx)
+    }
+
+    async fn run(
+        &self,
+        request: &QueryRequest,
+        splits: &[SplitEntry],
+        restrictions: Restrictions,
+    ) -> Result<QueryOutput, QueryError> {
+        let scope = Arc::new(QueryScope {
+            store: self.store.clone(),
+            url: self.url.clone(),
+            splits: splits.to_vec(),
+            restrictions,
+            stats: Mutex::new(ScanStats::default()),
+        });
+        let ctx = self.session(scope.clone())?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = ctx
+            .sql_with_options(&request.sql, options)
+            .await
+            .map_err(planning_error)?;
+        let limit = request
+            .limit
+            .unwrap_or(self.config.max_rows)
+            .min(self.config.max_rows);
+        let frame = frame.limit(0, Some(limit)).map_err(planning_error)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        // Its own task: a panic in a decoder fails this query, not the caller.
+        let task = tokio::spawn(async move { frame.collect().await });
+        let abort = task.abort_handle();
+        let result = match tokio::time::timeout(self.config.timeout, task).await {
+            Err(_) => {
+                abort.abort();
+                return Err(QueryError::Timeout(self.config.timeout));
+            }
+            Ok(Err(join)) => Err(format!("the query failed: {join}")),
+            Ok(Ok(Err(e))) => match classify(e, self.config.memory_limit_bytes) {
+                Ok(message) => Err(message),
+                Err(e) => return Err(e),
+            },
+            Ok(Ok(Ok(batches))) => Ok(batches),
+        };
+        let stats = scope
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match result {
+            Ok(batches) => Ok(QueryOutput {
+                schema,
+                batches,
+                stats,
+                warnings: Vec::new(),
+            }),
+            Err(message) => {
+                // Which split? Read each one the query read until one fails.
+                for key in &stats.splits_read {
+                    if let Err(problem) = self.check_split(key).await {
+                        return Err(QueryError::CorruptSplit {
+                            key: key.clone(),
+                            problem,
+                        });
+                    }
+                }
+                Err(QueryError::Execution(message))
+            }
+        }
+    }
+
+    /// Reads a split's Parquet file to its end: the problem, if any.
+    pub async fn check_split(&self, key: &str) -> Result<(), String> {
+        let path = if self.store.prefix.as_ref().is_empty() {
+            object_store::path::Path::from(key)
+        } else {
+            object_store::path::Path::from(format!("{}/{key}", self.store.prefix))
+        };
+        let bytes = match self.store.store.get(&path).await {
+            Ok(get) => get.bytes().await.map_err(|e| e.to_string())?,
+            Err(e) => return Err(e.to_string()),
+        };
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.build())
+                .map_err(|e| e.to_string())?;
+            for batch in reader {
+                batch.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("reading it panicked: {e}"))?
+    }
+}
+
+/// A planning error as the user should see it.
+fn planning_error(e: DataFusionError) -> QueryError {
+    let e = e.find_root().to_string();
+    for prefix in [
+        "DDL not supported",
+        "DML not supported",
+        "Statement not supported",
+    ] {
+        if let Some(rest) = e.split(prefix).nth(1) {
+            return QueryError::Forbidden(format!("{prefix}{rest}"));
+        }
+    }
+    QueryError::Sql(e)
+}
+
+/// An execution error: `Err` when it says which split, or that memory ran
+/// out; `Ok(message)` otherwise.
+fn classify(e: DataFusionError, memory_limit: usize) -> Result<String, QueryError> {
+    let root = e.find_root();
+    if let DataFusionError::ResourcesExhausted(detail) = root {
+        return Err(QueryError::Memory {
+            limit_mib: memory_limit >> 20,
+            detail: detail.clone(),
+        });
+    }
+    let message = root.to_string();
+    if let Some(rest) = message.split("split ").nth(1)
+        && let Some((key, problem)) = rest.split_once(": ")
+        && (key.starts_with("logs/") || key.starts_with("events/"))
+    {
+        return Err(QueryError::CorruptSplit {
+            key: key.to_string(),
+            problem: problem.to_string(),
+        });
+    }
+    Ok(message)
+}

@@ -1,0 +1,338 @@
+//! SQL over a real archive (splits and catalog in a store): search through
+//! the indexes decodes only the matching rows, pruning by time and job reads
+//! fewer splits, read-only statements only, restrictions the SQL cannot
+//! escape, named errors for bad SQL and corrupt splits, context lines.
+
+use std::collections::BTreeSet;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+use object_store::{ObjectStoreExt, PutPayload};
+use sluice_query::sql::{
+    EngineConfig, Hit, QueryEngine, QueryError, QueryOutput, QueryRequest, Restrictions, TimeRange,
+};
+use sluice_query::store::Store;
+
+mod common;
+use common::{add_split, memory_store, rows};
+
+const HOUR: i64 = 3600 * 1_000_000_000;
+/// 2026-11-21 07:00 UTC.
+const T0: i64 = 1_795_244_400 * 1_000_000_000;
+
+/// Three splits: hour 07 with `www/prod/web` (source 1) and `db/prod/pg`
+/// (source 2), hour 08 with `www/prod/web` (source 3); 100 rows each, one
+/// of which names a needle.
+async fn archive() -> (Store, Vec<String>) {
+    let store = memory_store();
+    let mut keys = Vec::new();
+    for (source, job, ts) in [
+        (1, "www/prod/web", T0),
+        (2, "db/prod/pg", T0 + 10),
+        (3, "www/prod/web", T0 + HOUR),
+    ] {
+        let mut rows = rows(source, job, 0..100, ts);
+        rows[42].text = format!("ERROR OutOfMemoryError in worker-{source}").into();
+        keys.push(add_split(&store, rows).await.key);
+    }
+    (store, keys)
+}
+
+async fn engine(store: &Store) -> QueryEngine {
+    QueryEngine::open(store.clone(), EngineConfig::default())
+        .await
+        .unwrap()
+}
+
+async fn run(engine: &QueryEngine, sql: &str) -> QueryOutput {
+    engine
+        .query(&QueryRequest {
+            sql: sql.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn count(output: &QueryOutput) -> i64 {
+    output.batches[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
+fn u64s(batches: &[RecordBatch], column: usize) -> Vec<u64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let array = b.column(column).as_primitive::<UInt64Type>();
+            (0..array.len()).map(|i| array.value(i)).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn search_decodes_only_the_matching_rows() {
+    let (store, _) = archive().await;
+    let engine = engine(&store).await;
+    let total = run(&engine, "SELECT count(*) FROM logs").await;
+    assert_eq!(count(&total), 300);
+
+    let sql = "SELECT source_id, \"offset\" FROM logs WHERE search(line, 'outofmemoryerror') \
+               ORDER BY source_id";
+    let hits = run(&engine, sql).await;
+    assert_eq!(u64s(&hits.batches, 0), [1, 2, 3]);
+    assert_eq!(u64s(&hits.batches, 1), [4200, 4200, 4200]);
+    assert_eq!(hits.stats.splits_searched, 3);
+    assert_eq!(hits.stats.rows_selected_by_index, 3, "{:?}", hits.stats);
+
+    // The same answer by scan, and by regex.
+    for sql in [
+        "SELECT source_id FROM logs WHERE line LIKE '%OutOfMemoryError%' ORDER BY source_id",
+        "SELECT source_id FROM logs WHERE regexp_like(line, 'outofmemory', 'i') ORDER BY source_id",
+    ] {
+        assert_eq!(
+            u64s(&run(&engine, sql).await.batches, 0),
+            [1, 2, 3],
+            "{sql}"
+        );
+    }
+
+    // A term nobody logged reads no split at all; a boolean query and a
+    // phrase are answered like the scan.
+    let none = run(
+        &engine,
+        "SELECT count(*) FROM logs WHERE search(line, 'nothere')",
+    )
+    .await;
+    assert_eq!(count(&none), 0);
+    assert_eq!(none.stats.splits_without_hits, 3);
+    assert!(none.stats.splits_read.is_empty());
+    let phrase = run(
+        &engine,
+        "SELECT count(*) FROM logs WHERE search(line, '\"worker 2\" OR (error AND NOT outofmemoryerror)')",
+    )
+    .await;
+    assert_eq!(count(&phrase), 1);
+    let words = run(
+        &engine,
+        "SELECT count(*) FROM logs WHERE search(line, 'line AND job') AND job = 'www/prod/web'",
+    )
+    .await;
+    assert_eq!(count(&words), 198);
+}
+
+#[tokio::test]
+async fn time_and_job_filters_prune_splits_before_reading() {
+    let (store, keys) = archive().await;
+    let engine = engine(&store).await;
+    let late = run(
+        &engine,
+        &format!(
+            "SELECT count(*) FROM logs WHERE ts >= to_timestamp_nanos({})",
+            T0 + HOUR
+        ),
+    )
+    .await;
+    assert_eq!(count(&late), 100);
+    assert_eq!(late.stats.splits_read, [keys[2].clone()]);
+    let pg = run(&engine, "SELECT count(*) FROM logs WHERE role = 'db'").await;
+    assert_eq!(count(&pg), 100);
+    assert_eq!(pg.stats.splits_read, [keys[1].clone()]);
+    assert_eq!(pg.stats.splits_pruned, 2);
+}
+
+#[tokio::test]
+async fn restrictions_hold_whatever_the_sql_says() {
+    let (store, _) = archive().await;
+    let engine = engine(&store).await;
+    let only_www = Restrictions {
+        roles: Some(BTreeSet::from(["www".to_string()])),
+        time: TimeRange::new(Some(T0 + HOUR), None),
+        ..Default::default()
+    };
+    for sql in [
+        "SELECT count(*) FROM logs",
+        "SELECT count(*) FROM logs WHERE role = 'db' OR role = 'www'",
+        "SELECT count(*) FROM (SELECT * FROM logs UNION ALL SELECT * FROM logs WHERE role <> 'www')",
+    ] {
+        let output = engine
+            .query(&QueryRequest {
+                sql: sql.into(),
+                restrictions: only_www.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(count(&output), 100, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn only_read_only_queries_run() {
+    let (store, _) = archive().await;
+    let engine = engine(&store).await;
+    for sql in [
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "CREATE TABLE x AS SELECT * FROM logs",
+        "COPY (SELECT * FROM logs) TO '/tmp/sluice-copy-test.parquet'",
+        "INSERT INTO logs SELECT * FROM logs",
+        "DROP TABLE logs",
+        "SET datafusion.execution.batch_size = 1",
+        "CREATE VIEW v AS SELECT 1",
+    ] {
+        let e = engine
+            .query(&QueryRequest {
+                sql: sql.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, QueryError::Forbidden(_) | QueryError::Sql(_)),
+            "{sql}: {e:?}"
+        );
+        assert!(
+            e.to_string().contains("not supported") || e.to_string().contains("refused"),
+            "{sql}: {e}"
+        );
+    }
+    // No file or URL can be named as a table.
+    for sql in [
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM 'file:///etc/passwd'",
+        "SELECT * FROM 's3://bucket/x.parquet'",
+    ] {
+        let e = engine
+            .query(&QueryRequest {
+                sql: sql.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, QueryError::Sql(_)), "{sql}: {e:?}");
+    }
+    assert!(!std::path::Path::new("/tmp/sluice-copy-test.parquet").exists());
+}
+
+#[tokio::test]
+async fn bad_sql_says_what_is_wrong() {
+    let (store, _) = archive().await;
+    let engine = engine(&store).await;
+    let cases = [
+        ("SELEC * FROM logs", "SELEC"),
+        ("SELECT nosuchcolumn FROM logs", "nosuchcolumn"),
+        ("SELECT * FROM nosuchtable", "nosuchtable"),
+        (
+            "SELECT * FROM logs WHERE search(line, 'a AND')",
+            "search query",
+        ),
+    ];
+    for (sql, needle) in cases {
+        let e = engine
+            .query(&QueryRequest {
+                sql: sql.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(needle), "{sql}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_split_is_named_or_skipped() {
+    let (store, keys) = archive().await;
+    let engine = engine(&store).await;
+    // Garbage where the second split's Parquet file was.
+    let path = object_store::path::Path::from(keys[1].as_str());
+    store
+        .store
+        .put(
+            &path,
+            PutPayload::from_static(b"PAR1 not a parquet file PAR1"),
+        )
+        .await
+        .unwrap();
+    let e = engine
+        .query(&QueryRequest {
+            sql: "SELECT count(*) FROM logs WHERE line LIKE '%line%'".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    match &e {
+        QueryError::CorruptSplit { key, .. } => assert_eq!(key, &keys[1]),
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains(&keys[1]));
+
+    let output = engine
+        .query(&QueryRequest {
+            sql: "SELECT count(*) FROM logs".into(),
+            skip_corrupt: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(count(&output), 200);
+    assert_eq!(output.warnings.len(), 1);
+    assert!(output.warnings[0].contains(&keys[1]));
+
+    // A missing index is named too.
+    let index = keys[0].replace(".parquet", ".index");
+    store
+        .store
+        .delete(&object_store::path::Path::from(index.as_str()))
+        .await
+        .unwrap();
+    let e = engine
+        .query(&QueryRequest {
+            sql: "SELECT count(*) FROM logs WHERE search(line, 'error')".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, QueryError::CorruptSplit { key, .. } if key == &keys[0]),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn context_lines_surround_each_hit_in_its_source() {
+    let (store, _) = archive().await;
+    let engine = engine(&store).await;
+    let hits = [Hit {
+        job: "db/prod/pg".into(),
+        source_id: 2,
+        offset: 4200,
+        ts_unix_nanos: T0 + 10 + 42,
+    }];
+    let groups = engine
+        .context(&hits, 2, 3, &Restrictions::default())
+        .await
+        .unwrap();
+    let offsets: Vec<(u64, bool)> = groups[0].lines.iter().map(|l| (l.offset, l.hit)).collect();
+    assert_eq!(
+        offsets,
+        [
+            (4000, false),
+            (4100, false),
+            (4200, true),
+            (4300, false),
+            (4400, false),
+            (4500, false)
+        ]
+    );
+    assert!(groups[0].lines[2].line.contains("OutOfMemoryError"));
+}
+
+#[tokio::test]
+async fn every_query_reads_the_latest_commit() {
+    let (store, _) = archive().await;
+    let engine = engine(&store).await;
+    assert_eq!(count(&run(&engine, "SELECT count(*) FROM logs").await), 300);
+    add_split(&store, rows(9, "www/prod/api", 0..5, T0)).await;
+    assert_eq!(count(&run(&engine, "SELECT count(*) FROM logs").await), 305);
+}
