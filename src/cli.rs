@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     admin, archive_cmd, bench, bench_archive, bench_gc, bench_shipper, bus_cmd, executor_cmd,
-    job_cmd, node_cmd, scheduler_cmd, shipper_cmd, up,
+    job_cmd, node_cmd, query_cmd, scheduler_cmd, shipper_cmd, up,
 };
 
 #[derive(Parser, Debug)]
@@ -53,6 +53,12 @@ pub enum Command {
     /// Inspect the archive; compact it or apply retention now.
     #[command(subcommand)]
     Archive(archive_cmd::ArchiveCommand),
+    /// Run SQL over the archive (tables logs and events; search(line, '…')
+    /// for full text).
+    Query(query_cmd::QueryArgs),
+    /// The audit trail: cluster events (task states, kills, quota kills,
+    /// collections, data loss, API calls) with who asked.
+    Events(query_cmd::EventsArgs),
     /// Submit, update, kill and inspect jobs.
     #[command(subcommand)]
     Job(job_cmd::JobCommand),
@@ -128,6 +134,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(command) => job_cmd::run(command).await,
         Command::Archiver(args) => archive_cmd::run(args).await,
         Command::Archive(command) => archive_cmd::command(command).await,
+        Command::Query(args) => query_cmd::query(args).await,
+        Command::Events(args) => query_cmd::events(args).await,
         Command::Executor(args) => executor_cmd::run(args),
         Command::Node(args) => node_cmd::node(args).await,
         Command::Scheduler(args) => scheduler_cmd::run(args).await,

@@ -15,6 +15,7 @@ mod job_cmd;
 mod metrics_http;
 mod node;
 mod node_cmd;
+mod query_cmd;
 mod scheduler_cmd;
 mod shipper_cmd;
 mod up;

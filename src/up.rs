@@ -5,8 +5,7 @@
 //! `--nodes` nodes, each an agent running tasks in
 //! `D/nodes/node-<i>/sandboxes` and a shipper tailing them, with its Tail
 //! and Node services, and the archiver (the bus into `D/archive` or
-//! `--store`) with its maintenance (compaction, `--retention`); the query
-//! service joins with the query issue. Tasks run under executors of their own: stopping `up` leaves them
+//! `--store`) with its maintenance (compaction, `--retention`); and the query service (`sluice query`, `sluice events`). Tasks run under executors of their own: stopping `up` leaves them
 //! running, and the next `up` finds them again. It writes `D/tokens.toml` (an admin token,
 //! stored hashed) once, and `D/client.toml` (endpoint, admin token, bus) on
 //! every start, and stops cleanly on Ctrl-C or SIGTERM.
@@ -21,6 +20,7 @@ use clap::Args;
 use sluice_broker::{BusConfig, BusUrl};
 use sluice_schema::auth::{self, AuthInterceptor, Tokens};
 use sluice_schema::pb::admin_server::AdminServer;
+use sluice_schema::pb::query_server::QueryServer;
 use sluice_schema::topics;
 
 use crate::admin::AdminService;
@@ -193,12 +193,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         store.clone(),
         nodes.iter().map(Node::status).collect(),
     );
+    let engine = sluice_query::sql::QueryEngine::open(
+        archive.clone(),
+        sluice_query::sql::EngineConfig::default(),
+    )
+    .await
+    .context("failed to open the archive for queries")?;
+    let query = sluice_query::sql::service::QueryService::new(std::sync::Arc::new(engine));
     let server = tonic::transport::Server::builder()
         .add_service(AdminServer::with_interceptor(
             service,
             AuthInterceptor::new(tokens.clone()),
         ))
         .add_service(scheduler.server(tokens.clone()))
+        .add_service(QueryServer::with_interceptor(
+            query,
+            AuthInterceptor::new(tokens.clone()),
+        ))
         .serve_with_incoming_shutdown(incoming(listener), shutdown_signal());
     let server = tokio::spawn(server);
     // Jobs submitted as soon as `up` says it is up are spread over every

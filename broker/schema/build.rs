@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/sluice/v1/tail.proto",
         "proto/sluice/v1/scheduler.proto",
         "proto/sluice/v1/node.proto",
+        "proto/sluice/v1/query.proto",
     ];
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);

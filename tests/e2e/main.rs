@@ -8,6 +8,7 @@ mod harness;
 
 mod bus;
 mod maintenance;
+mod query;
 mod scheduler;
 mod soak;
 mod up;

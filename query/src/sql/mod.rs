@@ -11,6 +11,7 @@
 mod context;
 mod prune;
 mod search_udf;
+pub mod service;
 mod table;
 
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,224 @@
+//! The query service (`sluice.v1.Query`): [`QueryEngine`] over gRPC, for
+//! `sluice query` and `sluice events` against a cluster. Callers read only
+//! the rows of the roles they may read: the engine enforces it below any
+//! SQL (see [`Restrictions`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::Stream;
+use sluice_schema::auth;
+use sluice_schema::pb;
+use tonic::{Request, Response, Status};
+
+use super::{
+    ContextGroup, ContextLine, Hit, QueryEngine, QueryError, QueryRequest, Restrictions, ScanStats,
+    TimeRange,
+};
+
+/// Bytes of Arrow data per reply at most (gRPC messages stay far below the
+/// 4 MiB clients accept by default).
+const REPLY_BYTES: usize = 1 << 20;
+
+pub struct QueryService {
+    engine: Arc<QueryEngine>,
+}
+
+impl QueryService {
+    pub fn new(engine: Arc<QueryEngine>) -> QueryService {
+        QueryService { engine }
+    }
+}
+
+fn time_range(from: i64, to: i64) -> TimeRange {
+    TimeRange::new((from != 0).then_some(from), (to != 0).then_some(to))
+}
+
+/// A query error as a gRPC status, its message intact.
+pub fn status(e: QueryError) -> Status {
+    let message = e.to_string();
+    match e {
+        QueryError::Sql(_) | QueryError::Forbidden(_) => Status::invalid_argument(message),
+        QueryError::Timeout(_) => Status::deadline_exceeded(message),
+        QueryError::Memory { .. } => Status::resource_exhausted(message),
+        QueryError::CorruptSplit { .. } => Status::data_loss(message),
+        QueryError::Catalog(_) => Status::unavailable(message),
+        QueryError::Execution(_) => Status::internal(message),
+    }
+}
+
+/// `batches` as an Arrow IPC stream with `schema`.
+pub fn encode_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, Status> {
+    let fail = |e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string());
+    let mut writer = StreamWriter::try_new(Vec::new(), schema).map_err(fail)?;
+    for batch in batches {
+        writer.write(batch).map_err(fail)?;
+    }
+    writer.into_inner().map_err(fail)
+}
+
+/// The schema and batches of an Arrow IPC stream.
+pub fn decode_ipc(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+    let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| format!("bad Arrow data in reply: {e}"))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad Arrow data in reply: {e}"))?;
+    Ok((schema, batches))
+}
+
+/// Batches cut so each holds about [`REPLY_BYTES`] at most.
+fn slices(batch: &RecordBatch) -> Vec<RecordBatch> {
+    let size = batch.get_array_memory_size().max(1);
+    let rows = batch.num_rows();
+    if size <= REPLY_BYTES || rows <= 1 {
+        return vec![batch.clone()];
+    }
+    let per = (rows * REPLY_BYTES / size).max(1);
+    (0..rows)
+        .step_by(per)
+        .map(|at| batch.slice(at, per.min(rows - at)))
+        .collect()
+}
+
+pub fn stats_to_pb(stats: &ScanStats) -> pb::ScanStats {
+    pb::ScanStats {
+        splits_total: stats.splits_total,
+        splits_pruned: stats.splits_pruned,
+        splits_searched: stats.splits_searched,
+        splits_without_hits: stats.splits_without_hits,
+        splits_read: stats.splits_read.len() as u64,
+        rows_in_splits_read: stats.rows_in_splits_read,
+        rows_selected_by_index: stats.rows_selected_by_index,
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::QueryReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::query_server::Query for QueryService {
+    type RunStream = ReplyStream;
+
+    async fn run(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<Self::RunStream>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let query = QueryRequest {
+            sql: req.sql,
+            restrictions: Restrictions {
+                time: time_range(req.from_unix_nanos, req.to_unix_nanos),
+                roles: principal.readable_roles(),
+                ..Default::default()
+            },
+            skip_corrupt: req.skip_corrupt,
+            limit: (req.limit > 0).then(|| usize::try_from(req.limit).unwrap_or(usize::MAX)),
+        };
+        let output = self.engine.query(&query).await.map_err(status)?;
+        let mut replies = Vec::new();
+        for batch in output.batches.iter().filter(|b| b.num_rows() > 0) {
+            for slice in slices(batch) {
+                replies.push(Ok(pb::QueryReply {
+                    arrow_ipc: encode_ipc(&output.schema, &[slice])?,
+                    ..Default::default()
+                }));
+            }
+        }
+        let empty = replies.is_empty();
+        replies.push(Ok(pb::QueryReply {
+            arrow_ipc: if empty {
+                encode_ipc(&output.schema, &[])?
+            } else {
+                Vec::new()
+            },
+            warnings: output.warnings,
+            stats: Some(stats_to_pb(&output.stats)),
+        }));
+        Ok(Response::new(Box::pin(futures::stream::iter(replies))))
+    }
+
+    async fn context(
+        &self,
+        request: Request<pb::ContextRequest>,
+    ) -> Result<Response<pb::ContextReply>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let restrictions = Restrictions {
+            time: time_range(req.from_unix_nanos, req.to_unix_nanos),
+            roles: principal.readable_roles(),
+            ..Default::default()
+        };
+        let hits: Vec<Hit> = req.hits.into_iter().map(hit_from_pb).collect();
+        let groups = self
+            .engine
+            .context(
+                &hits,
+                req.before as usize,
+                req.after as usize,
+                &restrictions,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ContextReply {
+            groups: groups.into_iter().map(group_to_pb).collect(),
+        }))
+    }
+}
+
+pub fn hit_to_pb(hit: &Hit) -> pb::Hit {
+    pb::Hit {
+        job: hit.job.clone(),
+        source_id: hit.source_id,
+        offset: hit.offset,
+        ts_unix_nanos: hit.ts_unix_nanos,
+    }
+}
+
+pub fn hit_from_pb(hit: pb::Hit) -> Hit {
+    Hit {
+        job: hit.job,
+        source_id: hit.source_id,
+        offset: hit.offset,
+        ts_unix_nanos: hit.ts_unix_nanos,
+    }
+}
+
+fn group_to_pb(group: ContextGroup) -> pb::ContextGroup {
+    pb::ContextGroup {
+        hit: Some(hit_to_pb(&group.hit)),
+        lines: group
+            .lines
+            .into_iter()
+            .map(|l| pb::ContextLine {
+                ts_unix_nanos: l.ts_unix_nanos,
+                instance: l.instance,
+                offset: l.offset,
+                line: l.line,
+                hit: l.hit,
+            })
+            .collect(),
+    }
+}
+
+pub fn group_from_pb(group: pb::ContextGroup) -> ContextGroup {
+    ContextGroup {
+        hit: hit_from_pb(group.hit.unwrap_or_default()),
+        lines: group
+            .lines
+            .into_iter()
+            .map(|l| ContextLine {
+                ts_unix_nanos: l.ts_unix_nanos,
+                instance: l.instance,
+                offset: l.offset,
+                line: l.line,
+                hit: l.hit,
+            })
+            .collect(),
+    }
+}
