@@ -264,8 +264,10 @@ async fn consecutive_batches_commit_without_conflicts() {
     let metrics = archiver.metrics();
     let all = lines("a", 0..50, T0);
     for batch in all.chunks(10) {
-        let refs: Vec<(u64, &str, i64)> =
-            batch.iter().map(|(o, t, ts)| (*o, t.as_str(), *ts)).collect();
+        let refs: Vec<(u64, &str, i64)> = batch
+            .iter()
+            .map(|(o, t, ts)| (*o, t.as_str(), *ts))
+            .collect();
         publish(&world.bus, &chunk(1, 0, &refs)).await;
         world.drain(&mut archiver).await;
     }

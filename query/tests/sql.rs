@@ -336,3 +336,45 @@ async fn every_query_reads_the_latest_commit() {
     add_split(&store, rows(9, "www/prod/api", 0..5, T0)).await;
     assert_eq!(count(&run(&engine, "SELECT count(*) FROM logs").await), 305);
 }
+
+#[tokio::test]
+async fn memory_and_time_limits_end_a_query_with_a_clear_error() {
+    let (store, _) = archive().await;
+    let small = QueryEngine::open(
+        store.clone(),
+        EngineConfig {
+            memory_limit_bytes: 64 << 10,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A sort of every line, a hundred times over, in 64 KiB.
+    let e = small
+        .query(&QueryRequest {
+            sql: "SELECT a.line FROM logs a CROSS JOIN logs b ORDER BY a.line, b.line".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, QueryError::Memory { .. }), "{e:?}");
+    assert!(e.to_string().contains("memory limit"), "{e}");
+
+    let hurried = QueryEngine::open(
+        store,
+        EngineConfig {
+            timeout: std::time::Duration::from_millis(1),
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let e = hurried
+        .query(&QueryRequest {
+            sql: "SELECT count(*) FROM logs a CROSS JOIN logs b CROSS JOIN logs c".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, QueryError::Timeout(_)), "{e:?}");
+}
