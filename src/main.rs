@@ -7,6 +7,7 @@ mod bench;
 mod bench_archive;
 mod bench_gc;
 mod bench_shipper;
+mod bench_tailll;
 mod bus_cmd;
 mod cli;
 mod client;

@@ -496,6 +496,49 @@ async fn a_resumed_stream_has_no_gap_and_no_duplicate() {
     node.stop().await;
 }
 
+/// A file that was still empty when the stream broke (a task's stderr
+/// before its first error) was never announced to the client, so it is not
+/// among the positions the client resumes with, although the shipper had
+/// found it long before: the lines written to it meanwhile come from its
+/// start, not from where the shipper's reading stood at the reconnection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_empty_when_the_stream_broke_is_resumed_from_its_start() {
+    let mut node = Node::new().await;
+    let a0 = node.sandbox("t-a0", "a/prod/web", 0);
+    append(&a0, &numbered("a0", 0..3));
+    node.read_lines(3).await;
+    let mut client = node.client(ADMIN).await;
+    let req = request("a/prod/web", 100);
+    let mut stream = client.follow(req.clone()).await.unwrap().into_inner();
+    let mut seen = Seen::default();
+    seen.until(&mut stream, |s| s.caught_up && s.count() >= 3)
+        .await;
+
+    let a1 = node.sandbox("t-a1", "a/prod/web", 1);
+    std::fs::File::create(&a1).unwrap();
+    let metrics = node.shipper.as_ref().unwrap().metrics();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metrics.files_tracked.get() < 2 {
+        assert!(Instant::now() < deadline, "the empty file is not tracked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Followed well past the resume slack (2 s) after the file was found.
+    let found = Instant::now();
+    seen.until(&mut stream, move |_| {
+        found.elapsed() > Duration::from_secs(3)
+    })
+    .await;
+    drop(stream);
+
+    append(&a1, &numbered("a1", 0..5));
+    node.read_lines(8).await;
+    let mut stream = client.follow(seen.resume(req)).await.unwrap().into_inner();
+    seen.until(&mut stream, |s| s.count() >= 8).await;
+    assert_eq!(seen.texts("a/prod/web", 1), numbered("a1", 0..5));
+    seen.assert_once_in_order();
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_falls_behind_catches_up_from_the_files() {
     let mut node = Node::with(|c| c.tail_buffer = 1).await;

@@ -11,4 +11,5 @@ mod maintenance;
 mod query;
 mod scheduler;
 mod soak;
+mod tailll;
 mod up;

@@ -135,7 +135,8 @@ struct Tracked {
     ended: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
-    /// When this generation was first seen (Tail: which sources are new).
+    /// When this generation was first seen, then when it was first read
+    /// (Tail: which sources are new to a resuming follower).
     first_seen_nanos: i64,
     /// Where reading stood when, about once a second (Tail: `since`).
     samples: Vec<(u64, i64)>,
@@ -947,6 +948,11 @@ impl Tracker {
                         i += 1;
                         i % 2 == 0
                     });
+                }
+                if t.samples.is_empty() {
+                    // No follower heard of this generation before its first
+                    // read: from now on it is new to a resuming one.
+                    t.first_seen_nanos = now_ns;
                 }
                 t.samples.push((t.lines.resume_offset(), now_ns));
             }

@@ -75,7 +75,8 @@ pub(crate) struct SourceView {
     /// Every line before this offset was handed to the tap; the lines from
     /// here on will be.
     pub read_end: u64,
-    /// When the tracker started on this generation.
+    /// When the tracker started on this generation, or, once it read from
+    /// it, when it first did: before that no follower was told of it.
     pub first_seen_nanos: i64,
     /// `(offset, time)`: where reading stood at those times, for `since`.
     pub samples: Vec<(u64, i64)>,
