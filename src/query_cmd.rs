@@ -39,7 +39,7 @@ pub struct ScopeArgs {
     #[command(flatten)]
     pub dir: DataDirArg,
     /// Rows of the last D only (`90s`, `15m`, `2h`, `7d`).
-    #[arg(long, value_name = "D", value_parser = sluice_query::maintenance::parse_duration)]
+    #[arg(long, value_name = "D", value_parser = sluice_schema::time::parse_duration)]
     pub since: Option<Duration>,
     /// Rows at or after this time (RFC 3339, `2026-11-17T00:00:00Z`).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]

@@ -200,48 +200,7 @@ pub fn parse_instances(text: &str) -> Result<Instances, String> {
     Ok(Instances(all))
 }
 
-/// `500ms`, `90s`, `15m`, `2h`, `1d`, `1h30m`, `0`; a unit is required
-/// except for zero.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad =
-        |why: &str| format!("invalid duration {text:?}: {why} (e.g. 90s, 15m, 2h, 1h30m, 500ms)");
-    let text = text.trim();
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if text.is_empty() {
-        return Err(bad("empty"));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad("expected a number"));
-        }
-        let value: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| bad("number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            "d" => Duration::from_secs(86_400),
-            "" => return Err(bad("missing unit")),
-            _ => return Err(bad("unknown unit")),
-        };
-        rest = &rest[unit_len..];
-        let part = u32::try_from(value)
-            .ok()
-            .and_then(|v| unit.checked_mul(v))
-            .ok_or_else(|| bad("too long"))?;
-        total = total.checked_add(part).ok_or_else(|| bad("too long"))?;
-    }
-    Ok(total)
-}
+pub use sluice_schema::time::parse_duration;
 
 /// A duration ago, or an RFC 3339 time.
 pub fn parse_since(text: &str) -> Result<Since, String> {
@@ -295,7 +254,7 @@ mod tests {
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("10").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("3y").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999999s").is_err());

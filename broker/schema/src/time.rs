@@ -17,6 +17,52 @@ pub fn rfc3339_nanos(unix_nanos: i64) -> String {
     )
 }
 
+/// A duration written as numbers with units: `500ms`, `90s`, `15m` (`m` is
+/// minutes), `2h`, `30d`, `2w`, `1h30m`, or `0`; a unit is required except
+/// for zero. The error quotes the text and says what is wrong.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = |why: &str| {
+        format!("invalid duration {text:?}: {why} (e.g. 90s, 15m, 2h, 7d, 1h30m, 500ms)")
+    };
+    let text = text.trim();
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad("expected a number"));
+        }
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| bad("number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = match &rest[..unit_len] {
+            "ms" => std::time::Duration::from_millis(1),
+            "s" => std::time::Duration::from_secs(1),
+            "m" => std::time::Duration::from_secs(60),
+            "h" => std::time::Duration::from_secs(3600),
+            "d" => std::time::Duration::from_secs(86_400),
+            "w" => std::time::Duration::from_secs(7 * 86_400),
+            "" => return Err(bad("missing unit")),
+            _ => return Err(bad("unknown unit")),
+        };
+        rest = &rest[unit_len..];
+        let part = u32::try_from(value)
+            .ok()
+            .and_then(|v| unit.checked_mul(v))
+            .ok_or_else(|| bad("too long"))?;
+        total = total.checked_add(part).ok_or_else(|| bad("too long"))?;
+    }
+    Ok(total)
+}
+
 /// Why a timestamp is not RFC 3339.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid rfc 3339 timestamp {text:?}: {problem}")]

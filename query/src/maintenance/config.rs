@@ -263,39 +263,7 @@ fn check_age(secs: u64) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
-/// Parses a duration written as numbers with units, `30d`, `12h`, `1d12h`,
-/// `90m`, `2w`, `45s` (`m` is minutes).
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let expected = || format!("{text:?}: expected a number and a unit (s, m, h, d, w), e.g. 30d");
-    let mut secs: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(expected());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(expected());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| expected())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = match &rest[..unit_len] {
-            "s" => 1,
-            "m" => MINUTE,
-            "h" => HOUR,
-            "d" => DAY,
-            "w" => WEEK,
-            _ => return Err(expected()),
-        };
-        rest = &rest[unit_len..];
-        secs = n
-            .checked_mul(unit)
-            .and_then(|s| secs.checked_add(s))
-            .ok_or_else(|| format!("{text:?} is too long"))?;
-    }
-    Ok(Duration::from_secs(secs))
-}
+pub use sluice_schema::time::parse_duration;
 
 /// A retention age: a [`parse_duration`] between 1h and 36500d, in seconds.
 pub fn parse_age(text: &str) -> std::result::Result<u64, String> {
