@@ -34,6 +34,10 @@ if ! "$py/bin/python" -c "import duckdb, moto" 2>/dev/null; then
 fi
 export SLUICE_PYTHON="$py/bin/python" SLUICE_MOTO="$py/bin/moto_server" SLUICE_REQUIRE_S3=1 SLUICE_REQUIRE_DUCKDB=1
 
+# The golden SQL tests build their archive from the loghub corpus
+# (../shared/corpus/loghub or SLUICE_CORPUS): fail rather than skip without it.
+export SLUICE_REQUIRE_CORPUS=1
+
 step "test runner"
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked --root "$tools/nextest"

@@ -17,7 +17,7 @@
 //! file holds one format).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,7 +30,7 @@ use prost::Message as _;
 use sluice_broker::{Bus, BusConfig, BusUrl, Record};
 use sluice_query::archiver::{Archiver, ArchiverConfig};
 use sluice_query::catalog::{Catalog, SplitKind};
-use sluice_query::store::StoreUrl;
+use sluice_query::store::{Store, StoreUrl};
 use sluice_schema::pb::{Line, LogChunk, Source};
 use sluice_schema::topics;
 
@@ -58,7 +58,7 @@ const SOURCES: usize = 100;
 
 /// `line` with every run of two or more digits changed for `pass` (numbers
 /// keep their width; single digits stay, like levels and small counts).
-fn vary(line: &[u8], pass: usize) -> Vec<u8> {
+pub(crate) fn vary(line: &[u8], pass: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(line.len());
     let mut i = 0;
     while i < line.len() {
@@ -90,7 +90,7 @@ struct BenchSource {
     /// Lines written so far.
     next: usize,
     offset: u64,
-    raw: std::io::BufWriter<std::fs::File>,
+    raw: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 /// zstd -3 -T1 of `files`; returns (CPU seconds, wall seconds, bytes out).
@@ -116,11 +116,36 @@ fn zstd_baseline(files: &[PathBuf]) -> anyhow::Result<(f64, f64, u64)> {
     Ok((cpu, wall, out))
 }
 
-pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
-    let datasets = corpus_files(&corpus_dir(args.corpus.as_deref())?)?;
+/// The bench's raw log, in a new embedded bus and in files.
+pub(crate) struct Generated {
+    /// Holds the bus (`bus/`), the raw files and, once archived, `archive/`.
+    pub scratch: tempfile::TempDir,
+    pub bus: Arc<dyn Bus>,
+    /// Every line in the order the chunks were shipped.
+    pub arrival: PathBuf,
+    /// Each source's lines in a file of its own (when asked for).
+    pub sources: Vec<PathBuf>,
+    /// Bytes of raw log, newlines included.
+    pub bytes: u64,
+    pub lines: u64,
+}
+
+/// Writes `mb` MiB of raw log from the loghub samples in `corpus` as
+/// `LogChunk`s of 100 sources into an embedded bus in a new scratch
+/// directory (under `dir`, named `prefix…`), and the same lines to
+/// `arrival.log` in arrival order and, with `per_source`, to one file per
+/// source.
+pub(crate) async fn generate(
+    mb: u64,
+    corpus: Option<&Path>,
+    dir: Option<&Path>,
+    prefix: &str,
+    per_source: bool,
+) -> anyhow::Result<Generated> {
+    let datasets = corpus_files(&corpus_dir(corpus)?)?;
     let scratch = tempfile::Builder::new()
-        .prefix("sluice-bench-archive-")
-        .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
+        .prefix(prefix)
+        .tempdir_in(dir.map_or_else(std::env::temp_dir, Path::to_path_buf))?;
     let bus: Arc<dyn Bus> = sluice_broker::open(&BusConfig::new(BusUrl::Embedded(
         scratch.path().join("bus"),
     )))
@@ -130,25 +155,32 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
     let mut arrival =
         std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&arrival_path)?);
     let source_dir = scratch.path().join("sources");
-    std::fs::create_dir(&source_dir)?;
+    if per_source {
+        std::fs::create_dir(&source_dir)?;
+    }
     let mut sources = (0..SOURCES)
         .map(|s| {
-            let file = std::fs::File::create(source_dir.join(format!("{s:03}.log")))?;
+            let raw = if per_source {
+                let file = std::fs::File::create(source_dir.join(format!("{s:03}.log")))?;
+                Some(std::io::BufWriter::with_capacity(64 << 10, file))
+            } else {
+                None
+            };
             Ok(BenchSource {
                 dataset: s % datasets.len(),
                 instance: s / datasets.len(),
                 next: 0,
                 offset: 0,
-                raw: std::io::BufWriter::with_capacity(64 << 10, file),
+                raw,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let instances = SOURCES.div_ceil(datasets.len());
 
-    let total = args.mb << 20;
+    let total = mb << 20;
     let (mut bytes, mut lines) = (0u64, 0u64);
     let start_ts: i64 = 1_795_244_400_000_000_000;
-    eprintln!("writing {} MiB of log into the bus…", args.mb);
+    eprintln!("writing {mb} MiB of log into the bus…");
     while bytes < total {
         for (s, source) in sources.iter_mut().enumerate() {
             let (name, sample) = &datasets[source.dataset];
@@ -157,7 +189,8 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
             // Two hours of log over the run. The lines of a chunk share its
             // time, as the lines of one read of a plain file do in the
             // shipper.
-            let chunk_ts = start_ts + (bytes as i64 * 7_200_000_000_000 / total as i64);
+            let chunk_ts =
+                start_ts + (i128::from(bytes) * 7_200_000_000_000 / i128::from(total)) as i64;
             while size < 64 << 10 {
                 let pass = source.next / sample.len();
                 let text = vary(
@@ -165,7 +198,7 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
                     pass * instances + source.instance,
                 );
                 source.next += 1;
-                for out in [&mut arrival, &mut source.raw] {
+                for out in std::iter::once(&mut arrival).chain(source.raw.as_mut()) {
                     out.write_all(&text)?;
                     out.write_all(b"\n")?;
                 }
@@ -191,7 +224,10 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
                     process: "main".into(),
                     stream: 1,
                     source_id: s as u64 + 1,
-                    path: format!("/var/lib/sluice/sandboxes/{name}/{}/stdout", source.instance),
+                    path: format!(
+                        "/var/lib/sluice/sandboxes/{name}/{}/stdout",
+                        source.instance
+                    ),
                     ..Default::default()
                 }),
                 lines: chunk_lines,
@@ -204,21 +240,35 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
     arrival.flush()?;
     drop(arrival);
     let mut source_paths = Vec::new();
-    for (s, mut source) in sources.into_iter().enumerate() {
-        source.raw.flush()?;
-        source_paths.push(source_dir.join(format!("{s:03}.log")));
+    for (s, source) in sources.into_iter().enumerate() {
+        if let Some(mut raw) = source.raw {
+            raw.flush()?;
+            source_paths.push(source_dir.join(format!("{s:03}.log")));
+        }
     }
+    Ok(Generated {
+        scratch,
+        bus,
+        arrival: arrival_path,
+        sources: source_paths,
+        bytes,
+        lines,
+    })
+}
 
-    // The baselines: zstd -3 of the same raw bytes, in arrival order and
-    // per source.
-    let (zstd_cpu, zstd_wall, zstd_bytes) = zstd_baseline(&[arrival_path])?;
-    let (per_source_cpu, _, per_source_bytes) = zstd_baseline(&source_paths)?;
-
-    // The archiver, until every line is committed.
-    let store = StoreUrl::File(scratch.path().join("archive")).open(&[])?;
-    let mut archiver =
-        Archiver::open(ArchiverConfig::default(), bus.clone(), store.clone()).await?;
+/// Runs an archiver (default settings) over the bus into `archive/` in the
+/// scratch directory until every line is committed; returns the store and
+/// the CPU and wall seconds it took (all threads of this process).
+pub(crate) async fn archive_all(generated: &Generated) -> anyhow::Result<(Store, f64, f64)> {
+    let store = StoreUrl::File(generated.scratch.path().join("archive")).open(&[])?;
+    let mut archiver = Archiver::open(
+        ArchiverConfig::default(),
+        generated.bus.clone(),
+        store.clone(),
+    )
+    .await?;
     let metrics = archiver.metrics();
+    let lines = generated.lines;
     eprintln!("archiving {lines} lines…");
     let cpu = cpu_time();
     let wall = Instant::now();
@@ -229,8 +279,32 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
             "archiving did not finish in an hour"
         );
     }
-    let archive_cpu = (cpu_time() - cpu).as_secs_f64();
-    let archive_wall = wall.elapsed().as_secs_f64();
+    Ok((
+        store,
+        (cpu_time() - cpu).as_secs_f64(),
+        wall.elapsed().as_secs_f64(),
+    ))
+}
+
+pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
+    let generated = generate(
+        args.mb,
+        args.corpus.as_deref(),
+        args.dir.as_deref(),
+        "sluice-bench-archive-",
+        true,
+    )
+    .await?;
+    let (bytes, lines) = (generated.bytes, generated.lines);
+
+    // The baselines: zstd -3 of the same raw bytes, in arrival order and
+    // per source.
+    let (zstd_cpu, zstd_wall, zstd_bytes) =
+        zstd_baseline(std::slice::from_ref(&generated.arrival))?;
+    let (per_source_cpu, _, per_source_bytes) = zstd_baseline(&generated.sources)?;
+
+    // The archiver, until every line is committed.
+    let (store, archive_cpu, archive_wall) = archive_all(&generated).await?;
 
     let catalog = Catalog::open(store.store.clone(), &store.prefix).await?;
     let splits: Vec<_> = catalog
@@ -260,7 +334,7 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
         "data_ratio_vs_zstd_3_per_source": ratio(data) / ratio(per_source_bytes),
     });
     if args.keep {
-        eprintln!("kept {}", scratch.keep().display());
+        eprintln!("kept {}", generated.scratch.keep().display());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    admin, archive_cmd, bench, bench_archive, bench_gc, bench_shipper, bench_tailll, bus_cmd,
-    executor_cmd, job_cmd, node_cmd, query_cmd, scheduler_cmd, shipper_cmd, up,
+    admin, archive_cmd, bench, bench_archive, bench_gc, bench_query, bench_shipper, bench_tailll,
+    bus_cmd, executor_cmd, job_cmd, node_cmd, query_cmd, scheduler_cmd, shipper_cmd, up,
 };
 
 #[derive(Parser, Debug)]
@@ -87,6 +87,9 @@ pub enum BenchCommand {
     Gc(bench_gc::GcBenchArgs),
     /// Archiver throughput and archive size, next to zstd -3.
     Archive(bench_archive::ArchiveBenchArgs),
+    /// Needle, regex, count per hour and top errors over the archive, next
+    /// to zstd -dc | grep and DuckDB.
+    Query(bench_query::QueryBenchArgs),
     /// Append → display latency of `tailll`, and its throughput into a pipe.
     Tailll(bench_tailll::TaillBenchArgs),
 }
@@ -146,6 +149,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Shipper(args)) => bench_shipper::run(args).await,
         Command::Bench(BenchCommand::Gc(args)) => bench_gc::run(args),
         Command::Bench(BenchCommand::Archive(args)) => bench_archive::run(args).await,
+        Command::Bench(BenchCommand::Query(args)) => bench_query::run(args).await,
         Command::Bench(BenchCommand::Tailll(args)) => bench_tailll::run(args).await,
     }
 }

@@ -6,6 +6,7 @@ mod archive_cmd;
 mod bench;
 mod bench_archive;
 mod bench_gc;
+mod bench_query;
 mod bench_shipper;
 mod bench_tailll;
 mod bus_cmd;

@@ -245,7 +245,40 @@ async fn bad_sql_says_what_is_wrong() {
             .await
             .unwrap_err();
         assert!(e.to_string().contains(needle), "{sql}: {e}");
+        assert!(matches!(e, QueryError::Sql(_)), "{sql}: {e:?}");
     }
+    let e = engine
+        .query(&QueryRequest {
+            sql: "SELECT count(*) FROM logs WHERE search(line, job)".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("constant string"), "{e}");
+    // EXPLAIN (ANALYZE) shows the plan.
+    for sql in [
+        "EXPLAIN SELECT count(*) FROM logs WHERE search(line, 'error')",
+        "EXPLAIN ANALYZE SELECT count(*) FROM logs WHERE search(line, 'error')",
+    ] {
+        let output = run(&engine, sql).await;
+        assert!(output.num_rows() > 0, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn a_cast_of_ts_is_not_taken_for_ts() {
+    let (store, _) = archive().await;
+    let engine = engine(&store).await;
+    // Rows at T0 + 0..100 ns are all in the second of T0.
+    let second = run(
+        &engine,
+        &format!(
+            "SELECT count(*) FROM logs WHERE CAST(ts AS TIMESTAMP(0)) <= to_timestamp_seconds({})",
+            T0 / 1_000_000_000
+        ),
+    )
+    .await;
+    assert_eq!(count(&second), 200);
 }
 
 #[tokio::test]

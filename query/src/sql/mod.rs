@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::DataFusionError;
+use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{Expr, LogicalPlan, ScalarUDF};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use object_store::ObjectStoreExt;
 
@@ -32,6 +32,7 @@ pub use search_udf::SearchUdf;
 pub use table::{ArchiveTable, QueryScope, Restrictions, ScanStats};
 
 use crate::catalog::{Catalog, SplitEntry, SplitKind};
+use crate::split::SearchQuery;
 use crate::store::Store;
 
 /// Limits of every query.
@@ -205,11 +206,16 @@ impl QueryEngine {
             .sql_with_options(&request.sql, options)
             .await
             .map_err(planning_error)?;
+        check_searches(frame.logical_plan())?;
         let limit = request
             .limit
             .unwrap_or(self.config.max_rows)
             .min(self.config.max_rows);
-        let frame = frame.limit(0, Some(limit)).map_err(planning_error)?;
+        // EXPLAIN must stay the root of its plan; its output is small.
+        let frame = match frame.logical_plan() {
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => frame,
+            _ => frame.limit(0, Some(limit)).map_err(planning_error)?,
+        };
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         // Its own task: a panic in a decoder fails this query, not the caller.
         let task = tokio::spawn(async move { frame.collect().await });
@@ -276,6 +282,46 @@ impl QueryEngine {
         })
         .await
         .map_err(|e| format!("reading it panicked: {e}"))?
+    }
+}
+
+/// Every `search(line, 'QUERY')` of the plan has a constant query that
+/// parses: a bad one is a SQL error now, not an execution error later.
+fn check_searches(plan: &LogicalPlan) -> Result<(), QueryError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut problem: Option<String> = None;
+    let mut check = |e: &Expr| {
+        if let Expr::ScalarFunction(call) = e
+            && call.name() == SEARCH_FUNCTION
+            && problem.is_none()
+        {
+            let mut query = call.args.get(1);
+            while let Some(Expr::Cast(cast)) = query {
+                query = Some(&cast.expr);
+            }
+            problem = match query {
+                Some(Expr::Literal(value, _)) if value.is_null() => None,
+                Some(Expr::Literal(
+                    ScalarValue::Utf8(Some(text))
+                    | ScalarValue::Utf8View(Some(text))
+                    | ScalarValue::LargeUtf8(Some(text)),
+                    _,
+                )) => SearchQuery::parse(text).err().map(|e| e.to_string()),
+                _ => Some("search(line, 'QUERY'): the query must be a constant string".into()),
+            };
+        }
+        Ok(TreeNodeRecursion::Continue)
+    };
+    plan.apply_with_subqueries(|node| {
+        for expr in node.expressions() {
+            expr.apply(&mut check)?;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(planning_error)?;
+    match problem {
+        Some(problem) => Err(QueryError::Sql(problem)),
+        None => Ok(()),
     }
 }
 

@@ -124,13 +124,15 @@ impl Pruning {
     fn learn(&mut self, expr: &Expr) {
         match expr {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                if let Some((column, op, value)) = column_op_literal(left, *op, right) {
+                if let Some((column, op, value)) = column_op_literal(left, *op, right)
+                    && (column != schema::COL_TS || is_bare_ts(left, right))
+                {
                     self.learn_comparison(column, op, value);
                 }
             }
             Expr::Between(between) if !between.negated => {
                 if let (Some(column), Some(low), Some(high)) = (
-                    column_name(&between.expr),
+                    bare_column(&between.expr),
                     literal(&between.low),
                     literal(&between.high),
                 ) && column == schema::COL_TS
@@ -161,7 +163,7 @@ impl Pruning {
                 {
                     let prefix: String = pattern
                         .chars()
-                        .take_while(|c| *c != '%' && *c != '_')
+                        .take_while(|c| !matches!(c, '%' | '_' | '\\'))
                         .collect();
                     if !prefix.is_empty() {
                         self.jobs.job_prefixes.push(prefix);
@@ -183,6 +185,8 @@ impl Pruning {
 
     fn learn_comparison(&mut self, column: &str, op: Operator, value: &ScalarValue) {
         if column == schema::COL_TS {
+            // Only the bare column: a cast (to seconds, say) changes which
+            // instants compare equal, and the bounds below would be wrong.
             let Some(v) = timestamp_nanos(value) else {
                 return;
             };
@@ -234,6 +238,19 @@ fn split_conjunction(expr: &Expr) -> Vec<&Expr> {
         Expr::Alias(alias) => split_conjunction(&alias.expr),
         other => vec![other],
     }
+}
+
+/// The column itself, not a cast of it.
+fn bare_column(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Column(column) => Some(column.name.as_str()),
+        _ => None,
+    }
+}
+
+/// Whether the `ts` of a comparison is the bare column.
+fn is_bare_ts(left: &Expr, right: &Expr) -> bool {
+    bare_column(left) == Some(schema::COL_TS) || bare_column(right) == Some(schema::COL_TS)
 }
 
 fn column_name(expr: &Expr) -> Option<&str> {
@@ -306,6 +323,16 @@ mod tests {
         assert_eq!(p.time, TimeRange::new(Some(10), Some(21)));
         let p = Pruning::from_filters(&[col("ts").gt(ts(5)).and(col("ts").lt_eq(ts(9)))]);
         assert_eq!(p.time, TimeRange::new(Some(6), Some(10)));
+        // A cast changes what equal means: no bound from it.
+        let p = Pruning::from_filters(&[Expr::Cast(datafusion::logical_expr::Cast::new(
+            Box::new(col("ts")),
+            datafusion::arrow::datatypes::DataType::Timestamp(
+                datafusion::arrow::datatypes::TimeUnit::Second,
+                None,
+            ),
+        ))
+        .lt_eq(ts(5))]);
+        assert!(p.time.is_unbounded());
         // An OR says nothing usable.
         let p = Pruning::from_filters(&[col("ts").gt(ts(5)).or(col("job").eq(lit("a/b/c")))]);
         assert!(p.time.is_unbounded());
@@ -322,6 +349,9 @@ mod tests {
         assert!(p.jobs.allows("www/prod/web"));
         assert!(!p.jobs.allows("www/staging/web"), "prefix");
         assert!(!p.jobs.allows("db/prod/pg"), "role");
+        // An escape ends the prefix.
+        let p = Pruning::from_filters(&[col("job").like(lit("a/b/c\\_d"))]);
+        assert!(p.jobs.allows("a/b/c_d"));
         // Two equalities on one column leave their intersection.
         let p = Pruning::from_filters(&[col("job").eq(lit("a/b/c")), col("job").eq(lit("x/y/z"))]);
         assert!(!p.jobs.allows("a/b/c") && !p.jobs.allows("x/y/z"));

@@ -1,0 +1,488 @@
+//! Golden SQL tests: each `tests/golden/NAME.sql` runs through the
+//! [`QueryEngine`] over a fixture archive, and its result, pretty-printed,
+//! must equal `tests/golden/NAME.expected` (a query that fails prints
+//! `error: …` instead). `SLUICE_BLESS=1` rewrites the expected files.
+//!
+//! The fixture is built the way a cluster builds an archive: five loghub
+//! samples (`../shared/corpus/loghub`, or `SLUICE_CORPUS`) are the logs of
+//! five jobs of two roles, each sample split between two instances, one
+//! line every 9 s from 2026-11-21 07:00 UTC (two and a half hours), sent as
+//! `LogChunk`s into an embedded bus with some cluster events, and archived
+//! by the real archiver, one commit per job (so a job's rows are in splits
+//! of their own). Without the corpus the tests are skipped, unless
+//! `SLUICE_REQUIRE_CORPUS=1` (set by `scripts/test.sh`) makes them fail.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
+use prost::Message as _;
+use sluice_broker::embedded::EmbeddedBus;
+use sluice_broker::{Bus, EmbeddedConfig, Record};
+use sluice_query::archiver::{Archiver, ArchiverConfig};
+use sluice_query::sql::{EngineConfig, QueryEngine, QueryOutput, QueryRequest};
+use sluice_query::store::{Store, StoreUrl};
+use sluice_schema::pb::{ClusterEvent, EventKind, Line, LogChunk, Source};
+use sluice_schema::topics;
+
+const SECOND: i64 = 1_000_000_000;
+const MINUTE: i64 = 60 * SECOND;
+const HOUR: i64 = 60 * MINUTE;
+/// 2026-11-21 07:00 UTC.
+const T0: i64 = 1_795_244_400 * SECOND;
+/// Time between two lines of one instance.
+const LINE_EVERY: i64 = 9 * SECOND;
+/// Lines per `LogChunk`.
+const CHUNK_LINES: usize = 200;
+
+/// The jobs of the fixture and the loghub sample each one logs.
+const JOBS: [(&str, &str); 5] = [
+    ("loghub/prod/hdfs", "HDFS_2k.log"),
+    ("loghub/prod/openssh", "OpenSSH_2k.log"),
+    ("web/prod/apache", "Apache_2k.log"),
+    ("batch/dev/spark", "Spark_2k.log"),
+    ("batch/dev/zookeeper", "Zookeeper_2k.log"),
+];
+
+/// A block id in two lines of the HDFS sample (lines 430 and 443), both
+/// logged by instance 0 of `loghub/prod/hdfs` between 08:04 and 08:07.
+const NEEDLE: &str = "blk_-8775602795571523802";
+
+/// The loghub corpus, or `None` (with a note) when it is missing and not
+/// required.
+fn corpus() -> Option<PathBuf> {
+    let dir = std::env::var_os("SLUICE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/loghub")
+        });
+    if JOBS.iter().all(|(_, file)| dir.join(file).is_file()) {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("SLUICE_REQUIRE_CORPUS").is_none_or(|v| v != "1"),
+        "SLUICE_REQUIRE_CORPUS=1 but the loghub corpus is not in {} (set SLUICE_CORPUS)",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: no loghub corpus in {} (set SLUICE_CORPUS)",
+        dir.display()
+    );
+    None
+}
+
+/// The non-empty lines of a sample, without their `\r\n`.
+fn sample_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("failed to read {}: {e}", path.display()));
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    lines: u64,
+}
+
+impl Fixture {
+    async fn engine(&self) -> QueryEngine {
+        QueryEngine::open(self.store.clone(), EngineConfig::default())
+            .await
+            .unwrap()
+    }
+}
+
+async fn send(bus: &Arc<dyn Bus>, topic: &str, key: String, payload: Vec<u8>) {
+    bus.send(topic, Record::new(key, payload, 0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Steps the archiver and commits until `done` says everything sent is in.
+async fn archive_until(archiver: &mut Archiver, done: impl Fn() -> bool) {
+    for _ in 0..100 {
+        archiver.step().await.unwrap();
+        archiver.flush().await.unwrap();
+        if done() {
+            return;
+        }
+    }
+    panic!("the archiver did not archive everything sent in 100 steps");
+}
+
+/// The cluster's events: submissions, starts, a failure and restart, a
+/// quota kill, a node's disk pressure, a kill and an API call.
+fn events() -> Vec<ClusterEvent> {
+    let mut out = Vec::new();
+    let event = |id: String, ts: i64, kind: EventKind, job: &str| ClusterEvent {
+        id,
+        ts_unix_nanos: ts,
+        kind: kind as i32,
+        job: job.into(),
+        ..Default::default()
+    };
+    for (j, (job, _)) in JOBS.iter().enumerate() {
+        let actor = if job.starts_with("batch/") {
+            "bob"
+        } else {
+            "alice"
+        };
+        let mut e = event(
+            format!("scheduler/{j:02}"),
+            T0 - 2 * MINUTE + j as i64 * SECOND,
+            EventKind::JobSubmitted,
+            job,
+        );
+        e.actor = actor.into();
+        e.message = format!("{job} submitted with 2 instances");
+        out.push(e);
+        for instance in 0..2u32 {
+            let mut e = event(
+                format!("node-{}/{j:02}{instance}", (2 * j + instance as usize) % 3),
+                T0 - MINUTE + j as i64 * SECOND + i64::from(instance) * SECOND / 2,
+                EventKind::TaskState,
+                job,
+            );
+            e.instance = Some(instance);
+            e.task_id = task_id(job, instance);
+            e.host = format!("node-{}", (2 * j + instance as usize) % 3);
+            e.actor = "system:scheduler".into();
+            e.reason = "started".into();
+            e.attributes = BTreeMap::from([
+                ("from".into(), "pending".into()),
+                ("to".into(), "running".into()),
+            ]);
+            out.push(e);
+        }
+    }
+    let spark = "batch/dev/spark";
+    let mut failed = event(
+        "node-1/failed".into(),
+        T0 + HOUR + 20 * MINUTE,
+        EventKind::TaskState,
+        spark,
+    );
+    failed.instance = Some(1);
+    failed.task_id = task_id(spark, 1);
+    failed.host = "node-1".into();
+    failed.actor = "system:agent".into();
+    failed.reason = "exited".into();
+    failed.message = "task exited with status 1".into();
+    failed.attributes = BTreeMap::from([
+        ("exit_code".into(), "1".into()),
+        ("from".into(), "running".into()),
+        ("to".into(), "failed".into()),
+    ]);
+    out.push(failed.clone());
+    let mut restarted = failed;
+    restarted.id = "node-1/restarted".into();
+    restarted.ts_unix_nanos += 5 * SECOND;
+    restarted.run = 1;
+    restarted.reason = "restarted".into();
+    restarted.message = "task restarted (run 1)".into();
+    restarted.attributes = BTreeMap::from([
+        ("from".into(), "failed".into()),
+        ("to".into(), "running".into()),
+    ]);
+    out.push(restarted);
+    let zookeeper = "batch/dev/zookeeper";
+    let mut kill = event(
+        "node-2/quota".into(),
+        T0 + 2 * HOUR,
+        EventKind::QuotaKill,
+        zookeeper,
+    );
+    kill.instance = Some(0);
+    kill.task_id = task_id(zookeeper, 0);
+    kill.host = "node-2".into();
+    kill.actor = "system:agent".into();
+    kill.reason = "disk_quota_exceeded".into();
+    kill.message = "sandbox used 2.1 GiB of its 2 GiB disk quota".into();
+    out.push(kill);
+    let mut pressure = event(
+        "node-2/pressure".into(),
+        T0 + 2 * HOUR - 3 * MINUTE,
+        EventKind::DiskPressure,
+        "",
+    );
+    pressure.host = "node-2".into();
+    pressure.actor = "system:gc".into();
+    pressure.reason = "high_mark".into();
+    pressure.attributes = BTreeMap::from([
+        ("capacity_bytes".into(), "107374182400".into()),
+        ("used_bytes".into(), "96636764160".into()),
+    ]);
+    out.push(pressure);
+    let mut killed = event(
+        "scheduler/killed".into(),
+        T0 + 2 * HOUR + 30 * MINUTE,
+        EventKind::JobKilled,
+        spark,
+    );
+    killed.actor = "bob".into();
+    killed.message = "batch/dev/spark killed".into();
+    out.push(killed);
+    let mut call = event(
+        "scheduler/api".into(),
+        T0 + 45 * MINUTE,
+        EventKind::ApiCall,
+        "",
+    );
+    call.actor = "alice".into();
+    call.attributes = BTreeMap::from([("method".into(), "/sluice.v1.Scheduler/ListJobs".into())]);
+    out.push(call);
+    out
+}
+
+fn task_id(job: &str, instance: u32) -> String {
+    format!("{}-{instance}-0", job.replace('/', "-"))
+}
+
+/// Archives the fixture into a local store.
+async fn fixture(corpus: &Path) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let bus: Arc<dyn Bus> =
+        Arc::new(EmbeddedBus::open(&dir.path().join("bus"), EmbeddedConfig::default()).unwrap());
+    bus.ensure_topics(&topics::ALL).await.unwrap();
+    let store = StoreUrl::File(dir.path().join("archive"))
+        .open(&[])
+        .unwrap();
+    // Splits are cut by `flush` only, so the layout does not depend on timing.
+    let config = ArchiverConfig {
+        cut_ms: 3_600_000,
+        cut_bytes: 1 << 30,
+        ..ArchiverConfig::default()
+    };
+    let mut archiver = Archiver::open(config, bus.clone(), store.clone())
+        .await
+        .unwrap();
+    let metrics = archiver.metrics();
+    let mut sent = 0u64;
+    for (j, (job, file)) in JOBS.iter().enumerate() {
+        let lines = sample_lines(&corpus.join(file));
+        for (instance, half) in lines.chunks(lines.len().div_ceil(2)).enumerate() {
+            let instance = instance as u32;
+            let source_id = (2 * j) as u64 + u64::from(instance) + 1;
+            let mut offset = 0u64;
+            for (c, chunk_lines) in half.chunks(CHUNK_LINES).enumerate() {
+                let mut chunk = LogChunk {
+                    source: Some(Source {
+                        host: format!("node-{}", (2 * j + instance as usize) % 3),
+                        job: job.to_string(),
+                        instance,
+                        task_id: task_id(job, instance),
+                        process: "main".into(),
+                        stream: 1,
+                        source_id,
+                        path: format!(
+                            "/var/lib/sluice/sandboxes/{}/stdout",
+                            task_id(job, instance)
+                        ),
+                        ..Default::default()
+                    }),
+                    shipped_at_unix_nanos: T0,
+                    ..Default::default()
+                };
+                for (i, text) in chunk_lines.iter().enumerate() {
+                    let n = (c * CHUNK_LINES + i) as i64;
+                    let raw_len = text.len() as u32 + 1;
+                    chunk.lines.push(Line {
+                        offset,
+                        raw_len,
+                        ts_unix_nanos: T0
+                            + n * LINE_EVERY
+                            + j as i64 * SECOND
+                            + i64::from(instance) * SECOND / 2,
+                        text: Bytes::from(text.clone()),
+                        ..Default::default()
+                    });
+                    offset += u64::from(raw_len);
+                }
+                sent += chunk.lines.len() as u64;
+                send(
+                    &bus,
+                    topics::LOGS,
+                    topics::chunk_key(&chunk),
+                    chunk.encode_to_vec(),
+                )
+                .await;
+            }
+        }
+        archive_until(&mut archiver, || {
+            metrics.lines_archived.load(Ordering::Relaxed) == sent
+        })
+        .await;
+    }
+    let events = events();
+    for event in &events {
+        send(
+            &bus,
+            topics::EVENTS,
+            topics::event_key(event),
+            event.encode_to_vec(),
+        )
+        .await;
+    }
+    archive_until(&mut archiver, || {
+        metrics.events_archived.load(Ordering::Relaxed) == events.len() as u64
+    })
+    .await;
+    Fixture {
+        _dir: dir,
+        store,
+        lines: sent,
+    }
+}
+
+async fn query(engine: &QueryEngine, sql: &str) -> QueryOutput {
+    let request = QueryRequest {
+        sql: sql.into(),
+        ..Default::default()
+    };
+    engine
+        .query(&request)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A query's result as the golden files hold it.
+async fn render(engine: &QueryEngine, sql: &str) -> String {
+    let request = QueryRequest {
+        sql: sql.into(),
+        ..Default::default()
+    };
+    match engine.query(&request).await {
+        Ok(output) => {
+            let table = pretty_format_batches_with_schema(output.schema.clone(), &output.batches)
+                .unwrap_or_else(|e| panic!("cannot print the result of {sql}: {e}"));
+            format!("{table}\n")
+        }
+        Err(e) => format!("error: {e}\n"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_queries() {
+    let Some(corpus) = corpus() else { return };
+    let fixture = fixture(&corpus).await;
+    let engine = fixture.engine().await;
+    let bless = std::env::var_os("SLUICE_BLESS").is_some_and(|v| v == "1");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 10,
+        "golden files missing in {}",
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for file in &files {
+        let sql = std::fs::read_to_string(file).unwrap();
+        let actual = render(&engine, &sql).await;
+        let expected_path = file.with_extension("expected");
+        if bless {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&expected_path) {
+            Ok(expected) if expected == actual => {}
+            Ok(expected) => failures.push(format!(
+                "{}:\n--- expected\n{expected}+++ actual\n{actual}",
+                file.display()
+            )),
+            Err(e) => failures.push(format!(
+                "{}: {e} (SLUICE_BLESS=1 writes it)",
+                expected_path.display()
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} golden queries differ (SLUICE_BLESS=1 rewrites the expected files):\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+/// A needle is answered by the indexes: only its rows are decoded, and the
+/// splits without it are not read at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_needle_reads_only_its_rows() {
+    let Some(corpus) = corpus() else { return };
+    let fixture = fixture(&corpus).await;
+    let engine = fixture.engine().await;
+    let output = query(
+        &engine,
+        &format!("SELECT job, instance, line FROM logs WHERE search(line, '{NEEDLE}')"),
+    )
+    .await;
+    assert_eq!(output.num_rows(), 2);
+    let stats = &output.stats;
+    assert!(stats.splits_total >= 10, "{stats:?}");
+    assert_eq!(stats.splits_searched, stats.splits_total, "{stats:?}");
+    assert!(
+        stats.splits_without_hits > 0 && stats.splits_read.len() == 1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.rows_selected_by_index, 2, "{stats:?}");
+    assert!(
+        stats.rows_in_splits_read >= 100 * stats.rows_selected_by_index,
+        "{stats:?}"
+    );
+
+    // Without an index to ask, LIKE reads every row of every split.
+    let output = query(
+        &engine,
+        &format!("SELECT count(*) FROM logs WHERE line LIKE '%{NEEDLE}%'"),
+    )
+    .await;
+    assert_eq!(output.stats.rows_in_splits_read, fixture.lines);
+    assert_eq!(output.stats.splits_searched, 0);
+}
+
+/// Filters on time and job drop splits before any object is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_and_job_filters_prune_splits() {
+    let Some(corpus) = corpus() else { return };
+    let fixture = fixture(&corpus).await;
+    let engine = fixture.engine().await;
+    let output = query(
+        &engine,
+        "SELECT count(*) FROM logs WHERE ts >= '2026-11-21T08:00:00Z' AND ts < '2026-11-21T09:00:00Z'",
+    )
+    .await;
+    let stats = &output.stats;
+    assert!(stats.splits_pruned > 0, "{stats:?}");
+    assert_eq!(
+        stats.splits_pruned + stats.splits_read.len() as u64,
+        stats.splits_total
+    );
+    assert!(stats.rows_in_splits_read < fixture.lines, "{stats:?}");
+
+    let output = query(
+        &engine,
+        "SELECT count(*) FROM logs WHERE job = 'web/prod/apache'",
+    )
+    .await;
+    // Each job's lines were committed on their own: only its splits are read.
+    let stats = &output.stats;
+    assert_eq!(stats.rows_in_splits_read, 2000, "{stats:?}");
+    assert_eq!(
+        stats.splits_pruned + stats.splits_read.len() as u64,
+        stats.splits_total
+    );
+}

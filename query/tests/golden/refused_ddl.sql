@@ -1,0 +1,2 @@
+-- The engine runs read-only queries.
+CREATE TABLE copy AS SELECT * FROM logs

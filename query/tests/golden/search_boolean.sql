@@ -1,0 +1,13 @@
+-- AND, OR, NOT and parentheses, per job.
+SELECT 'error AND NOT workerenv' AS query, job, count(*) AS lines
+FROM logs WHERE search(line, 'error AND NOT workerenv') GROUP BY job
+UNION ALL
+SELECT 'exception OR warn', job, count(*)
+FROM logs WHERE search(line, 'exception OR warn') GROUP BY job
+UNION ALL
+SELECT '(failed OR invalid) AND NOT preauth', job, count(*)
+FROM logs WHERE search(line, '(failed OR invalid) AND NOT preauth') GROUP BY job
+UNION ALL
+SELECT 'two searches: deleting, block', job, count(*)
+FROM logs WHERE search(line, 'deleting') AND search(line, 'block') GROUP BY job
+ORDER BY query, job

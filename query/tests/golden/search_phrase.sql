@@ -1,0 +1,22 @@
+-- A phrase needs its tokens next to each other, in order, whatever is
+-- between them ("user root" finds user=root and /user/root/); words alone
+-- only need to be in the line. The reversed phrase "user invalid" finds no
+-- line, so it has no row.
+SELECT 'phrase "invalid user admin"' AS query, job, count(*) AS lines
+FROM logs WHERE search(line, '"invalid user admin"') GROUP BY job
+UNION ALL
+SELECT 'words root user', job, count(*)
+FROM logs WHERE search(line, 'root user') GROUP BY job
+UNION ALL
+SELECT 'phrase "user invalid"', job, count(*)
+FROM logs WHERE search(line, '"user invalid"') GROUP BY job
+UNION ALL
+SELECT 'phrase "user root"', job, count(*)
+FROM logs WHERE search(line, '"user root"') GROUP BY job
+UNION ALL
+SELECT 'phrase "authentication failure"', job, count(*)
+FROM logs WHERE search(line, '"authentication failure"') GROUP BY job
+UNION ALL
+SELECT 'word of several tokens 10.10.34.11', job, count(*)
+FROM logs WHERE search(line, '10.10.34.11') GROUP BY job
+ORDER BY query, job
