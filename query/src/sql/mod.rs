@@ -8,6 +8,7 @@
 //! that cannot be read fails the query with an error naming it, or with
 //! `skip_corrupt` is left out with a warning.
 
+mod cache;
 mod context;
 mod prune;
 mod search_udf;
@@ -46,6 +47,8 @@ pub struct EngineConfig {
     pub max_rows: usize,
     /// Parallel partitions of a scan; 0: one per CPU.
     pub target_partitions: usize,
+    /// Packed bytes of split indexes kept open between queries.
+    pub index_cache_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +58,7 @@ impl Default for EngineConfig {
             timeout: Duration::from_secs(300),
             max_rows: 1_000_000,
             target_partitions: 0,
+            index_cache_bytes: 256 << 20,
         }
     }
 }
@@ -114,6 +118,7 @@ pub struct QueryEngine {
     store: Store,
     url: ObjectStoreUrl,
     catalog: tokio::sync::Mutex<Catalog>,
+    indexes: Arc<cache::IndexCache>,
     config: EngineConfig,
 }
 
@@ -125,6 +130,7 @@ impl QueryEngine {
             store,
             url,
             catalog: tokio::sync::Mutex::new(catalog),
+            indexes: Arc::new(cache::IndexCache::new(config.index_cache_bytes)),
             config,
         })
     }
@@ -196,6 +202,7 @@ impl QueryEngine {
             splits: splits.to_vec(),
             restrictions,
             stats: Mutex::new(ScanStats::default()),
+            indexes: self.indexes.clone(),
         });
         let ctx = self.session(scope.clone())?;
         let options = SQLOptions::new()

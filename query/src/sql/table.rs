@@ -40,6 +40,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use sluice_schema::archive as schema;
 
+use super::cache::IndexCache;
 use super::prune::{Pruning, TimeRange};
 use crate::catalog::{SplitEntry, SplitKind};
 use crate::split::{SearchQuery, open_index, search_rows};
@@ -85,6 +86,8 @@ pub struct QueryScope {
     pub splits: Vec<SplitEntry>,
     pub restrictions: Restrictions,
     pub stats: Mutex<ScanStats>,
+    /// Indexes opened by earlier queries of the engine.
+    pub indexes: Arc<IndexCache>,
 }
 
 impl QueryScope {
@@ -131,19 +134,37 @@ impl ArchiveTable {
         let Some(index_key) = &split.index_key else {
             return Ok(None);
         };
-        let path = self.scope.object_path(index_key);
-        let blob = async { self.scope.store.store.get(&path).await?.bytes().await }
-            .await
-            .map_err(|e| {
-                corrupt(
-                    &split.key,
-                    format!("cannot read its index {index_key}: {e}"),
-                )
-            })?;
+        let cached = self.scope.indexes.get(&split.key);
+        let blob = match cached {
+            Some(_) => None,
+            None => {
+                let path = self.scope.object_path(index_key);
+                let blob = async { self.scope.store.store.get(&path).await?.bytes().await }
+                    .await
+                    .map_err(|e| {
+                        corrupt(
+                            &split.key,
+                            format!("cannot read its index {index_key}: {e}"),
+                        )
+                    })?;
+                Some(blob)
+            }
+        };
+        let cache = self.scope.indexes.clone();
         let searches = searches.to_vec();
         let key = split.key.clone();
         let rows = tokio::task::spawn_blocking(move || -> Result<Vec<u32>> {
-            let index = open_index(blob).map_err(|e| corrupt(&key, format!("its index: {e}")))?;
+            let index = match (cached, blob) {
+                (Some(index), _) => index,
+                (None, Some(blob)) => {
+                    let bytes = blob.len() as u64;
+                    let index =
+                        open_index(blob).map_err(|e| corrupt(&key, format!("its index: {e}")))?;
+                    cache.insert(&key, index.clone(), bytes);
+                    index
+                }
+                (None, None) => unreachable!("fetched when not cached"),
+            };
             let mut selected: Option<Vec<u32>> = None;
             for query in &searches {
                 let hits = search_rows(&index, query)
