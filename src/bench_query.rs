@@ -414,10 +414,22 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     let index: u64 = splits.iter().map(|s| s.index_bytes).sum();
 
     let needle = String::from_utf8(vary(NEEDLE_IN_SAMPLE.as_bytes(), 1))?;
+    let engine_store = store.clone();
     let engine = QueryEngine::open(
         store,
         EngineConfig {
             target_partitions: args.threads,
+            ..EngineConfig::default()
+        },
+    )
+    .await?;
+    // The same without keeping indexes between queries: every search
+    // fetches and unpacks the indexes of the splits it reads.
+    let cold = QueryEngine::open(
+        engine_store,
+        EngineConfig {
+            target_partitions: args.threads,
+            index_cache_bytes: 0,
             ..EngineConfig::default()
         },
     )
@@ -436,7 +448,12 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
                 run_duckdb(&python, &query.duckdb, args.threads)?,
             );
         }
-        let results: Vec<Measured> = [sluice, grep, duckdb].into_iter().flatten().collect();
+        let mut cold_run = run_sluice(&cold, &query.sluice).await?;
+        cold_run.tool = "sluice, indexes cold".into();
+        let results: Vec<Measured> = [sluice, grep, duckdb, Some(cold_run)]
+            .into_iter()
+            .flatten()
+            .collect();
         for other in &results[1..] {
             anyhow::ensure!(
                 other.rows == results[0].rows,
