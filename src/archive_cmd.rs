@@ -77,6 +77,7 @@ impl MaintenanceArgs {
         };
         config.compaction.enabled = !self.no_compaction;
         config.compaction.target_raw_bytes = self.compact_target_mb << 20;
+        config.compaction.separate_roles = config.retention.roles.keys().cloned().collect();
         config.validate()?;
         Ok(config)
     }
@@ -246,6 +247,7 @@ pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
     let config = ArchiverConfig {
         id: args.id.clone(),
         cut_ms: args.cut_ms,
+        separate_roles: maintenance_config.compaction.separate_roles.clone(),
         ..ArchiverConfig::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel();

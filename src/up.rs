@@ -143,7 +143,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let events = BusEventSink::start(bus.clone());
     let (stop_archiver, archiver_stopped) = tokio::sync::oneshot::channel();
     let (archiver_metrics, archiver) = crate::archive_cmd::spawn(
-        sluice_query::archiver::ArchiverConfig::default(),
+        sluice_query::archiver::ArchiverConfig {
+            separate_roles: maintenance.compaction.separate_roles.clone(),
+            ..Default::default()
+        },
         bus.clone(),
         &archive,
         archiver_stopped,

@@ -26,7 +26,7 @@
 //!   same partitions or lines is discarded (objects deleted) and its records
 //!   read again from the catalog's positions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -62,6 +62,10 @@ pub struct ArchiverConfig {
     /// Orphaned objects (failed attempts) and removed splits are deleted
     /// this long after they were written or removed.
     pub janitor_grace_secs: u64,
+    /// Roles whose lines go into splits of their own (one per role and
+    /// hour): the roles with a retention of their own, so retention can
+    /// drop their splits without waiting for every other role's.
+    pub separate_roles: BTreeSet<String>,
     pub split: SplitOptions,
     pub catalog: CatalogConfig,
 }
@@ -75,6 +79,7 @@ impl Default for ArchiverConfig {
             cut_ms: 5_000,
             cut_bytes: 64 << 20,
             janitor_grace_secs: 2 * 3600,
+            separate_roles: BTreeSet::new(),
             split: SplitOptions::default(),
             catalog: CatalogConfig::default(),
         }
@@ -154,7 +159,8 @@ type StepHook = Arc<dyn Fn(Step) + Send + Sync>;
 /// Records read since the last commit.
 #[derive(Default)]
 struct Pending {
-    logs: BTreeMap<(Date, u8), Vec<LogRow>>,
+    /// Per (date, hour, separate role or none).
+    logs: BTreeMap<(Date, u8, Option<String>), Vec<LogRow>>,
     events: BTreeMap<Date, Vec<EventRow>>,
     bytes: usize,
     since: Option<Instant>,
@@ -291,6 +297,12 @@ impl Archiver {
                         .unwrap_or_default(),
                 );
                 let id = source.source_id;
+                let role = archive::split_job(&source.job).0;
+                let own = self
+                    .config
+                    .separate_roles
+                    .contains(role)
+                    .then(|| role.to_string());
                 for line in &chunk.lines {
                     if state.is_line_archived(id, line.offset)
                         || self.draft.has_line(id, line.offset)
@@ -309,7 +321,7 @@ impl Archiver {
                     let ts = line.ts_unix_nanos;
                     pending
                         .logs
-                        .entry((Date::from_unix_nanos(ts), archive::hour_of(ts)))
+                        .entry((Date::from_unix_nanos(ts), archive::hour_of(ts), own.clone()))
                         .or_default()
                         .push(LogRow::new(source.clone(), line));
                 }
@@ -443,12 +455,12 @@ impl Archiver {
 
     async fn write_splits(
         &mut self,
-        logs: BTreeMap<(Date, u8), Vec<LogRow>>,
+        logs: BTreeMap<(Date, u8, Option<String>), Vec<LogRow>>,
         events: BTreeMap<Date, Vec<EventRow>>,
         draft: &mut CommitDraft,
     ) -> Result<()> {
         let options = self.config.split.clone();
-        for ((date, hour), rows) in logs {
+        for ((date, hour, _), rows) in logs {
             let opts = options.clone();
             let split = tokio::task::spawn_blocking(move || split::write_log_split(rows, &opts))
                 .await

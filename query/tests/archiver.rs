@@ -279,3 +279,36 @@ async fn consecutive_batches_commit_without_conflicts() {
     assert_eq!((archived.len(), duplicates), (50, 0));
     assert_eq!(catalog.version(), 5);
 }
+
+/// A role with a retention of its own is archived in splits of its own, so
+/// retention can drop them without waiting for the other roles'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_roles_get_splits_of_their_own() {
+    let world = World::new();
+    let config = ArchiverConfig {
+        cut_ms: 100,
+        separate_roles: ["batch".to_string()].into(),
+        ..ArchiverConfig::default()
+    };
+    let mut archiver = Archiver::open(config, world.bus.clone(), world.store.clone())
+        .await
+        .unwrap();
+    let mut web = chunk(1, 0, &[(0, "web line", T0)]);
+    let mut etl = chunk(2, 0, &[(0, "etl line", T0 + 5)]);
+    web.source.as_mut().unwrap().job = "www/prod/web".into();
+    etl.source.as_mut().unwrap().job = "batch/dev/etl".into();
+    publish(&world.bus, &web).await;
+    publish(&world.bus, &etl).await;
+    world.drain(&mut archiver).await;
+    let (archived, _, _, catalog) = world.archived().await;
+    assert_eq!(archived.len(), 2);
+    let mut roles: Vec<Vec<String>> = catalog
+        .state()
+        .splits()
+        .values()
+        .filter(|s| s.kind == SplitKind::Logs)
+        .map(|s| s.roles.clone())
+        .collect();
+    roles.sort();
+    assert_eq!(roles, [vec!["batch".to_string()], vec!["www".to_string()]]);
+}

@@ -90,21 +90,38 @@ pub fn plan_compaction<'a>(
     config: &CompactionConfig,
     now_unix_ms: u64,
 ) -> Vec<CompactionJob> {
-    let mut partitions: BTreeMap<(&str, SplitKind, Option<u8>), Vec<&SplitEntry>> = BTreeMap::new();
+    type Partition<'a> = (&'a str, SplitKind, Option<u8>, Vec<&'a str>);
+    let mut partitions: BTreeMap<Partition<'a>, Vec<&SplitEntry>> = BTreeMap::new();
     for split in splits {
+        // The separate roles it holds, and whether it holds others: only
+        // splits alike in this merge, so a role with its own retention
+        // stays in splits retention can drop.
+        let mut class: Vec<&str> = split
+            .roles
+            .iter()
+            .map(|r| {
+                if config.separate_roles.contains(r) {
+                    r.as_str()
+                } else {
+                    ""
+                }
+            })
+            .collect();
+        class.sort_unstable();
+        class.dedup();
         let small = split.raw_bytes < config.target_raw_bytes && split.rows < config.max_rows;
         // A log split without an hour is not one the archiver writes.
         let placed = split.kind == SplitKind::Events || split.hour.is_some();
         if small && placed {
             partitions
-                .entry((split.date.as_str(), split.kind, split.hour))
+                .entry((split.date.as_str(), split.kind, split.hour, class))
                 .or_default()
                 .push(split);
         }
     }
     let factor = config.merge_factor as u64;
     let mut jobs = Vec::new();
-    for ((date, kind, hour), mut candidates) in partitions {
+    for ((date, kind, hour, _), mut candidates) in partitions {
         if candidates.len() < 2 {
             continue;
         }

@@ -83,6 +83,10 @@ pub struct CompactionConfig {
     /// Merges per pass; a pass that leaves work starts the next at once,
     /// after retention and the janitor had their turn.
     pub max_merges_per_pass: usize,
+    /// Roles kept in splits of their own (those with a retention of their
+    /// own; the archiver writes them apart): a merge never mixes them with
+    /// other roles.
+    pub separate_roles: std::collections::BTreeSet<String>,
 }
 
 impl Default for CompactionConfig {
@@ -95,6 +99,7 @@ impl Default for CompactionConfig {
             merge_factor: 8,
             settle_secs: 10 * MINUTE,
             max_merges_per_pass: 8,
+            separate_roles: std::collections::BTreeSet::new(),
         }
     }
 }

@@ -97,6 +97,31 @@ fn small_splits_of_a_closed_hour_merge_within_the_limits() {
 }
 
 #[test]
+fn roles_with_their_own_retention_stay_in_splits_of_their_own() {
+    let h7 = DAY0_MS + 7 * HOUR_MS;
+    let splits = [
+        split("www1", SplitKind::Logs, h7, 10, 10, &["www"]),
+        split("batch1", SplitKind::Logs, h7 + 1, 10, 10, &["batch"]),
+        split("www2", SplitKind::Logs, h7 + 2, 10, 10, &["www", "db"]),
+        split("batch2", SplitKind::Logs, h7 + 3, 10, 10, &["batch"]),
+    ];
+    let now = h7 + 5 * HOUR_MS;
+    // Without separate roles, the hour becomes one split.
+    let jobs = plan_compaction(&splits, &config(1_000, 1_000), now);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    // With batch separate, batch merges with batch, the rest with the rest.
+    let mut separate = config(1_000, 1_000);
+    separate.separate_roles.insert("batch".into());
+    let jobs = plan_compaction(&splits, &separate, now);
+    let groups: Vec<Vec<&str>> = jobs.iter().map(keys).collect();
+    assert_eq!(jobs.len(), 2, "{groups:?}");
+    for job in &jobs {
+        let batch = job.inputs.iter().filter(|s| s.roles == ["batch"]).count();
+        assert!(batch == 0 || batch == job.inputs.len(), "{groups:?}");
+    }
+}
+
+#[test]
 fn an_hour_still_written_merges_like_with_like() {
     const MIB: u64 = 1 << 20;
     let h7 = DAY0_MS + 7 * HOUR_MS;
