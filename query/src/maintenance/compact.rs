@@ -99,14 +99,14 @@ pub fn plan_compaction<'a>(
         let mut class: Vec<&str> = split
             .roles
             .iter()
-            .map(|r| {
-                if config.separate_roles.contains(r) {
-                    r.as_str()
-                } else {
-                    ""
-                }
-            })
+            .filter(|r| config.separate_roles.contains(*r))
+            .map(String::as_str)
             .collect();
+        if !class.is_empty() && class.len() < split.roles.len() {
+            // Separate roles mixed with others (written before they were
+            // separate): alike only with splits mixed the same way.
+            class.push("");
+        }
         class.sort_unstable();
         class.dedup();
         let small = split.raw_bytes < config.target_raw_bytes && split.rows < config.max_rows;
