@@ -156,11 +156,13 @@ impl std::str::FromStr for Step {
 
 type StepHook = Arc<dyn Fn(Step) + Send + Sync>;
 
+/// Where a log row goes: its date, hour, and separate role (if any).
+type LogPartition = (Date, u8, Option<Arc<str>>);
+
 /// Records read since the last commit.
 #[derive(Default)]
 struct Pending {
-    /// Per (date, hour, separate role or none).
-    logs: BTreeMap<(Date, u8, Option<String>), Vec<LogRow>>,
+    logs: BTreeMap<LogPartition, Vec<LogRow>>,
     events: BTreeMap<Date, Vec<EventRow>>,
     bytes: usize,
     since: Option<Instant>,
@@ -289,20 +291,14 @@ impl Archiver {
                 pending.newest_shipped_nanos = pending
                     .newest_shipped_nanos
                     .max(chunk.shipped_at_unix_nanos);
-                let source = Arc::new(
-                    chunk
-                        .source
-                        .as_ref()
-                        .map(RowSource::new)
-                        .unwrap_or_default(),
-                );
+                let source = RowSource::of_chunk(&chunk);
                 let id = source.source_id;
                 let role = archive::split_job(&source.job).0;
                 let own = self
                     .config
                     .separate_roles
                     .contains(role)
-                    .then(|| role.to_string());
+                    .then(|| Arc::<str>::from(role));
                 for line in &chunk.lines {
                     if state.is_line_archived(id, line.offset)
                         || self.draft.has_line(id, line.offset)
@@ -455,7 +451,7 @@ impl Archiver {
 
     async fn write_splits(
         &mut self,
-        logs: BTreeMap<(Date, u8, Option<String>), Vec<LogRow>>,
+        logs: BTreeMap<LogPartition, Vec<LogRow>>,
         events: BTreeMap<Date, Vec<EventRow>>,
         draft: &mut CommitDraft,
     ) -> Result<()> {

@@ -86,6 +86,20 @@ pub struct Store {
     pub prefix: Path,
 }
 
+impl Store {
+    /// The store path of an object key (relative to the prefix).
+    pub fn object_path(&self, key: &str) -> Path {
+        object_path(&self.prefix, key)
+    }
+}
+
+/// The store path of `key` under `prefix`.
+pub fn object_path(prefix: &Path, key: &str) -> Path {
+    key.split('/')
+        .filter(|part| !part.is_empty())
+        .fold(prefix.clone(), |path, part| path.join(part))
+}
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Store({})", self.url)

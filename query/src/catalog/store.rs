@@ -55,9 +55,7 @@ impl Layout {
 
     /// A key relative to the prefix as a store path.
     pub(crate) fn object(&self, key: &str) -> Path {
-        key.split('/')
-            .filter(|part| !part.is_empty())
-            .fold(self.prefix.clone(), |path, part| path.join(part))
+        crate::store::object_path(&self.prefix, key)
     }
 
     /// A store path as a key relative to the prefix, if it is under it.

@@ -57,6 +57,19 @@ impl RowSource {
     }
 }
 
+impl RowSource {
+    /// The source of a chunk's lines; empty columns for a chunk without one.
+    pub fn of_chunk(chunk: &LogChunk) -> Arc<RowSource> {
+        Arc::new(
+            chunk
+                .source
+                .as_ref()
+                .map(RowSource::new)
+                .unwrap_or_default(),
+        )
+    }
+}
+
 /// One line of a log split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRow {
@@ -88,13 +101,7 @@ impl LogRow {
     /// Appends the rows of a chunk's lines to `out`. A chunk without a
     /// source gets empty source columns.
     pub fn extend_from_chunk(out: &mut Vec<LogRow>, chunk: &LogChunk) {
-        let source = Arc::new(
-            chunk
-                .source
-                .as_ref()
-                .map(RowSource::new)
-                .unwrap_or_default(),
-        );
+        let source = RowSource::of_chunk(chunk);
         out.extend(
             chunk
                 .lines

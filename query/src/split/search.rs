@@ -245,7 +245,7 @@ fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
 }
 
 /// Rows in both (sorted) `a` and `b`.
-fn intersection(a: &[u32], b: &[u32]) -> Vec<u32> {
+pub(crate) fn intersection(a: &[u32], b: &[u32]) -> Vec<u32> {
     let mut out = Vec::with_capacity(a.len().min(b.len()));
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {

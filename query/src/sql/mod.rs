@@ -268,11 +268,7 @@ impl QueryEngine {
 
     /// Reads a split's Parquet file to its end: the problem, if any.
     pub async fn check_split(&self, key: &str) -> Result<(), String> {
-        let path = if self.store.prefix.as_ref().is_empty() {
-            object_store::path::Path::from(key)
-        } else {
-            object_store::path::Path::from(format!("{}/{key}", self.store.prefix))
-        };
+        let path = self.store.object_path(key);
         let bytes = match self.store.store.get(&path).await {
             Ok(get) => get.bytes().await.map_err(|e| e.to_string())?,
             Err(e) => return Err(e.to_string()),

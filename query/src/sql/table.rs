@@ -43,6 +43,7 @@ use sluice_schema::archive as schema;
 use super::cache::IndexCache;
 use super::prune::{Pruning, TimeRange};
 use crate::catalog::{SplitEntry, SplitKind};
+use crate::split::search::intersection;
 use crate::split::{SearchQuery, open_index, search_rows};
 use crate::store::Store;
 
@@ -91,14 +92,6 @@ pub struct QueryScope {
 }
 
 impl QueryScope {
-    fn object_path(&self, key: &str) -> object_store::path::Path {
-        if self.store.prefix.as_ref().is_empty() {
-            object_store::path::Path::from(key)
-        } else {
-            object_store::path::Path::from(format!("{}/{key}", self.store.prefix))
-        }
-    }
-
     fn stats(&self) -> std::sync::MutexGuard<'_, ScanStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -138,7 +131,7 @@ impl ArchiveTable {
         let blob = match cached {
             Some(_) => None,
             None => {
-                let path = self.scope.object_path(index_key);
+                let path = self.scope.store.object_path(index_key);
                 let blob = async { self.scope.store.store.get(&path).await?.bytes().await }
                     .await
                     .map_err(|e| {
@@ -171,7 +164,7 @@ impl ArchiveTable {
                     .map_err(|e| corrupt(&key, format!("searching its index: {e}")))?;
                 selected = Some(match selected {
                     None => hits.rows,
-                    Some(previous) => intersect(&previous, &hits.rows),
+                    Some(previous) => intersection(&previous, &hits.rows),
                 });
                 if selected.as_ref().is_some_and(Vec::is_empty) {
                     break;
@@ -222,22 +215,6 @@ impl ArchiveTable {
 
 fn corrupt(key: &str, problem: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!("split {key}: {problem}"))
-}
-
-fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out
 }
 
 /// The selection of `rows` (ascending) out of `total`.
@@ -394,7 +371,7 @@ impl TableProvider for ArchiveTable {
             vec![Vec::new(); partitions.min(files.len().max(1))];
         let group_count = groups.len();
         for (i, (split, selection)) in files.into_iter().enumerate() {
-            let path = scope.object_path(&split.key);
+            let path = scope.store.object_path(&split.key);
             let mut file = PartitionedFile::new(path.to_string(), split.data_bytes);
             if let Some(selection) = selection {
                 file = file.with_extension(ParquetRowSelection::new(selection));
@@ -448,6 +425,5 @@ mod tests {
             .collect();
         assert_eq!(selected, [0, 1, 5, 9]);
         assert_eq!(selection.iter().map(|s| s.row_count).sum::<usize>(), 12);
-        assert_eq!(intersect(&[1, 3, 5, 7], &[3, 4, 5]), [3, 5]);
     }
 }
