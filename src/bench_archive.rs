@@ -402,7 +402,7 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Log splits, data bytes, index bytes and rows of the archive.
-async fn log_sizes(store: &Store) -> anyhow::Result<(usize, u64, u64, u64)> {
+pub(crate) async fn log_sizes(store: &Store) -> anyhow::Result<(usize, u64, u64, u64)> {
     let catalog = Catalog::open(store.store.clone(), &store.prefix).await?;
     let splits: Vec<_> = catalog
         .state()

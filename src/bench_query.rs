@@ -31,11 +31,10 @@ use datafusion::arrow::array::{
     TimestampNanosecondArray, UInt64Array,
 };
 use serde::Serialize;
-use sluice_query::catalog::{Catalog, SplitKind};
 use sluice_query::sql::{EngineConfig, QueryEngine, QueryOutput, QueryRequest};
 
 use crate::bench::{child_cpu_time, cpu_time};
-use crate::bench_archive::{archive_all, generate, vary};
+use crate::bench_archive::{archive_all, generate, log_sizes, vary};
 
 #[derive(Args, Debug)]
 pub struct QueryBenchArgs {
@@ -402,16 +401,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     std::fs::remove_file(&generated.arrival)?;
     let zst_bytes = std::fs::metadata(&zst)?.len();
 
-    let catalog = Catalog::open(store.store.clone(), &store.prefix).await?;
-    let splits: Vec<_> = catalog
-        .state()
-        .splits()
-        .values()
-        .filter(|s| s.kind == SplitKind::Logs)
-        .cloned()
-        .collect();
-    let data: u64 = splits.iter().map(|s| s.data_bytes).sum();
-    let index: u64 = splits.iter().map(|s| s.index_bytes).sum();
+    let (splits, data, index, _) = log_sizes(&store).await?;
 
     let needle = String::from_utf8(vary(NEEDLE_IN_SAMPLE.as_bytes(), 1))?;
     let engine_store = store.clone();
@@ -526,7 +516,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
             "raw_bytes": bytes,
             "raw_mb": mb,
             "lines": lines,
-            "splits": splits.len(),
+            "splits": splits,
             "data_bytes": data,
             "index_bytes": index,
             "zstd_3_bytes": zst_bytes,
@@ -543,7 +533,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     }
     println!(
         "{mb:.0} MiB of raw log, {lines} lines; archive: {} splits, data {:.0} MiB + index {:.0} MiB; zstd -3: {:.0} MiB",
-        splits.len(),
+        splits,
         data as f64 / 1048576.0,
         index as f64 / 1048576.0,
         zst_bytes as f64 / 1048576.0

@@ -126,6 +126,16 @@ struct Answer {
     stats: Option<pb::ScanStats>,
 }
 
+impl Answer {
+    fn columns(&self) -> Vec<&str> {
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect()
+    }
+}
+
 /// Where queries run.
 enum Runner {
     Local(Arc<QueryEngine>),
@@ -428,13 +438,7 @@ fn print_answer(answer: &Answer, format: Format, limit: usize) -> anyhow::Result
                 let table = datafusion::arrow::util::pretty::pretty_format_batches(&answer.batches)
                     .map_err(io)?;
                 if answer.batches.is_empty() {
-                    let names: Vec<&str> = answer
-                        .schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect();
-                    writeln!(out, "(no rows; columns: {})", names.join(", "))?;
+                    writeln!(out, "(no rows; columns: {})", answer.columns().join(", "))?;
                 } else {
                     writeln!(out, "{table}")?;
                 }
@@ -448,13 +452,7 @@ fn print_answer(answer: &Answer, format: Format, limit: usize) -> anyhow::Result
             }
             Format::Csv => {
                 if answer.batches.is_empty() {
-                    let names: Vec<&str> = answer
-                        .schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect();
-                    writeln!(out, "{}", names.join(","))?;
+                    writeln!(out, "{}", answer.columns().join(","))?;
                 } else {
                     let mut writer = datafusion::arrow::csv::WriterBuilder::new()
                         .with_header(true)

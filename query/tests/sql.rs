@@ -54,6 +54,20 @@ async fn run(engine: &QueryEngine, sql: &str) -> QueryOutput {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// The error `sql` ends with.
+async fn fails(engine: &QueryEngine, sql: &str) -> QueryError {
+    match engine
+        .query(&QueryRequest {
+            sql: sql.into(),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(_) => panic!("{sql}: ran"),
+        Err(e) => e,
+    }
+}
+
 fn count(output: &QueryOutput) -> i64 {
     output.batches[0]
         .column(0)
@@ -189,13 +203,7 @@ async fn only_read_only_queries_run() {
         "SET datafusion.execution.batch_size = 1",
         "CREATE VIEW v AS SELECT 1",
     ] {
-        let e = engine
-            .query(&QueryRequest {
-                sql: sql.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
+        let e = fails(&engine, sql).await;
         assert!(
             matches!(e, QueryError::Forbidden(_) | QueryError::Sql(_)),
             "{sql}: {e:?}"
@@ -211,13 +219,7 @@ async fn only_read_only_queries_run() {
         "SELECT * FROM 'file:///etc/passwd'",
         "SELECT * FROM 's3://bucket/x.parquet'",
     ] {
-        let e = engine
-            .query(&QueryRequest {
-                sql: sql.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
+        let e = fails(&engine, sql).await;
         assert!(matches!(e, QueryError::Sql(_)), "{sql}: {e:?}");
     }
     assert!(!std::path::Path::new("/tmp/sluice-copy-test.parquet").exists());
@@ -237,23 +239,11 @@ async fn bad_sql_says_what_is_wrong() {
         ),
     ];
     for (sql, needle) in cases {
-        let e = engine
-            .query(&QueryRequest {
-                sql: sql.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
+        let e = fails(&engine, sql).await;
         assert!(e.to_string().contains(needle), "{sql}: {e}");
         assert!(matches!(e, QueryError::Sql(_)), "{sql}: {e:?}");
     }
-    let e = engine
-        .query(&QueryRequest {
-            sql: "SELECT count(*) FROM logs WHERE search(line, job)".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = fails(&engine, "SELECT count(*) FROM logs WHERE search(line, job)").await;
     assert!(e.to_string().contains("constant string"), "{e}");
     // EXPLAIN (ANALYZE) shows the plan.
     for sql in [
@@ -295,13 +285,11 @@ async fn a_corrupt_split_is_named_or_skipped() {
         )
         .await
         .unwrap();
-    let e = engine
-        .query(&QueryRequest {
-            sql: "SELECT count(*) FROM logs WHERE line LIKE '%line%'".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = fails(
+        &engine,
+        "SELECT count(*) FROM logs WHERE line LIKE '%line%'",
+    )
+    .await;
     match &e {
         QueryError::CorruptSplit { key, .. } => assert_eq!(key, &keys[1]),
         other => panic!("{other:?}"),
@@ -327,13 +315,11 @@ async fn a_corrupt_split_is_named_or_skipped() {
         .delete(&object_store::path::Path::from(index.as_str()))
         .await
         .unwrap();
-    let e = engine
-        .query(&QueryRequest {
-            sql: "SELECT count(*) FROM logs WHERE search(line, 'error')".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = fails(
+        &engine,
+        "SELECT count(*) FROM logs WHERE search(line, 'error')",
+    )
+    .await;
     assert!(
         matches!(&e, QueryError::CorruptSplit { key, .. } if key == &keys[0]),
         "{e:?}"
@@ -391,13 +377,11 @@ async fn memory_and_time_limits_end_a_query_with_a_clear_error() {
     .await
     .unwrap();
     // A sort of every line, a hundred times over, in 64 KiB.
-    let e = small
-        .query(&QueryRequest {
-            sql: "SELECT a.line FROM logs a CROSS JOIN logs b ORDER BY a.line, b.line".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = fails(
+        &small,
+        "SELECT a.line FROM logs a CROSS JOIN logs b ORDER BY a.line, b.line",
+    )
+    .await;
     assert!(matches!(e, QueryError::Memory { .. }), "{e:?}");
     assert!(e.to_string().contains("memory limit"), "{e}");
 
@@ -410,12 +394,10 @@ async fn memory_and_time_limits_end_a_query_with_a_clear_error() {
     )
     .await
     .unwrap();
-    let e = hurried
-        .query(&QueryRequest {
-            sql: "SELECT count(*) FROM logs a CROSS JOIN logs b CROSS JOIN logs c".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = fails(
+        &hurried,
+        "SELECT count(*) FROM logs a CROSS JOIN logs b CROSS JOIN logs c",
+    )
+    .await;
     assert!(matches!(e, QueryError::Timeout(_)), "{e:?}");
 }

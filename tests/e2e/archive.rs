@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Up, sluice_ok};
+use crate::harness::Up;
 
 /// A Python with DuckDB: `SLUICE_PYTHON` (set by scripts/test.sh), else
 /// `python3` if it has it. `None` (with a message) when there is none,
@@ -61,26 +61,7 @@ fn duckdb_reads_exactly_the_archived_lines() {
         expected.insert(instance, lines);
     }
     let want_rows = 3 * 501;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let status: Value = serde_json::from_str(&sluice_ok(&[
-            "archive",
-            "status",
-            "--data-dir",
-            up.data_dir(),
-            "--json",
-        ]))
-        .unwrap();
-        if status["logs"]["rows"].as_u64() == Some(want_rows) {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not archived: {status}\n{}",
-            up.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let status = up.wait_for_rows(want_rows);
     assert!(
         status["logs"]["index_bytes"].as_u64().unwrap() > 0,
         "{status}"

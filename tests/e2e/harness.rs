@@ -77,6 +77,31 @@ impl Up {
         up
     }
 
+    /// `sluice archive status --json` once the archive holds `rows` log
+    /// rows (at most 60 s).
+    pub fn wait_for_rows(&self, rows: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status: serde_json::Value = serde_json::from_str(&sluice_ok(&[
+                "archive",
+                "status",
+                "--data-dir",
+                self.data_dir(),
+                "--json",
+            ]))
+            .expect("status is JSON");
+            if status["logs"]["rows"].as_u64() == Some(rows) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not archived: {status}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.with_extension("up.log")).unwrap_or_default()
     }
@@ -177,5 +202,74 @@ pub fn kill_tasks_under(dir: &Path) {
                     .status();
             }
         }
+    }
+}
+
+/// A process running `sluice ARGS`, SIGKILLed when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn start(log: PathBuf, args: &[&str]) -> Proc {
+        let child = Command::new(SLUICE)
+            .args(args)
+            .env_remove("SLUICE_DATA_DIR")
+            .env_remove("SLUICE_BUS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// `sluice scheduler` on `bus` with a 2 s agent timeout, its data in
+    /// `dir`; returns once it has written `dir/client.toml`.
+    pub fn scheduler(log: &Path, dir: &Path, bus: &str) -> Proc {
+        let data = dir.to_str().expect("a UTF-8 path");
+        let scheduler = Proc::start(
+            log.to_path_buf(),
+            &[
+                "scheduler",
+                "--data-dir",
+                data,
+                "--bus",
+                bus,
+                "--agent-timeout-ms",
+                "2000",
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !dir.join("client.toml").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no scheduler: {}",
+                scheduler.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        scheduler
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

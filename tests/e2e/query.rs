@@ -10,29 +10,6 @@ use serde_json::Value;
 
 use crate::harness::{SLUICE, Up, sluice, sluice_ok};
 
-fn wait_for_rows(up: &Up, rows: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status: Value = serde_json::from_str(&sluice_ok(&[
-            "archive",
-            "status",
-            "--data-dir",
-            up.data_dir(),
-            "--json",
-        ]))
-        .unwrap();
-        if status["logs"]["rows"].as_u64() == Some(rows) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not archived: {status}\n{}",
-            up.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn json_rows(out: &str) -> Vec<Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -64,7 +41,7 @@ fn query_search_context_and_events_through_the_service() {
             }
         }
     }
-    wait_for_rows(&up, 300);
+    up.wait_for_rows(300);
 
     // Per job, as JSON objects.
     let out = sluice_ok(&[

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Up, sluice, sluice_ok};
+use crate::harness::{Proc, Up, sluice, sluice_ok};
 
 fn write_spec(dir: &Path, name: &str, yaml: &str) -> String {
     let path = dir.join(format!("{name}.yaml"));
@@ -321,47 +321,6 @@ processes:
     );
 }
 
-/// A `sluice` process in the background, SIGKILLed when dropped.
-struct Proc {
-    child: Option<std::process::Child>,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn start(log: std::path::PathBuf, args: &[&str]) -> Proc {
-        let child = std::process::Command::new(crate::harness::SLUICE)
-            .args(args)
-            .env_remove("SLUICE_DATA_DIR")
-            .env_remove("SLUICE_BUS")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// `sluice scheduler` and two `sluice node` processes sharing a Kafka bus: a
 /// node that goes silent (`kill -9`) has its instance declared lost and
 /// placed on the other node; when it comes back, the task it still runs is
@@ -375,27 +334,8 @@ fn a_silent_node_s_instances_are_placed_again_elsewhere() {
     let dir = tmp.path().join("d");
     let data = dir.to_str().unwrap().to_string();
     let bus = kafka.url();
-    let scheduler = Proc::start(
-        tmp.path().join("scheduler.log"),
-        &[
-            "scheduler",
-            "--data-dir",
-            &data,
-            "--bus",
-            &bus,
-            "--agent-timeout-ms",
-            "2000",
-        ],
-    );
+    let scheduler = Proc::scheduler(&tmp.path().join("scheduler.log"), &dir, &bus);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("client.toml").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no scheduler: {}",
-            scheduler.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let node = |name: &str| {
         Proc::start(
             tmp.path().join(format!("{name}.log")),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{SLUICE, Up, sluice_ok};
+use crate::harness::{Proc, SLUICE, Up, sluice_ok};
 
 fn tailll_bin() -> PathBuf {
     let path = Path::new(SLUICE).with_file_name("tailll");
@@ -393,47 +393,6 @@ restart:
     drop(up);
 }
 
-/// A process running `sluice ARGS`, SIGKILLed when dropped.
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(log: PathBuf, args: &[&str]) -> Proc {
-        let child = Command::new(SLUICE)
-            .args(args)
-            .env_remove("SLUICE_DATA_DIR")
-            .env_remove("SLUICE_BUS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// A node killed with `kill -9`: its instance is placed on the other node
 /// and tailll follows it there; when the node comes back, its old task is
 /// stopped, and tailll shows the lines that task wrote meanwhile. Every
@@ -447,27 +406,8 @@ fn every_line_once_across_a_reschedule() {
     let dir = tmp.path().join("d");
     let data = dir.to_str().unwrap().to_string();
     let bus = kafka.url();
-    let scheduler = Proc::start(
-        tmp.path().join("scheduler.log"),
-        &[
-            "scheduler",
-            "--data-dir",
-            &data,
-            "--bus",
-            &bus,
-            "--agent-timeout-ms",
-            "2000",
-        ],
-    );
+    let scheduler = Proc::scheduler(&tmp.path().join("scheduler.log"), &dir, &bus);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("client.toml").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no scheduler: {}",
-            scheduler.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let node = |name: &str| {
         Proc::start(
             tmp.path().join(format!("{name}.log")),
