@@ -113,6 +113,29 @@ impl Prefix {
     pub fn is_complete(&self) -> bool {
         self.len >= PREFIX_BYTES
     }
+
+    /// This prefix grown by `bytes`, read at offset `at` of the same file,
+    /// up to `PREFIX_BYTES`: the fingerprint of what those bytes were, not
+    /// of what the file holds by the time it is read again (a truncation in
+    /// between would empty it). `None` if they add nothing to it, or leave a
+    /// gap after it.
+    pub fn extended(&self, at: u64, bytes: &[u8]) -> Option<Prefix> {
+        let end = (at + bytes.len() as u64).min(PREFIX_BYTES);
+        if at > self.len || end <= self.len {
+            return None;
+        }
+        // An empty prefix may be `Prefix::default()`: hash from scratch.
+        let mut h = if self.len == 0 {
+            Fnv::new()
+        } else {
+            Fnv(self.hash)
+        };
+        h.write(&bytes[(self.len - at) as usize..(end - at) as usize]);
+        Some(Prefix {
+            len: end,
+            hash: h.finish(),
+        })
+    }
 }
 
 /// FNV-1a, 64 bits: small, stable across Rust versions (unlike `DefaultHasher`).
@@ -154,6 +177,25 @@ mod tests {
         let mut h = Fnv::new();
         h.write(b"a");
         assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn a_prefix_extended_by_what_was_read_is_the_prefix_of_both() {
+        let bytes: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let of = |n: usize| Prefix::of(&bytes[..n]);
+        // From nothing (also from `Prefix::default()`, hash 0).
+        assert_eq!(Prefix::default().extended(0, &bytes[..55]), Some(of(55)));
+        assert_eq!(of(0).extended(0, &bytes[..55]), Some(of(55)));
+        // A read that starts at or before the prefix's end.
+        assert_eq!(of(33).extended(33, &bytes[33..55]), Some(of(55)));
+        assert_eq!(of(33).extended(22, &bytes[22..55]), Some(of(55)));
+        // Capped at PREFIX_BYTES.
+        assert_eq!(of(200).extended(100, &bytes[100..]), Some(of(256)));
+        // Nothing new, nothing read, a gap, or already complete.
+        assert_eq!(of(55).extended(0, &bytes[..55]), None);
+        assert_eq!(of(33).extended(33, &[]), None);
+        assert_eq!(of(33).extended(40, &bytes[40..55]), None);
+        assert_eq!(of(256).extended(256, &bytes[256..]), None);
     }
 
     #[test]

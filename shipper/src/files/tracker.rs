@@ -193,6 +193,10 @@ pub(crate) struct Tracker {
     /// Files that still had unread bytes when last polled: read again as
     /// soon as the in-flight budget allows.
     behind: Behind,
+    /// Tests: runs right after a read returns, to put a change to the file
+    /// (a rotation, a truncation) between the read and what follows it.
+    #[cfg(test)]
+    after_read: Option<Box<dyn FnMut() + Send>>,
 }
 
 pub(crate) struct TrackerParts {
@@ -230,6 +234,8 @@ impl Tracker {
             missed: std::collections::HashSet::new(),
             buf: vec![0; READ_BYTES],
             behind: Behind::default(),
+            #[cfg(test)]
+            after_read: None,
         })
     }
 
@@ -539,17 +545,7 @@ impl Tracker {
         let mut paired = false;
         let (start, generation, source_id) = match self.checkpoints.get(&key).cloned() {
             // The same file generation as before a restart.
-            Some(c)
-                if c.birth == birth
-                    && c.offset <= size
-                    && (birth.is_some() || same_start(&c.prefix, &prefix))
-                    && still_starts(&file, &c.prefix)
-                    && (c.tail.len == 0
-                        || source::tail(&file, c.offset)
-                            .is_ok_and(|t| same_start(&t, &c.tail))) =>
-            {
-                (c.offset, c.generation, c.source_id)
-            }
+            Some(c) if resumes(&c, birth, &file, size) => (c.offset, c.generation, c.source_id),
             // Truncated or rewritten while the shipper was down (same birth),
             // or a new file on a reused inode: the next generation, so its
             // `source_id` is new; old content may have a copy beside it.
@@ -618,7 +614,7 @@ impl Tracker {
         self.make_room();
         self.open_files += 1;
         let start_tail = source::tail(&file, start).unwrap_or_default();
-        tracing::debug!(path = %path.display(), source_id = format_args!("{source_id:016x}"), start, "tracking file");
+        tracing::debug!(path = %path.display(), source_id = format_args!("{source_id:016x}"), start, generation, copy_of_truncated = paired, "tracking file");
         let t = Tracked {
             key,
             path: path.to_path_buf(),
@@ -959,6 +955,10 @@ impl Tracker {
             let at = t.lines.next_offset();
             match t.file.as_ref().unwrap().read_at(&mut self.buf[..want], at) {
                 Ok(n) => {
+                    #[cfg(test)]
+                    if let Some(hook) = self.after_read.as_mut() {
+                        hook();
+                    }
                     t.lines.push(&self.buf[..n], &mut out);
                     self.metrics.bytes_read.add(n as u64);
                     // The bytes before the new read position are at hand.
@@ -971,11 +971,13 @@ impl Tracker {
                     };
                     // The checkpoint must hold the first bytes of what was
                     // sent, or a restart cannot tell this content from what
-                    // replaces it: a grown prefix is saved before the next send.
-                    if !t.prefix.is_complete()
-                        && let Ok(p) = source::prefix(t.file.as_ref().unwrap(), size)
-                        && p != t.prefix
-                    {
+                    // replaces it, nor pair a copy with it: a grown prefix is
+                    // saved before the next send. It grows from the bytes just
+                    // read, never from another read of the file: copytruncate
+                    // between the two would record the emptied file's
+                    // fingerprint for lines sent from the full one, and its
+                    // copy would then be shipped again under a name of its own.
+                    if let Some(p) = t.prefix.extended(at, &self.buf[..n]) {
                         t.prefix = p;
                         t.registered = false;
                         self.checkpoints.put(t.checkpoint());
@@ -1283,6 +1285,21 @@ enum CopyOf {
     Nothing,
 }
 
+/// Whether `file` (`size` bytes) is still the generation `c` records: same
+/// birth, not shorter than what was acknowledged, and the recorded bytes at
+/// its start and before the acknowledged offset are still there.
+///
+/// Without birth times, the first bytes tell a reused inode: the file must
+/// still begin with the recorded ones. A file that grew past a recorded
+/// prefix shorter than `PREFIX_BYTES` does; its current, longer prefix
+/// differs from the recorded one, and is no sign of a new generation.
+fn resumes(c: &Checkpoint, birth: Option<i64>, file: &File, size: u64) -> bool {
+    c.birth == birth
+        && c.offset <= size
+        && still_starts(file, &c.prefix)
+        && (c.tail.len == 0 || source::tail(file, c.offset).is_ok_and(|t| same_start(&t, &c.tail)))
+}
+
 /// Whether `file` still begins with the bytes `prefix` describes.
 fn still_starts(file: &File, prefix: &Prefix) -> bool {
     prefix.len == 0 || source::prefix(file, prefix.len).is_ok_and(|p| same_start(&p, prefix))
@@ -1320,4 +1337,255 @@ pub(crate) fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use prost::Message as _;
+    use sluice_schema::pb::LogChunk;
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    use super::*;
+    use crate::layout::LayoutKind;
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        state: PathBuf,
+        logs: PathBuf,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sandboxes");
+        let state = dir.path().join("state");
+        let logs = sluice_testkit::native_sandbox(&root, "t-race", "a/b/c", 0, &["main"]);
+        Setup {
+            _dir: dir,
+            root,
+            state,
+            logs,
+        }
+    }
+
+    /// A tracker driven by hand (no thread, no watcher, no publisher):
+    /// dropping it without a save is a `kill -9`.
+    fn tracker(s: &Setup) -> (Tracker, UnboundedReceiver<Outgoing>) {
+        let config = ShipperConfig::new("node-t", LayoutKind::Native, &s.root, &s.state);
+        let layout: Arc<dyn Layout> = Arc::from(config.layout.layout());
+        let (out, sent) = tokio::sync::mpsc::unbounded_channel();
+        let (_, hints) = std::sync::mpsc::channel();
+        let tracker = Tracker::new(TrackerParts {
+            progress: Arc::new(Progress::new(config.root.clone(), layout.clone())),
+            metrics: Arc::new(Metrics::default()),
+            out,
+            hints,
+            event_ids: Arc::new(EventIds::new("test", 0)),
+            tap: Tap::new(16),
+            layout,
+            config,
+        })
+        .unwrap();
+        (tracker, sent)
+    }
+
+    /// Lines handed to the publisher so far: (source_id, offset, text).
+    fn sent(out: &mut UnboundedReceiver<Outgoing>) -> Vec<(u64, u64, String)> {
+        let mut lines = Vec::new();
+        while let Ok(o) = out.try_recv() {
+            if let Outgoing::Chunk(c) = o {
+                let chunk = LogChunk::decode(c.payload).unwrap();
+                let id = chunk.source.unwrap().source_id;
+                for l in chunk.lines {
+                    lines.push((id, l.offset, String::from_utf8(l.text.to_vec()).unwrap()));
+                }
+            }
+        }
+        lines
+    }
+
+    fn append(path: &Path, text: &str) {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
+    fn truncate(path: &Path) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+
+    /// Five short lines, 11 bytes each (as in the soak: far below
+    /// `PREFIX_BYTES`).
+    fn five_lines() -> Vec<String> {
+        (40..45).map(|i| format!("f13-r2-s{i}\n")).collect()
+    }
+
+    struct Raced {
+        tracker: Tracker,
+        out: UnboundedReceiver<Outgoing>,
+        key: FileKey,
+        original: u64,
+        copy: PathBuf,
+        sent: Vec<(u64, u64, String)>,
+    }
+
+    /// The soak's flake: a generation that began empty (as after a
+    /// rotation) gets five lines; `read_before` of them are read first.
+    /// Then, as the tracker reads the rest, copytruncate runs: the copy
+    /// is made and the original truncated after the read returned and
+    /// before the rest of the poll.
+    fn copytruncate_during_a_read(s: &Setup, read_before: usize) -> Raced {
+        let path = s.logs.join("main.stderr");
+        let copy = s.logs.join("main.stderr.3");
+        let lines = five_lines();
+        append(&path, "");
+        let (mut tracker, mut out) = tracker(s);
+        tracker.rescan();
+        let key = tracker.by_path[&path];
+        let original = tracker.files[&key].source.source_id;
+        if read_before > 0 {
+            append(&path, &lines[..read_before].concat());
+            assert!(tracker.poll_one(key));
+        }
+        append(&path, &lines[read_before..].concat());
+        tracker.after_read = Some(Box::new({
+            let (path, copy) = (path.clone(), copy.clone());
+            move || {
+                std::fs::copy(&path, &copy).unwrap();
+                truncate(&path);
+            }
+        }));
+        assert!(tracker.poll_one(key));
+        tracker.after_read = None;
+        let sent = sent(&mut out);
+        let want: Vec<(u64, u64, String)> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (original, 11 * i as u64, l.trim_end().to_string()))
+            .collect();
+        assert_eq!(sent, want, "the five lines, sent under the original's name");
+        Raced {
+            tracker,
+            out,
+            key,
+            original,
+            copy,
+            sent,
+        }
+    }
+
+    /// Every text is known by one name (source_id, offset) only: what the
+    /// soak checks.
+    fn one_name_per_text(lines: &[(u64, u64, String)]) {
+        let mut names: HashMap<&str, std::collections::BTreeSet<(u64, u64)>> = HashMap::new();
+        for (id, offset, text) in lines {
+            names.entry(text).or_default().insert((*id, *offset));
+        }
+        for (text, names) in names {
+            assert_eq!(
+                names.len(),
+                1,
+                "{text} sent under several names: {names:x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_copy_made_while_its_original_is_read_continues_the_original() {
+        for read_before in [0, 3] {
+            let s = setup();
+            let Raced {
+                mut tracker,
+                mut out,
+                key,
+                original,
+                copy,
+                mut sent,
+            } = copytruncate_during_a_read(&s, read_before);
+            // inotify names the copy before the truncation is noticed: the
+            // original still looks live, so the copy waits for it.
+            tracker.hinted(&copy);
+            assert!(tracker.poll_one(key), "the truncation is noticed");
+            let copy_key = *tracker
+                .by_path
+                .get(&copy)
+                .expect("the copy is tracked once its original's truncation is seen");
+            assert_eq!(
+                tracker.files[&copy_key].source.source_id, original,
+                "read_before {read_before}: the copy continues the truncated generation"
+            );
+            assert!(tracker.poll_one(copy_key));
+            sent.extend(self::sent(&mut out));
+            one_name_per_text(&sent);
+        }
+    }
+
+    #[test]
+    fn a_copy_made_while_its_original_is_read_is_paired_after_a_kill_9() {
+        for read_before in [0, 3] {
+            let s = setup();
+            let Raced {
+                tracker: killed,
+                original,
+                copy,
+                mut sent,
+                ..
+            } = copytruncate_during_a_read(&s, read_before);
+            // kill -9 before the tracker looks again: only what was saved
+            // (before the lines were sent) survives.
+            drop(killed);
+            let (mut tracker, mut out) = tracker(&s);
+            tracker.rescan();
+            let copy_key = tracker.by_path[&copy];
+            assert_eq!(
+                tracker.files[&copy_key].source.source_id, original,
+                "read_before {read_before}: after a restart the copy still continues the truncated generation"
+            );
+            assert!(tracker.poll_one(copy_key));
+            sent.extend(self::sent(&mut out));
+            one_name_per_text(&sent);
+        }
+    }
+
+    /// Without birth times, a file that grew while the shipper was down
+    /// (its recorded first bytes were fewer than `PREFIX_BYTES`) is the
+    /// same generation: it still begins with them.
+    #[test]
+    fn without_birth_times_a_short_file_that_grew_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let lines = five_lines();
+        std::fs::write(&path, lines[..3].concat()).unwrap();
+        let file = File::open(&path).unwrap();
+        let checkpoint = Checkpoint {
+            key: FileKey { dev: 1, ino: 2 },
+            birth: None,
+            generation: 0,
+            source_id: 7,
+            prefix: source::prefix(&file, 33).unwrap(),
+            offset: 33,
+            tail: source::tail(&file, 33).unwrap(),
+            path: path.clone(),
+        };
+        assert!(resumes(&checkpoint, None, &file, 33));
+        append(&path, &lines[3..].concat());
+        assert!(resumes(&checkpoint, None, &file, 55), "grown, not replaced");
+        truncate(&path);
+        append(&path, &lines[1..].concat());
+        assert!(
+            !resumes(&checkpoint, None, &file, 44),
+            "replaced: a new generation"
+        );
+    }
 }
