@@ -11,6 +11,12 @@ use sluice_schema::pb::admin_server::Admin;
 use sluice_schema::pb::{StatusReply, StatusRequest};
 use tonic::{Request, Response, Status};
 
+use sluice_query::archiver::{self, ArchiverMetrics};
+use sluice_query::maintenance::MaintenanceMetrics;
+use sluice_scheduler::scheduler::SchedulerService;
+use sluice_schema::pb::TaskState;
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::cli::StatusArgs;
 use crate::client::{self, ClientConfig};
 use crate::node::NodeStatus;
@@ -20,17 +26,91 @@ pub struct AdminService {
     bus: Arc<dyn Bus>,
     store: String,
     nodes: Vec<NodeStatus>,
+    scheduler: SchedulerService,
+    archiver: Arc<ArchiverMetrics>,
+    maintenance: Arc<MaintenanceMetrics>,
 }
 
 impl AdminService {
-    pub fn new(bus: Arc<dyn Bus>, store: String, nodes: Vec<NodeStatus>) -> Self {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        store: String,
+        nodes: Vec<NodeStatus>,
+        scheduler: SchedulerService,
+        archiver: Arc<ArchiverMetrics>,
+        maintenance: Arc<MaintenanceMetrics>,
+    ) -> Self {
         AdminService {
             started: Instant::now(),
             bus,
             store,
             nodes,
+            scheduler,
+            archiver,
+            maintenance,
         }
     }
+
+    /// Jobs with their instances' states, and nodes as the scheduler sees
+    /// them.
+    fn cluster(&self) -> (serde_json::Value, Vec<(String, bool)>) {
+        let (jobs, nodes) = self
+            .scheduler
+            .with_core(|core| (core.list(&|_| true), core.nodes()));
+        let jobs: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
+                let instances: Vec<serde_json::Value> = job
+                    .instances
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "instance": i.instance,
+                            "state": state_name(i.state),
+                            "host": i.host,
+                            "run": i.run,
+                            "restarts": i.restarts,
+                            "reason": i.reason,
+                            "sandbox_bytes": i.sandbox_bytes,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "job": job.job,
+                    "state": job.state,
+                    "actor": job.actor,
+                    "instances": instances,
+                })
+            })
+            .collect();
+        let alive = nodes.iter().map(|n| (n.node.clone(), n.alive)).collect();
+        (serde_json::Value::Array(jobs), alive)
+    }
+
+    fn archive(&self) -> serde_json::Value {
+        let a = &self.archiver;
+        let m = &self.maintenance;
+        serde_json::json!({
+            "url": self.store,
+            "lines_archived": a.lines_archived.load(Relaxed),
+            "events_archived": a.events_archived.load(Relaxed),
+            "commits": a.commits.load(Relaxed),
+            "errors": a.errors.load(Relaxed),
+            "last_commit_unix_nanos": a.last_commit_unix_nanos.load(Relaxed),
+            "last_freshness_ms": a.last_freshness_ms.load(Relaxed),
+            "live_splits": m.live_splits.load(Relaxed),
+            "compactions": m.compactions.load(Relaxed),
+        })
+    }
+}
+
+/// `running` for `TASK_STATE_RUNNING`.
+pub fn state_name(state: i32) -> String {
+    TaskState::try_from(state).map_or("unknown".into(), |s| {
+        s.as_str_name()
+            .trim_start_matches("TASK_STATE_")
+            .to_lowercase()
+    })
 }
 
 #[tonic::async_trait]
@@ -42,11 +122,30 @@ impl Admin for AdminService {
         let caller = principal(&request)?;
         let bus = self
             .bus
-            .status(&[])
+            .status(&[archiver::GROUP])
             .await
             .map_err(|e| Status::unavailable(format!("bus status: {e}")))?;
-        let nodes: Vec<serde_json::Value> = self.nodes.iter().map(NodeStatus::to_json).collect();
-        let detail = serde_json::json!({ "bus": bus, "store": self.store, "nodes": nodes });
+        let (jobs, alive) = self.cluster();
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let mut json = node.to_json();
+                json["alive"] = alive
+                    .iter()
+                    .find(|(name, _)| *name == node.info.name)
+                    .is_some_and(|(_, alive)| *alive)
+                    .into();
+                json
+            })
+            .collect();
+        let detail = serde_json::json!({
+            "bus": bus,
+            "store": self.store,
+            "archive": self.archive(),
+            "nodes": nodes,
+            "jobs": jobs,
+        });
         Ok(Response::new(StatusReply {
             version: sluice_schema::VERSION.to_string(),
             user: caller.user.clone(),
@@ -78,24 +177,193 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         });
         println!("{out}");
     } else {
-        println!(
-            "sluice {} at {endpoint}, up {}s, as {}",
-            reply.version, reply.uptime_seconds, reply.user
+        print!(
+            "{}",
+            status_text(
+                &endpoint,
+                &reply,
+                &detail,
+                sluice_scheduler::scheduler::service::now_unix_nanos()
+            )
         );
-        println!("bus:     {}", reply.bus_url);
-        println!("archive: {}", detail["store"].as_str().unwrap_or("?"));
-        let nodes = detail["nodes"].as_array().cloned().unwrap_or_default();
-        println!("nodes:   {}", nodes.len());
-        for node in nodes {
-            println!(
-                "  {:<10} files {:>6}  lines shipped {:>10}  lag {:>10} B  tail {}",
-                node["name"].as_str().unwrap_or("?"),
-                node["files"],
-                node["lines_shipped"],
-                node["lag_bytes"],
-                node["tail"].as_str().unwrap_or("?"),
-            );
-        }
     }
     Ok(())
+}
+
+/// `sluice status` for people: the cluster, bus lag, archive freshness,
+/// nodes (disk, sandboxes, shipping, garbage collection) and jobs.
+fn status_text(endpoint: &str, reply: &StatusReply, d: &serde_json::Value, now: i64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "sluice {} at {endpoint}, up {}, as {}",
+        reply.version,
+        human_secs(reply.uptime_seconds),
+        reply.user
+    );
+    let lag: u64 = d["bus"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["group"] == archiver::GROUP)
+        .map(|g| u(&g["lag"]))
+        .sum();
+    let topics: Vec<String> = d["bus"]["topics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let records: u64 = t["partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| u(&p["end_offset"]).saturating_sub(u(&p["start_offset"])))
+                .sum();
+            format!("{} {records}", t["topic"].as_str().unwrap_or("?"))
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "bus:      {}\n          records kept: {}; not yet archived: {lag}",
+        reply.bus_url,
+        topics.join(", ")
+    );
+    let a = &d["archive"];
+    let last = a["last_commit_unix_nanos"].as_i64().unwrap_or(0);
+    let last = if last > 0 {
+        format!(
+            "{} ago",
+            human_secs(((now - last).max(0) / 1_000_000_000) as u64)
+        )
+    } else {
+        "not yet".into()
+    };
+    let _ = writeln!(
+        out,
+        "archive:  {}\n          last commit {last}, its newest line {} after it was read; {} lines, {} events; {} live splits",
+        a["url"].as_str().unwrap_or("?"),
+        human_millis(u(&a["last_freshness_ms"])),
+        u(&a["lines_archived"]),
+        u(&a["events_archived"]),
+        u(&a["live_splits"]),
+    );
+    let nodes = d["nodes"].as_array().cloned().unwrap_or_default();
+    let alive = nodes.iter().filter(|n| n["alive"] == true).count();
+    let _ = writeln!(out, "nodes:    {} ({alive} alive)", nodes.len());
+    let _ = writeln!(
+        out,
+        "  {:<12} {:<5} {:>5} {:>9} {:>21} {:>10} {:>10} {:>9} {:>10} {:>9}",
+        "NODE",
+        "ALIVE",
+        "TASKS",
+        "SANDBOXES",
+        "DISK USED",
+        "LINES",
+        "LAG",
+        "GC PASSES",
+        "GC FREED",
+        "LAST GC"
+    );
+    for n in &nodes {
+        let g = &n["agent"];
+        let last_gc = g["gc_last_pass_unix_nanos"].as_i64().unwrap_or(0);
+        let last_gc = if last_gc > 0 {
+            format!(
+                "{} ago",
+                human_secs(((now - last_gc).max(0) / 1_000_000_000) as u64)
+            )
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<5} {:>5} {:>9} {:>21} {:>10} {:>10} {:>9} {:>10} {:>9}",
+            n["name"].as_str().unwrap_or("?"),
+            if n["alive"] == true { "yes" } else { "no" },
+            u(&g["tasks_running"]),
+            u(&g["sandboxes"]),
+            format!(
+                "{} / {}",
+                human_bytes(u(&g["disk_used_bytes"])),
+                human_bytes(u(&g["disk_total_bytes"]))
+            ),
+            u(&n["lines_shipped"]),
+            human_bytes(u(&n["lag_bytes"])),
+            u(&g["gc_passes"]),
+            human_bytes(u(&g["gc_bytes_freed"])),
+            last_gc,
+        );
+    }
+    let jobs = d["jobs"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "jobs:     {}", jobs.len());
+    for job in &jobs {
+        let mut states = std::collections::BTreeMap::<String, usize>::new();
+        for i in job["instances"].as_array().into_iter().flatten() {
+            let state = i["state"].as_str().unwrap_or("?").to_string();
+            let state = match i["reason"].as_str() {
+                Some(reason) if !reason.is_empty() && state != "running" => {
+                    format!("{state} ({reason})")
+                }
+                _ => state,
+            };
+            *states.entry(state).or_default() += 1;
+        }
+        let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let _ = writeln!(
+            out,
+            "  {:<32} {:<9} {}",
+            job["job"].as_str().unwrap_or("?"),
+            job["state"].as_str().unwrap_or("?"),
+            states.join(", ")
+        );
+    }
+    out
+}
+
+fn human_secs(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+fn human_millis(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{ms} ms")
+    } else {
+        human_secs(ms / 1000)
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ages_read_like_people_write_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_secs(59), "59s");
+        assert_eq!(human_secs(61), "1m01s");
+        assert_eq!(human_secs(7322), "2h02m");
+    }
 }

@@ -221,17 +221,14 @@ pub async fn spawn_maintenance(
     Ok((metrics, task))
 }
 
-/// Serves the archive's metrics at `addr`.
-pub async fn serve_metrics(
-    addr: std::net::SocketAddr,
+/// The archive's metrics (archiver and maintenance) for `/metrics`.
+pub fn metrics_writer(
     archiver: Arc<ArchiverMetrics>,
     maintenance: Arc<MaintenanceMetrics>,
-) -> anyhow::Result<std::net::SocketAddr> {
-    let render = move || sluice_query::metrics::render(Some(&archiver), Some(&maintenance));
-    let (bound, _) = metrics_http::serve(addr, Arc::new(render))
-        .await
-        .with_context(|| format!("failed to serve metrics on {addr}"))?;
-    Ok(bound)
+) -> metrics_http::Writer {
+    Arc::new(move |out| {
+        sluice_query::metrics::write(out, Some(&archiver), Some(&maintenance));
+    })
 }
 
 pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
@@ -257,7 +254,11 @@ pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
     let (maintenance_metrics, maintenance) =
         spawn_maintenance(maintenance_config, &store, maintenance_stopped).await?;
     if let Some(addr) = args.metrics_listen {
-        let bound = serve_metrics(addr, archiver_metrics, maintenance_metrics).await?;
+        let writers = vec![
+            metrics_writer(archiver_metrics, maintenance_metrics),
+            metrics_http::bus_writer(bus.clone(), &[archiver::GROUP], Duration::from_secs(5)),
+        ];
+        let bound = metrics_http::serve_on(addr, writers).await?;
         eprintln!("metrics on http://{bound}/metrics");
     }
     eprintln!("archiving to {url}");

@@ -12,6 +12,7 @@ mod bench_tailll;
 mod bus_cmd;
 mod cli;
 mod client;
+mod demo;
 mod executor_cmd;
 mod job_cmd;
 mod metrics_http;

@@ -1,24 +1,39 @@
-//! A minimal HTTP endpoint for Prometheus: `GET /metrics` answers the text
-//! the `render` closure returns; anything else is 404. Enough for scraping
-//! without an HTTP framework.
+//! A minimal HTTP endpoint for Prometheus: `GET /metrics` answers what the
+//! writers add to one exposition (each family once, however many nodes
+//! `sluice up` runs); anything else is 404. Enough for scraping without an
+//! HTTP framework. The metrics are listed in `docs/METRICS.md`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use sluice_broker::Bus;
+use sluice_schema::metrics::Exposition;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+/// Adds one component's metrics.
+pub type Writer = Arc<dyn Fn(&mut Exposition) + Send + Sync>;
+
+/// The text of every writer's metrics.
+pub fn render(writers: &[Writer]) -> String {
+    let mut out = Exposition::new();
+    for write in writers {
+        write(&mut out);
+    }
+    out.render()
+}
 
 /// Binds `addr` and serves until the task is dropped; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
-    render: Render,
+    writers: Vec<Writer>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let writers = Arc::new(writers);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let render = render.clone();
+            let writers = writers.clone();
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -31,7 +46,7 @@ pub async fn serve(
                 let ok =
                     request.starts_with(b"GET /metrics ") || request.starts_with(b"GET /metrics?");
                 let (status, body) = if ok {
-                    ("200 OK", render())
+                    ("200 OK", render(&writers))
                 } else {
                     ("404 Not Found", "not found\n".to_string())
                 };
@@ -44,4 +59,55 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+/// Serves `writers` at `addr` for the life of the process; the bound address.
+pub async fn serve_on(addr: SocketAddr, writers: Vec<Writer>) -> anyhow::Result<SocketAddr> {
+    use anyhow::Context as _;
+    let (bound, _) = serve(addr, writers)
+        .await
+        .with_context(|| format!("failed to serve metrics on {addr}"))?;
+    Ok(bound)
+}
+
+/// The bus's end offsets and the consumer groups' lag, refreshed every
+/// `every` in the background (asking the bus is async; scrapes are not).
+pub fn bus_writer(bus: Arc<dyn Bus>, groups: &'static [&'static str], every: Duration) -> Writer {
+    let last: Arc<Mutex<Option<sluice_broker::BusStatus>>> = Arc::default();
+    let weak = Arc::downgrade(&last);
+    tokio::spawn(async move {
+        loop {
+            let status = bus.status(groups).await;
+            // Ends once the writer (every scrape's reference) is gone.
+            let Some(slot) = weak.upgrade() else { return };
+            match status {
+                Ok(status) => *slot.lock().unwrap() = Some(status),
+                Err(e) => tracing::debug!(error = %e, "bus status for metrics failed"),
+            }
+            drop(slot);
+            tokio::time::sleep(every).await;
+        }
+    });
+    Arc::new(move |out: &mut Exposition| {
+        let Some(status) = last.lock().unwrap().clone() else {
+            return;
+        };
+        for topic in &status.topics {
+            let end: u64 = topic.partitions.iter().map(|p| p.end_offset).sum();
+            out.gauge(
+                "sluice_bus_end_offset",
+                "records ever written to a topic (sum of partition end offsets)",
+                &[("topic", &topic.topic)],
+                end,
+            );
+        }
+        for group in &status.groups {
+            out.gauge(
+                "sluice_bus_group_lag_records",
+                "records a consumer group has not committed yet",
+                &[("group", &group.group)],
+                group.lag,
+            );
+        }
+    })
 }

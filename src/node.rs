@@ -8,11 +8,12 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use anyhow::Context;
 use serde::Serialize;
 use sluice_broker::Bus;
-use sluice_scheduler::agent::{Agent, AgentConfig, ShipState, ShippedFile};
+use sluice_scheduler::agent::{Agent, AgentConfig, AgentMetrics, ShipState, ShippedFile};
 use sluice_scheduler::gc::GcConfig;
 use sluice_schema::auth::{AuthInterceptor, Tokens};
 use sluice_schema::pb::node_server::NodeServer;
@@ -77,6 +78,7 @@ pub struct NodeInfo {
 pub struct NodeStatus {
     pub info: NodeInfo,
     pub metrics: Arc<sluice_shipper::metrics::Metrics>,
+    pub agent: Option<Arc<AgentMetrics>>,
 }
 
 impl NodeStatus {
@@ -88,6 +90,33 @@ impl NodeStatus {
             "files": self.metrics.files_tracked.get(),
             "lines_shipped": self.metrics.lines_read.get(),
             "lag_bytes": self.metrics.lag_bytes.get(),
+            "agent": self.agent.as_ref().map(|a| {
+                let get = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed);
+                serde_json::json!({
+                    "tasks_running": get(&a.tasks_running),
+                    "sandboxes": get(&a.sandboxes),
+                    "quota_kills": get(&a.quota_kills),
+                    "disk_used_bytes": get(&a.disk_used_bytes),
+                    "disk_total_bytes": get(&a.disk_total_bytes),
+                    "gc_passes": get(&a.gc_passes),
+                    "gc_sandboxes_deleted": get(&a.gc_sandboxes_deleted),
+                    "gc_bytes_freed": get(&a.gc_bytes_freed),
+                    "gc_data_loss_bytes": get(&a.gc_data_loss_bytes),
+                    "gc_last_pass_unix_nanos": a.gc_last_pass_unix_nanos.load(Relaxed),
+                    "scheduler_unreachable": get(&a.scheduler_unreachable) == 1,
+                })
+            }),
+        })
+    }
+
+    /// The node's shipper and agent metrics for `/metrics`.
+    pub fn metrics_writer(&self) -> crate::metrics_http::Writer {
+        let status = self.clone();
+        Arc::new(move |out| {
+            status.metrics.write(&status.info.name, out);
+            if let Some(agent) = &status.agent {
+                agent.write(&status.info.name, out);
+            }
         })
     }
 }
@@ -176,6 +205,7 @@ impl Node {
         NodeStatus {
             info: self.info.clone(),
             metrics: self.shipper.metrics(),
+            agent: self.agent.as_ref().map(|a| a.metrics()),
         }
     }
 

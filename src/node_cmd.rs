@@ -57,6 +57,10 @@ pub struct NodeArgs {
     /// Seconds between disk quota checks and garbage-collection passes.
     #[arg(long, default_value_t = 60)]
     pub disk_watch_interval: u64,
+    /// Serve Prometheus metrics (shipper, agent, garbage collection) at
+    /// http://ADDR/metrics.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -98,6 +102,11 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         None => node_dir,
     };
     let node = Node::start(&name, dir, bus.clone(), tokens, args.listen, options).await?;
+    if let Some(listen) = args.metrics_listen {
+        let bound =
+            crate::metrics_http::serve_on(listen, vec![node.status().metrics_writer()]).await?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
     eprintln!(
         "node {name}: sandboxes in {}, services on {}, scheduler {scheduler}",
         node.info.root.display(),

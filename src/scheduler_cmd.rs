@@ -29,6 +29,57 @@ pub struct SchedulerArgs {
     /// placed again elsewhere.
     #[arg(long, default_value_t = 10_000)]
     pub agent_timeout_ms: u64,
+    /// Serve Prometheus metrics (jobs, instances, nodes, bus) at
+    /// http://ADDR/metrics.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Jobs by state, instances by task state and nodes by liveness, for
+/// `/metrics`.
+pub fn metrics_writer(scheduler: SchedulerService) -> crate::metrics_http::Writer {
+    use std::collections::BTreeMap;
+    Arc::new(move |out| {
+        let (jobs, nodes) = scheduler.with_core(|core| (core.list(&|_| true), core.nodes()));
+        let mut job_states = BTreeMap::<&str, u64>::new();
+        let mut task_states = BTreeMap::<String, u64>::new();
+        for state in ["running", "killing", "killed", "finished"] {
+            job_states.insert(state, 0);
+        }
+        for job in &jobs {
+            *job_states.entry(job.state.as_str()).or_default() += 1;
+            for i in &job.instances {
+                *task_states
+                    .entry(crate::admin::state_name(i.state))
+                    .or_default() += 1;
+            }
+        }
+        for (state, n) in job_states {
+            out.gauge(
+                "sluice_scheduler_jobs",
+                "jobs, by state",
+                &[("state", state)],
+                n,
+            );
+        }
+        out.declare(
+            "sluice_scheduler_instances",
+            sluice_schema::metrics::Kind::Gauge,
+            "job instances, by the state of their current task",
+        );
+        for (state, n) in task_states {
+            out.gauge("sluice_scheduler_instances", "", &[("state", &state)], n);
+        }
+        let alive = nodes.iter().filter(|n| n.alive).count();
+        for (state, n) in [("alive", alive), ("silent", nodes.len() - alive)] {
+            out.gauge(
+                "sluice_scheduler_nodes",
+                "nodes known to the scheduler, alive or silent",
+                &[("state", state)],
+                n,
+            );
+        }
+    })
 }
 
 pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
@@ -49,6 +100,18 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(listen) = args.metrics_listen {
+        let writers = vec![
+            metrics_writer(scheduler.clone()),
+            crate::metrics_http::bus_writer(
+                bus.clone(),
+                &[sluice_query::archiver::GROUP],
+                Duration::from_secs(5),
+            ),
+        ];
+        let bound = crate::metrics_http::serve_on(listen, writers).await?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
     let server = tonic::transport::Server::builder()
         .add_service(scheduler.server(tokens))
         .serve_with_incoming_shutdown(incoming(listener), shutdown_signal());

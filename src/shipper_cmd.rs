@@ -77,7 +77,9 @@ pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_listen {
         let metrics = shipper.metrics();
         let host = config.host.clone();
-        let (bound, _) = metrics_http::serve(addr, Arc::new(move || metrics.render(&host))).await?;
+        let bound =
+            metrics_http::serve_on(addr, vec![Arc::new(move |out| metrics.write(&host, out))])
+                .await?;
         eprintln!("metrics on http://{bound}/metrics");
     }
     let _tail = match (args.listen, tokens) {

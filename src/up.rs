@@ -47,16 +47,17 @@ pub struct UpArgs {
     /// The archive: `file:///PATH` or `s3://BUCKET/PREFIX` [default: DATA_DIR/archive]
     #[arg(long, env = "SLUICE_STORE")]
     pub store: Option<String>,
-    /// Submit sample jobs once the scheduler exists (not yet: see README).
+    /// Submit sample jobs (web service, crashing worker, cron job, a job
+    /// over its disk quota) and print what to try next; Ctrl-C kills them.
     #[arg(long)]
     pub demo: bool,
     /// Address of the services.
     #[arg(long, default_value = "127.0.0.1:0", env = "SLUICE_LISTEN")]
     pub listen: SocketAddr,
     /// Seconds between disk quota checks and garbage-collection passes on
-    /// each node.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub disk_watch_interval: u64,
+    /// each node [default: 60, 5 with --demo].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub disk_watch_interval: Option<u64>,
     /// Garbage collection: seconds a finished sandbox is kept when the disk
     /// is empty (less as it fills: the Mesos rule) [default: a day].
     #[arg(long)]
@@ -67,8 +68,9 @@ pub struct UpArgs {
     pub gc_capacity_mb: Option<u64>,
     #[command(flatten)]
     pub maintenance: crate::archive_cmd::MaintenanceArgs,
-    /// Serve the archive's Prometheus metrics (archiver, compaction,
-    /// retention) at http://ADDR/metrics.
+    /// Serve Prometheus metrics of everything `up` runs (shippers, agents
+    /// and garbage collection, scheduler, bus lag, archiver, compaction,
+    /// retention, queries) at http://ADDR/metrics; see docs/METRICS.md.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -113,12 +115,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .parse::<sluice_query::store::StoreUrl>()?
         .open(&crate::client::s3_options())
         .with_context(|| format!("failed to open the archive {store}"))?;
-    if args.demo {
-        tracing::warn!(
-            "--demo: sample jobs need the scheduler, which this build does not have yet; running without them"
-        );
-    }
-
     let mut bus_config = BusConfig::new(
         args.bus
             .clone()
@@ -156,11 +152,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (stop_maintenance, maintenance_stopped) = tokio::sync::oneshot::channel();
     let (maintenance_metrics, maintenance) =
         crate::archive_cmd::spawn_maintenance(maintenance, &archive, maintenance_stopped).await?;
-    if let Some(addr) = args.metrics_listen {
-        let bound =
-            crate::archive_cmd::serve_metrics(addr, archiver_metrics, maintenance_metrics).await?;
-        eprintln!("archive metrics on http://{bound}/metrics");
-    }
     let scheduler = SchedulerService::start(
         SchedulerConfig::new(data_dir.join("scheduler").join("state.json")),
         events.clone(),
@@ -170,7 +161,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Each node serves its Tail and Node services on its own port of the
     // same address, and its agent reports to the scheduler here.
     let mut options = crate::node_cmd::machine_options(&endpoint, &token);
-    options.gc.disk_watch_interval_secs = args.disk_watch_interval;
+    options.gc.disk_watch_interval_secs =
+        (args.disk_watch_interval).unwrap_or(if args.demo { 5 } else { 60 });
     if let Some(delay) = args.gc_delay {
         options.gc.gc_delay_secs = delay;
     }
@@ -195,6 +187,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         bus.clone(),
         store.clone(),
         nodes.iter().map(Node::status).collect(),
+        scheduler.clone(),
+        archiver_metrics.clone(),
+        maintenance_metrics.clone(),
     );
     let engine = sluice_query::sql::QueryEngine::open(
         archive.clone(),
@@ -202,7 +197,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     )
     .await
     .context("failed to open the archive for queries")?;
+    let query_metrics = engine.metrics();
     let query = sluice_query::sql::service::QueryService::new(std::sync::Arc::new(engine));
+    if let Some(listen) = args.metrics_listen {
+        let mut writers = vec![
+            crate::archive_cmd::metrics_writer(archiver_metrics, maintenance_metrics),
+            crate::scheduler_cmd::metrics_writer(scheduler.clone()),
+            crate::metrics_http::bus_writer(
+                bus.clone(),
+                &[sluice_query::archiver::GROUP],
+                Duration::from_secs(5),
+            ),
+            Arc::new(move |out: &mut sluice_schema::metrics::Exposition| {
+                sluice_query::metrics::write_query(out, &query_metrics);
+            }),
+        ];
+        writers.extend(nodes.iter().map(|n| n.status().metrics_writer()));
+        let bound = crate::metrics_http::serve_on(listen, writers).await?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
+    // The services stop after the demo's jobs: their kills reach the agents
+    // through the scheduler service.
+    let (stop_serving, serve_until) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_service(AdminServer::with_interceptor(
             service,
@@ -213,7 +229,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             query,
             AuthInterceptor::new(tokens.clone()),
         ))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown_signal());
+        .serve_with_incoming_shutdown(incoming(listener), async {
+            let _ = serve_until.await;
+        });
     let server = tokio::spawn(server);
     // Jobs submitted as soon as `up` says it is up are spread over every
     // node: wait (briefly) for each to report to the scheduler.
@@ -248,7 +266,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             node.tail
         );
     }
-    let served = match server.await {
+    let demo_jobs = if args.demo {
+        crate::demo::submit(&scheduler)?
+    } else {
+        Vec::new()
+    };
+    if args.demo {
+        eprintln!("{}", crate::demo::next_steps(&data_dir));
+    }
+    let mut server = server;
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = shutdown_signal() => {
+            if !demo_jobs.is_empty() {
+                eprintln!("stopping the demo jobs (the next `sluice up --demo` submits them again)");
+                crate::demo::kill(&scheduler, &demo_jobs, Duration::from_secs(15)).await;
+            }
+            let _ = stop_serving.send(());
+            server.await
+        }
+    };
+    let served = match served {
         Ok(served) => served.context("service failed"),
         Err(e) => Err(anyhow::anyhow!("service failed: {e}")),
     };

@@ -2,11 +2,12 @@
 //! format. Names are constants here so dashboards and docs have one place
 //! to look.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::archiver::ArchiverMetrics;
 use crate::maintenance::MaintenanceMetrics;
+use crate::sql::{QueryError, QueryMetrics};
+use sluice_schema::metrics::{Exposition, Kind};
 
 pub const LINES_ARCHIVED: &str = "sluice_archiver_lines_total";
 pub const EVENTS_ARCHIVED: &str = "sluice_archiver_events_total";
@@ -61,6 +62,17 @@ pub fn render(
     archiver: Option<&ArchiverMetrics>,
     maintenance: Option<&MaintenanceMetrics>,
 ) -> String {
+    let mut out = Exposition::new();
+    write(&mut out, archiver, maintenance);
+    out.render()
+}
+
+/// Adds the metrics given to `out`.
+pub fn write(
+    out: &mut Exposition,
+    archiver: Option<&ArchiverMetrics>,
+    maintenance: Option<&MaintenanceMetrics>,
+) {
     let mut rows: Vec<Row<'_>> = Vec::new();
     if let Some(a) = archiver {
         use Value::Count;
@@ -222,15 +234,74 @@ pub fn render(
             ),
         ]);
     }
-    let mut out = String::new();
     for (name, kind, help, value) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-            value.render()
+        let kind = if kind == "counter" {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        };
+        out.add(name, kind, help, &[], value.render());
+    }
+}
+
+pub const QUERIES: &str = "sluice_query_queries_total";
+pub const QUERY_ERRORS: &str = "sluice_query_errors_total";
+pub const QUERY_SECONDS: &str = "sluice_query_seconds_total";
+pub const QUERY_ROWS: &str = "sluice_query_rows_returned_total";
+pub const QUERY_SPLITS_PRUNED: &str = "sluice_query_splits_pruned_total";
+pub const QUERY_SPLITS_SEARCHED: &str = "sluice_query_splits_searched_total";
+pub const QUERY_SPLITS_READ: &str = "sluice_query_splits_read_total";
+pub const QUERY_ROWS_READ: &str = "sluice_query_split_rows_read_total";
+pub const QUERY_ROWS_BY_INDEX: &str = "sluice_query_rows_selected_by_index_total";
+
+/// Adds the query engine's metrics to `out`.
+pub fn write_query(out: &mut Exposition, m: &QueryMetrics) {
+    let get = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    out.counter(QUERIES, "queries answered or failed", &[], get(&m.queries));
+    for (kind, n) in QueryError::KINDS.iter().zip(&m.errors) {
+        out.counter(
+            QUERY_ERRORS,
+            "failed queries, by kind (sql, forbidden, timeout, memory, corrupt_split, …)",
+            &[("kind", kind)],
+            get(n),
         );
     }
-    out
+    out.counter(
+        QUERY_SECONDS,
+        "time spent answering queries",
+        &[],
+        format!("{:.3}", get(&m.micros) as f64 / 1e6),
+    );
+    for (name, help, v) in [
+        (QUERY_ROWS, "rows returned", &m.rows_returned),
+        (
+            QUERY_SPLITS_PRUNED,
+            "splits dropped by time, job or role before any object was read",
+            &m.splits_pruned,
+        ),
+        (
+            QUERY_SPLITS_SEARCHED,
+            "splits whose full-text index answered a search()",
+            &m.splits_searched,
+        ),
+        (
+            QUERY_SPLITS_READ,
+            "splits whose Parquet data was read",
+            &m.splits_read,
+        ),
+        (
+            QUERY_ROWS_READ,
+            "rows of the splits read (before index selection and filters)",
+            &m.rows_in_splits_read,
+        ),
+        (
+            QUERY_ROWS_BY_INDEX,
+            "rows selected by full-text indexes",
+            &m.rows_selected_by_index,
+        ),
+    ] {
+        out.counter(name, help, &[], get(v));
+    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! A few atomics do not justify a metrics framework; names are constants
 //! here so dashboards and docs have one place to look.
 
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use sluice_schema::metrics::{Exposition, Kind};
 
 pub const LINES: &str = "sluice_shipper_lines_total";
 pub const BYTES: &str = "sluice_shipper_bytes_read_total";
@@ -75,7 +76,14 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, host: &str) -> String {
-        let rows: [(&str, &str, &str, &Counter); 16] = [
+        let mut out = Exposition::new();
+        self.write(host, &mut out);
+        out.render()
+    }
+
+    /// Adds every metric, labelled with `host`, to `out`.
+    pub fn write(&self, host: &str, out: &mut Exposition) {
+        let rows: [(&'static str, &str, &'static str, &Counter); 16] = [
             (
                 LINES,
                 "counter",
@@ -168,38 +176,33 @@ impl Metrics {
                 &self.tail_catch_ups,
             ),
         ];
-        let mut out = String::new();
         for (name, kind, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{host=\"{}\"}} {}",
-                label(host),
-                value.get()
-            );
+            let kind = if kind == "counter" {
+                Kind::Counter
+            } else {
+                Kind::Gauge
+            };
+            out.add(name, kind, help, &[("host", host)], value.get());
         }
-        let _ = writeln!(
-            out,
-            "# HELP {SOURCE_LAG} bytes not yet acknowledged, for the {MAX_LAG_SERIES} sources most behind\n# TYPE {SOURCE_LAG} gauge"
+        out.declare(
+            SOURCE_LAG,
+            Kind::Gauge,
+            "bytes not yet acknowledged, for the sources most behind (at most 100)",
         );
         for (job, instance, path, bytes) in self.source_lag.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "{SOURCE_LAG}{{host=\"{}\",job=\"{}\",instance=\"{instance}\",path=\"{}\"}} {bytes}",
-                label(host),
-                label(job),
-                label(path)
+            out.gauge(
+                SOURCE_LAG,
+                "",
+                &[
+                    ("host", host),
+                    ("job", job),
+                    ("instance", &instance.to_string()),
+                    ("path", path),
+                ],
+                bytes,
             );
         }
-        out
     }
-}
-
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -160,6 +160,36 @@ impl Drop for Up {
     }
 }
 
+/// `GET /metrics` of `addr` (`HOST:PORT`): the whole HTTP response.
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Executor processes (one per running task) of the data directory `dir`.
+pub fn executors_under(dir: &Path) -> usize {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.iter().any(|a| a == "executor") && args.iter().any(|a| a.starts_with(&needle))
+        })
+        .count()
+}
+
 /// Task executors run in sessions of their own and outlive `sluice up` by
 /// design; a test kills those of its data directory (and their tasks).
 pub fn kill_tasks_under(dir: &Path) {

@@ -7,6 +7,7 @@ mod archive;
 mod harness;
 
 mod bus;
+mod demo;
 mod maintenance;
 mod query;
 mod scheduler;

@@ -3,13 +3,12 @@
 //! background of `sluice archiver` with its metrics, and `sluice archive
 //! retention`.
 
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{SLUICE, sluice, sluice_ok};
+use crate::harness::{SLUICE, scrape, sluice, sluice_ok};
 
 /// 2026-11-21 07:00 UTC.
 const T0: i64 = 1_795_244_400_000_000_000;
@@ -163,15 +162,6 @@ fn stop(mut child: Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-}
-
-/// `GET /metrics` of `addr`.
-fn scrape(addr: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
 }
 
 #[test]

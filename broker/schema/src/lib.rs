@@ -19,6 +19,7 @@ pub mod archive;
 pub mod auth;
 pub mod events;
 pub mod glob;
+pub mod metrics;
 pub mod sandbox;
 pub mod time;
 pub mod topics;

@@ -15,6 +15,7 @@ mod search_udf;
 pub mod service;
 mod table;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -120,6 +121,48 @@ pub struct QueryEngine {
     catalog: tokio::sync::Mutex<Catalog>,
     indexes: Arc<cache::IndexCache>,
     config: EngineConfig,
+    metrics: Arc<QueryMetrics>,
+}
+
+/// What the engine has answered, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct QueryMetrics {
+    pub queries: AtomicU64,
+    /// Failed queries by [`QueryError::kind`], in its order.
+    pub errors: [AtomicU64; QueryError::KINDS.len()],
+    pub micros: AtomicU64,
+    pub rows_returned: AtomicU64,
+    pub splits_pruned: AtomicU64,
+    pub splits_searched: AtomicU64,
+    pub splits_read: AtomicU64,
+    pub rows_in_splits_read: AtomicU64,
+    pub rows_selected_by_index: AtomicU64,
+}
+
+impl QueryError {
+    /// Every [`QueryError::kind`].
+    pub const KINDS: [&'static str; 7] = [
+        "sql",
+        "forbidden",
+        "timeout",
+        "memory",
+        "corrupt_split",
+        "catalog",
+        "execution",
+    ];
+
+    /// A short name of the error's variant (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QueryError::Sql(_) => "sql",
+            QueryError::Forbidden(_) => "forbidden",
+            QueryError::Timeout(_) => "timeout",
+            QueryError::Memory { .. } => "memory",
+            QueryError::CorruptSplit { .. } => "corrupt_split",
+            QueryError::Catalog(_) => "catalog",
+            QueryError::Execution(_) => "execution",
+        }
+    }
 }
 
 impl QueryEngine {
@@ -132,6 +175,7 @@ impl QueryEngine {
             catalog: tokio::sync::Mutex::new(catalog),
             indexes: Arc::new(cache::IndexCache::new(config.index_cache_bytes)),
             config,
+            metrics: Arc::default(),
         })
     }
 
@@ -147,6 +191,45 @@ impl QueryEngine {
     }
 
     pub async fn query(&self, request: &QueryRequest) -> Result<QueryOutput, QueryError> {
+        let started = std::time::Instant::now();
+        let result = self.query_with_skips(request).await;
+        let m = &self.metrics;
+        m.queries.fetch_add(1, Ordering::Relaxed);
+        m.micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match &result {
+            Ok(output) => {
+                let s = &output.stats;
+                m.rows_returned
+                    .fetch_add(output.num_rows() as u64, Ordering::Relaxed);
+                m.splits_pruned
+                    .fetch_add(s.splits_pruned, Ordering::Relaxed);
+                m.splits_searched
+                    .fetch_add(s.splits_searched, Ordering::Relaxed);
+                m.splits_read
+                    .fetch_add(s.splits_read.len() as u64, Ordering::Relaxed);
+                m.rows_in_splits_read
+                    .fetch_add(s.rows_in_splits_read, Ordering::Relaxed);
+                m.rows_selected_by_index
+                    .fetch_add(s.rows_selected_by_index, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let i = QueryError::KINDS
+                    .iter()
+                    .position(|k| *k == e.kind())
+                    .expect("every kind is listed");
+                m.errors[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> Arc<QueryMetrics> {
+        self.metrics.clone()
+    }
+
+    async fn query_with_skips(&self, request: &QueryRequest) -> Result<QueryOutput, QueryError> {
         let splits = self.splits().await?;
         let mut restrictions = request.restrictions.clone();
         let mut warnings = Vec::new();

@@ -18,6 +18,7 @@
 mod collect;
 pub mod executor;
 pub mod files;
+pub mod metrics;
 mod proc;
 pub mod runtime;
 
@@ -25,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +42,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub use collect::{Outcome, ShipState, ShippedFile};
+pub use metrics::AgentMetrics;
 pub use runtime::{Assignment, RuntimeConfig, TaskRuntime};
 
 use crate::gc::GcConfig;
@@ -120,6 +123,7 @@ enum Command {
 /// [`Agent::stop`]ped.
 pub struct Agent {
     node: String,
+    metrics: Arc<AgentMetrics>,
     commands: mpsc::Sender<Command>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -159,7 +163,9 @@ impl Agent {
         let (commands, inbox) = mpsc::channel();
         let node = config.node.clone();
         let ids = EventIds::new(&format!("gc@{}", config.node), now_nanos());
+        let metrics = Arc::new(AgentMetrics::default());
         let mut agent_loop = Loop {
+            metrics: metrics.clone(),
             config,
             runtime,
             client,
@@ -179,6 +185,7 @@ impl Agent {
             .map_err(|e| Error::io("failed to start the agent thread for", &node, e))?;
         Ok(Agent {
             node,
+            metrics,
             commands,
             thread: Some(thread),
         })
@@ -189,6 +196,11 @@ impl Agent {
         let (reply, outcome) = oneshot::channel();
         self.commands.send(Command::Gc { dry_run, reply }).ok()?;
         outcome.await.ok()
+    }
+
+    /// The agent's counters, updated by its thread.
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        self.metrics.clone()
     }
 
     /// The node service (`sluice.v1.Node`) of this agent.
@@ -218,6 +230,7 @@ impl Drop for Agent {
 }
 
 struct Loop {
+    metrics: Arc<AgentMetrics>,
     config: AgentConfig,
     runtime: TaskRuntime,
     client: Client,
@@ -275,6 +288,16 @@ impl Loop {
             }
             self.reports.insert(report.task_id.clone(), report);
         }
+        let running = self
+            .runtime
+            .tasks()
+            .filter(|(_, state)| !is_terminal(*state as i32))
+            .count();
+        let m = &self.metrics;
+        m.tasks_running.store(running as u64, Relaxed);
+        m.sandboxes
+            .store(self.runtime.tasks().count() as u64, Relaxed);
+        m.quota_kills.store(self.runtime.quota_kills(), Relaxed);
     }
 
     fn heartbeat(&mut self) {
@@ -306,6 +329,7 @@ impl Loop {
             Ok(Err(status)) => return self.unreachable(&status.to_string()),
             Err(_) => return self.unreachable("no answer in 5 s"),
         };
+        self.metrics.scheduler_unreachable.store(0, Relaxed);
         if self.warned {
             tracing::info!(scheduler = %self.config.scheduler, "scheduler reachable again");
             self.warned = false;
@@ -337,7 +361,10 @@ impl Loop {
                 })
             });
             match parsed.and_then(|a| self.runtime.launch(&a)) {
-                Ok(()) => tracing::info!(task = %assignment.task_id, "task started"),
+                Ok(()) => {
+                    self.metrics.tasks_launched.fetch_add(1, Relaxed);
+                    tracing::info!(task = %assignment.task_id, "task started");
+                }
                 Err(e) => {
                     tracing::error!(task = %assignment.task_id, error = %e, "cannot start task");
                     self.reports.insert(
@@ -365,6 +392,7 @@ impl Loop {
     }
 
     fn unreachable(&mut self, why: &str) {
+        self.metrics.scheduler_unreachable.store(1, Relaxed);
         if !self.warned {
             tracing::warn!(scheduler = %self.config.scheduler, error = why, "scheduler unreachable; tasks keep running, retrying");
             self.warned = true;
@@ -398,6 +426,32 @@ impl Loop {
             now_unix_ms: (now_nanos() / 1_000_000) as u64,
         };
         let (outcome, deleted) = self.collector.pass(&cx, &candidates, dry_run);
+        if outcome.applied {
+            let m = &self.metrics;
+            m.gc_passes.fetch_add(1, Relaxed);
+            m.gc_sandboxes_deleted
+                .fetch_add(deleted.len() as u64, Relaxed);
+            m.gc_bytes_freed.fetch_add(outcome.freed_bytes, Relaxed);
+            let lost: u64 = outcome
+                .plan
+                .actions()
+                .map(|d| match d {
+                    crate::gc::Decision::Delete {
+                        forced: Some(_),
+                        unshipped_bytes,
+                        ..
+                    } => *unshipped_bytes,
+                    _ => 0,
+                })
+                .sum();
+            m.gc_data_loss_bytes.fetch_add(lost, Relaxed);
+            m.disk_used_bytes.store(
+                outcome.plan.used_before.saturating_sub(outcome.freed_bytes),
+                Relaxed,
+            );
+            m.disk_total_bytes.store(outcome.plan.total_bytes, Relaxed);
+            m.gc_last_pass_unix_nanos.store(now_nanos(), Relaxed);
+        }
         for id in deleted {
             self.runtime.forget(&id);
             self.reports.remove(&id);

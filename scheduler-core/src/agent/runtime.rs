@@ -100,6 +100,7 @@ struct Context {
     config: RuntimeConfig,
     events: Arc<dyn EventSink>,
     ids: EventIds,
+    quota_kills: std::sync::atomic::AtomicU64,
 }
 
 struct Task {
@@ -239,6 +240,7 @@ impl TaskRuntime {
                 config,
                 events,
                 ids,
+                quota_kills: Default::default(),
             },
             tasks: BTreeMap::new(),
             last_measured: None,
@@ -407,6 +409,13 @@ impl TaskRuntime {
             }
             None => {}
         }
+    }
+
+    /// Tasks killed for going over their disk quota since the runtime opened.
+    pub fn quota_kills(&self) -> u64 {
+        self.cx
+            .quota_kills
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The task's disk quota in bytes (its spec's `disk_mb`).
@@ -726,6 +735,8 @@ impl Context {
             ("quota_bytes".to_string(), (disk_mb << 20).to_string()),
         ]);
         self.events.emit(event);
+        self.quota_kills
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = self.kill(task, AGENT_ACTOR, DISK_QUOTA_EXCEEDED) {
             tracing::error!(task = %task.id, error = %e, "failed to kill a task over its quota");
         }

@@ -1,0 +1,305 @@
+//! `sluice up --demo` as a newcomer runs it: every command it prints is run
+//! as printed (through `sh`, in another directory) and must work; `sluice
+//! status` and `/metrics` describe what runs; Ctrl-C stops the demo's jobs
+//! and a second `--demo` submits them again.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Up, executors_under, scrape, sluice_ok};
+
+/// The commands `up --demo` printed: the `export` line and each command.
+fn printed_commands(log: &str) -> (String, Vec<String>) {
+    let block = log
+        .split("In another terminal, try:")
+        .nth(1)
+        .expect("the demo prints what to try");
+    let mut export = String::new();
+    let mut commands = Vec::new();
+    for line in block.lines().skip_while(|l| l.is_empty()) {
+        let Some(line) = line.strip_prefix("  ") else {
+            break;
+        };
+        if line.starts_with("export ") {
+            export = line.to_string();
+        } else if !line.starts_with('#') {
+            commands.push(line.to_string());
+        }
+    }
+    (export, commands)
+}
+
+/// Runs `command` as printed, after the `export` line, from a directory
+/// that is not the data directory's parent.
+fn shell(export: &str, command: &str, cwd: &Path) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("{export}\nexec {command}"))
+        .current_dir(cwd)
+        .env_remove("SLUICE_DATA_DIR")
+        .env_remove("SLUICE_ADDR")
+        .env_remove("SLUICE_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs a command that ends until it succeeds with output that `done`
+/// accepts (the demo's data takes a few seconds to show up).
+fn until_output(export: &str, command: &str, cwd: &Path, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = shell(export, command, cwd).wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && done(&stdout) {
+            return stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{command}` did not give what the demo promises ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+}
+
+/// Runs a command that follows (tailll) until it printed a line that
+/// `wanted` accepts, then stops it.
+fn until_line(export: &str, command: &str, cwd: &Path, wanted: impl Fn(&str) -> bool) -> String {
+    let mut child = shell(export, command, cwd);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if wanted(&line) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return line;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "`{command}` printed no expected line: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+fn metrics_addr(log: &str) -> String {
+    log.lines()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .expect("up says where its metrics are")
+        .to_string()
+}
+
+/// The value of the sample `name{labels}` (exact text up to the value).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn the_demo_s_printed_commands_work_as_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let up = Up::start(
+        &dir,
+        &["--demo", "--nodes", "2", "--metrics-listen", "127.0.0.1:0"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !up.log().contains("Ctrl-C stops the demo") {
+        assert!(Instant::now() < deadline, "no demo guide: {}", up.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = up.log();
+    let (export, commands) = printed_commands(&log);
+    assert!(export.contains("SLUICE_DATA_DIR="), "{export}");
+    assert_eq!(commands.len(), 8, "{commands:#?}");
+
+    for command in &commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match (words[0], words[1]) {
+            ("tailll", "'demo/prod/*'") => {
+                until_line(&export, command, &elsewhere, |l| {
+                    l.contains("demo/prod/web")
+                });
+            }
+            ("tailll", "demo/prod/worker") => {
+                until_line(&export, command, &elsewhere, |l| {
+                    l.contains("WARN heap usage") || l.contains("OutOfMemoryError")
+                });
+            }
+            ("sluice", "status") => {
+                until_output(&export, command, &elsewhere, |out| {
+                    [
+                        "demo/prod/web",
+                        "demo/prod/worker",
+                        "demo/prod/report",
+                        "demo/prod/hog",
+                    ]
+                    .iter()
+                    .all(|job| out.contains(job))
+                        && out.contains("2 alive")
+                        && out.contains("last commit")
+                        && !out.contains("last commit not yet")
+                });
+            }
+            ("sluice", "query") if command.contains("count(*) AS ooms") => {
+                until_output(&export, command, &elsewhere, |out| out.contains("| ooms"))
+                    .lines()
+                    .filter(|l| l.starts_with("| 0") || l.starts_with("| 1"))
+                    .for_each(|l| assert!(!l.contains("| 0    |"), "{l}"));
+            }
+            ("sluice", "query") if command.contains("-B 3") => {
+                let out = until_output(&export, command, &elsewhere, |out| {
+                    out.contains("OutOfMemoryError")
+                });
+                // The lines before the hit, from the same file: the warnings.
+                assert!(out.contains("WARN heap usage 93%"), "{out}");
+            }
+            ("sluice", "query") => {
+                let out = until_output(&export, command, &elsewhere, |out| out.contains("| 200"));
+                assert!(out.contains("requests"), "{out}");
+            }
+            ("sluice", "events") => {
+                let out = until_output(&export, command, &elsewhere, |out| {
+                    out.contains("quota_kill")
+                });
+                assert!(
+                    out.contains("disk_quota_exceeded") && out.contains("demo/prod/hog"),
+                    "{out}"
+                );
+                assert!(
+                    out.contains("job_submitted") && out.contains("| demo "),
+                    "{out}"
+                );
+            }
+            ("sluice", "gc") => {
+                let out = until_output(&export, command, &elsewhere, |out| out.contains("node-0"));
+                assert!(out.contains("node-1"), "{out}");
+            }
+            _ => panic!("a printed command this test does not know: {command}"),
+        }
+    }
+
+    // One exposition for everything `up` runs: each family once, both
+    // nodes' shippers and agents, the quota kill, the queries just made.
+    let metrics = scrape(&metrics_addr(&log));
+    let mut families: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    let count = families.len();
+    families.sort();
+    families.dedup();
+    assert_eq!(families.len(), count, "a family twice:\n{metrics}");
+    for node in ["node-0", "node-1"] {
+        let lines = sample(
+            &metrics,
+            &format!("sluice_shipper_lines_total{{host=\"{node}\"}}"),
+        );
+        assert!(lines.is_some_and(|n| n > 0.0), "{node}:\n{metrics}");
+        assert!(
+            sample(
+                &metrics,
+                &format!("sluice_gc_passes_total{{host=\"{node}\"}}")
+            )
+            .is_some(),
+            "{metrics}"
+        );
+    }
+    let quota_kills: f64 = ["node-0", "node-1"]
+        .iter()
+        .filter_map(|n| {
+            sample(
+                &metrics,
+                &format!("sluice_agent_quota_kills_total{{host=\"{n}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(quota_kills, 1.0, "{metrics}");
+    assert!(
+        sample(&metrics, "sluice_query_queries_total").is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "sluice_archiver_lines_total").is_some_and(|n| n > 0.0));
+    assert_eq!(
+        sample(&metrics, "sluice_scheduler_jobs{state=\"running\"}"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "sluice_bus_group_lag_records{group=\"sluice-archiver\"}"
+        )
+        .is_some(),
+        "{metrics}"
+    );
+
+    let status: Value = serde_json::from_str(&sluice_ok(&[
+        "status",
+        "--json",
+        "--data-dir",
+        up.data_dir(),
+    ]))
+    .unwrap();
+    let jobs = status["detail"]["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 4, "{status:#}");
+    let hog = jobs.iter().find(|j| j["job"] == "demo/prod/hog").unwrap();
+    assert_eq!(
+        hog["instances"][0]["reason"], "disk_quota_exceeded",
+        "{hog}"
+    );
+    assert!(status["detail"]["archive"]["last_commit_unix_nanos"].as_i64() > Some(0));
+
+    // Ctrl-C: the demo's tasks stop with it, and the next --demo starts
+    // them again.
+    assert!(executors_under(&dir) > 0);
+    let status = up.signal("INT");
+    assert!(status.success(), "{status}");
+    assert_eq!(executors_under(&dir), 0, "demo tasks outlived Ctrl-C");
+    let up = Up::start(&dir, &["--demo", "--nodes", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = sluice_ok(&["job", "list", "--json", "--data-dir", up.data_dir()]);
+        let running = list
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|j| j["state"] == "running")
+            .count();
+        if running == 4 && executors_under(&dir) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo not resubmitted: {list}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(up.signal("INT").success());
+    assert_eq!(executors_under(&dir), 0);
+}
