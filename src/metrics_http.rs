@@ -111,3 +111,42 @@ pub fn bus_writer(bus: Arc<dyn Bus>, groups: &'static [&'static str], every: Dur
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family a Sluice process can serve is in docs/METRICS.md.
+    #[test]
+    fn every_metric_is_documented() {
+        let doc = include_str!("../docs/METRICS.md");
+        let mut out = Exposition::new();
+        sluice_shipper::metrics::Metrics::default().write("n", &mut out);
+        sluice_scheduler::agent::AgentMetrics::default().write("n", &mut out);
+        sluice_query::metrics::write(
+            &mut out,
+            Some(&Default::default()),
+            Some(&Default::default()),
+        );
+        sluice_query::metrics::write_query(&mut out, &Default::default());
+        let text = out.render();
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        // Families written from live state (scheduler, bus), by name.
+        let sources = [include_str!("scheduler_cmd.rs"), include_str!("metrics_http.rs")];
+        for source in sources {
+            for literal in source.split('"').skip(1).step_by(2) {
+                if literal.starts_with("sluice_") && !literal.contains(' ') {
+                    names.push(literal);
+                }
+            }
+        }
+        assert!(names.len() > 60, "{names:?}");
+        for name in names {
+            assert!(doc.contains(&format!("`{name}")), "{name} is not in docs/METRICS.md");
+        }
+    }
+}
