@@ -34,9 +34,10 @@ use sluice_scheduler::scheduler::{SchedulerConfig, SchedulerService};
 pub struct UpArgs {
     #[command(flatten)]
     pub dir: DataDirArg,
-    /// Nodes to run (agents and shippers, each with its own sandbox root).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub nodes: u32,
+    /// Nodes to run (agents and shippers, each with its own sandbox root)
+    /// [default: 1, 3 with --demo].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub nodes: Option<u32>,
     /// The bus: `embedded:///PATH` or `kafka://HOST:PORT[,HOST:PORT]`
     /// [default: embedded in DATA_DIR/bus]
     #[arg(long, env = "SLUICE_BUS")]
@@ -168,7 +169,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     options.disk_capacity_bytes = args.gc_capacity_mb.map(|mb| mb << 20);
     let mut nodes = Vec::new();
-    for i in 0..args.nodes {
+    for i in 0..args.nodes.unwrap_or(if args.demo { 3 } else { 1 }) {
         let name = format!("node-{i}");
         let node = Node::start(
             &name,
