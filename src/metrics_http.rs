@@ -136,7 +136,10 @@ mod tests {
             .filter_map(|l| l.split(' ').next())
             .collect();
         // Families written from live state (scheduler, bus), by name.
-        let sources = [include_str!("scheduler_cmd.rs"), include_str!("metrics_http.rs")];
+        let sources = [
+            include_str!("scheduler_cmd.rs"),
+            include_str!("metrics_http.rs"),
+        ];
         for source in sources {
             for literal in source.split('"').skip(1).step_by(2) {
                 if literal.starts_with("sluice_") && !literal.contains(' ') {
@@ -146,7 +149,10 @@ mod tests {
         }
         assert!(names.len() > 60, "{names:?}");
         for name in names {
-            assert!(doc.contains(&format!("`{name}")), "{name} is not in docs/METRICS.md");
+            assert!(
+                doc.contains(&format!("`{name}")),
+                "{name} is not in docs/METRICS.md"
+            );
         }
     }
 }

@@ -8,6 +8,7 @@ mod harness;
 
 mod bus;
 mod demo;
+mod faults;
 mod maintenance;
 mod query;
 mod scheduler;
