@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::datasource::TableType;
@@ -97,6 +97,41 @@ impl QueryScope {
     }
 }
 
+/// The schema queries see: a split's, with the short, repetitive text
+/// columns (job, host, role, …) read as `Utf8View`. Their dictionary pages
+/// decode into views of the dictionary without copying each row's string,
+/// and grouping or comparing them looks at the inline 12 bytes first. The
+/// texts that are searched, matched and shown (`line`, `message`, …) stay
+/// `Utf8`.
+fn query_schema(split: &Schema) -> SchemaRef {
+    const VIEWED: [&str; 12] = [
+        schema::COL_HOST,
+        schema::COL_JOB,
+        schema::COL_ROLE,
+        schema::COL_ENV,
+        schema::COL_NAME,
+        schema::COL_TASK_ID,
+        schema::COL_PROCESS,
+        schema::COL_STREAM,
+        schema::COL_PATH,
+        schema::COL_KIND,
+        schema::COL_ACTOR,
+        schema::COL_REASON,
+    ];
+    let fields: Vec<Field> = split
+        .fields()
+        .iter()
+        .map(|f| {
+            if VIEWED.contains(&f.name().as_str()) && f.data_type() == &DataType::Utf8 {
+                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, split.metadata().clone()))
+}
+
 #[derive(Debug)]
 pub struct ArchiveTable {
     kind: SplitKind,
@@ -107,8 +142,8 @@ pub struct ArchiveTable {
 impl ArchiveTable {
     pub fn new(kind: SplitKind, scope: Arc<QueryScope>) -> ArchiveTable {
         let schema = match kind {
-            SplitKind::Logs => schema::logs_schema_ref(),
-            SplitKind::Events => schema::events_schema_ref(),
+            SplitKind::Logs => query_schema(&schema::logs_schema()),
+            SplitKind::Events => query_schema(&schema::events_schema()),
         };
         ArchiveTable {
             kind,
