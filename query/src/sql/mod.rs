@@ -10,6 +10,7 @@
 
 mod cache;
 mod context;
+mod date_trunc;
 mod prune;
 mod search_udf;
 pub mod service;
@@ -266,6 +267,7 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_object_store(self.url.as_ref(), self.store.store.clone());
         ctx.register_udf(ScalarUDF::from(SearchUdf::default()));
+        ctx.register_udf(ScalarUDF::from(date_trunc::UtcDateTrunc::default()));
         for (name, kind) in [("logs", SplitKind::Logs), ("events", SplitKind::Events)] {
             ctx.register_table(name, Arc::new(ArchiveTable::new(kind, scope.clone())))
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
