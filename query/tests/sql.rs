@@ -122,6 +122,30 @@ async fn search_decodes_only_the_matching_rows() {
     assert_eq!(count(&none), 0);
     assert_eq!(none.stats.splits_without_hits, 3);
     assert!(none.stats.splits_read.is_empty());
+    // With nothing cached, each split's term filter rules such a search
+    // out: no index is fetched. A NOT cannot be ruled out by terms, so its
+    // splits' indexes are opened.
+    let cold = QueryEngine::open(store.clone(), EngineConfig::default())
+        .await
+        .unwrap();
+    let none = run(
+        &cold,
+        "SELECT count(*) FROM logs WHERE search(line, 'nothere OR nowhere')",
+    )
+    .await;
+    assert_eq!((count(&none), none.stats.splits_skipped_by_terms), (0, 3));
+    let found = run(
+        &cold,
+        "SELECT count(*) FROM logs WHERE search(line, 'outofmemoryerror AND nothere')",
+    )
+    .await;
+    assert_eq!((count(&found), found.stats.splits_skipped_by_terms), (0, 3));
+    let not = run(
+        &cold,
+        "SELECT count(*) FROM logs WHERE search(line, 'NOT nothere')",
+    )
+    .await;
+    assert_eq!((count(&not), not.stats.splits_skipped_by_terms), (300, 0));
     let phrase = run(
         &engine,
         "SELECT count(*) FROM logs WHERE search(line, '\"worker 2\" OR (error AND NOT outofmemoryerror)')",

@@ -62,6 +62,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 
+use super::terms::{TERMS_FILE, TermFilter};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use sluice_schema::archive::{INDEX_FIELD_LINE, INDEX_TOKENIZER};
@@ -278,8 +279,89 @@ impl IndexBuilder {
                 "index holds {max_docs:?} documents, expected {docs}"
             )));
         }
-        pack(index.directory())
+        let terms = term_filter(&index, self_field(&index)?)?;
+        pack(index.directory(), terms.map(|t| t.encode()))
     }
+}
+
+fn self_field(index: &Index) -> Result<Field> {
+    line_field(index).map(|(field, _)| field)
+}
+
+/// The filter of every term of the index's one segment (none when empty).
+fn term_filter(index: &Index, field: Field) -> Result<Option<TermFilter>> {
+    let reader = index.reader().map_err(build_error)?;
+    let searcher = reader.searcher();
+    let Some(segment) = searcher.segment_readers().first() else {
+        return Ok(None);
+    };
+    let inverted = segment.inverted_index(field).map_err(build_error)?;
+    let dictionary = inverted.terms();
+    let mut filter = TermFilter::with_capacity(dictionary.num_terms() as u64);
+    let mut stream = dictionary.stream().map_err(build_error)?;
+    while stream.advance() {
+        filter.insert(stream.key());
+    }
+    Ok(Some(filter))
+}
+
+/// Where a blob's term filter is, from the blob's first bytes: its table
+/// is read without the blob's checksum (the filter has its own).
+#[derive(Debug, PartialEq, Eq)]
+pub enum TermsAt {
+    /// The table goes on past `head`: read at least this many bytes.
+    NeedBytes(usize),
+    /// The filter's bytes, stored as they are.
+    At { offset: u64, len: u64 },
+    /// An index written without one.
+    Absent,
+}
+
+/// Finds [`TERMS_FILE`] in the table at the start of a blob.
+pub fn locate_terms(head: &[u8]) -> Result<TermsAt> {
+    if head.len() < HEADER_LEN {
+        return Ok(TermsAt::NeedBytes(HEADER_LEN));
+    }
+    if &head[..8] != MAGIC {
+        return Err(corrupt("bad magic, not a SLUICEIX blob"));
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4"));
+    if version != VERSION {
+        return Ok(TermsAt::Absent);
+    }
+    let count = u32::from_le_bytes(head[12..16].try_into().expect("4")) as usize;
+    if count > MAX_FILES {
+        return Err(corrupt(format!("{count} files is more than {MAX_FILES}")));
+    }
+    let mut cursor = Cursor {
+        data: head,
+        at: HEADER_LEN,
+    };
+    // Each entry is 26 bytes and its name; names are short.
+    let need = || TermsAt::NeedBytes((head.len() * 2).max(HEADER_LEN + count * (26 + 64)));
+    for i in 0..count {
+        let what = format!("entry {i}");
+        let Ok(name_len) = cursor.u16(&what) else {
+            return Ok(need());
+        };
+        let Ok(name) = cursor.take(name_len as usize, &what) else {
+            return Ok(need());
+        };
+        let (Ok(offset), Ok(stored), Ok(len)) =
+            (cursor.u64(&what), cursor.u64(&what), cursor.u64(&what))
+        else {
+            return Ok(need());
+        };
+        if name == TERMS_FILE.as_bytes() {
+            if stored != len || len > 1 << 30 {
+                return Err(corrupt(format!(
+                    "{TERMS_FILE} stored in {stored} of {len} bytes"
+                )));
+            }
+            return Ok(TermsAt::At { offset, len });
+        }
+    }
+    Ok(TermsAt::Absent)
 }
 
 /// Builds the index of `lines` (row order) and packs it into one blob.
@@ -309,7 +391,7 @@ fn index_files(directory: &dyn Directory, managed: BTreeSet<String>) -> Result<V
     Ok(files)
 }
 
-fn pack(directory: &tantivy::directory::ManagedDirectory) -> Result<Bytes> {
+fn pack(directory: &tantivy::directory::ManagedDirectory, terms: Option<Vec<u8>>) -> Result<Bytes> {
     let mut managed = BTreeSet::new();
     for path in directory.list_managed_files() {
         let name = path
@@ -331,6 +413,11 @@ fn pack(directory: &tantivy::directory::ManagedDirectory) -> Result<Bytes> {
         unpacked += len;
         let stored = stored_form(&mut compressor, data)?;
         files.push((name, stored, len));
+    }
+    // Plain, so a query reads it with one range request.
+    if let Some(terms) = terms {
+        let len = terms.len() as u64;
+        files.push((TERMS_FILE.to_string(), terms, len));
     }
     if unpacked > MAX_UNPACKED_BYTES {
         return Err(build_error(format!(
@@ -376,7 +463,7 @@ fn stored_form(compressor: &mut zstd::bulk::Compressor<'_>, data: Vec<u8>) -> Re
 /// A 64-bit checksum against damage (not an adversary): 8 bytes at a time,
 /// xor, multiply by an odd constant, xor-shift — each step a bijection of
 /// the state, so any change within one 8-byte word is always detected.
-fn checksum(data: &[u8]) -> u64 {
+pub(super) fn checksum(data: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mix = |h: u64, w: u64| {
         let h = (h ^ w).wrapping_mul(K);
@@ -604,6 +691,9 @@ pub fn open_index(blob: Bytes) -> Result<Index> {
     let directory = RamDirectory::create();
     // One file decompressed at a time: the directory copies it.
     for entry in entries(&blob)? {
+        if entry.name == TERMS_FILE {
+            continue;
+        }
         let data = file_data(&blob, &entry)?;
         directory
             .atomic_write(Path::new(&entry.name), &data)

@@ -64,6 +64,7 @@ pub mod index;
 pub mod reader;
 pub mod rows;
 pub mod search;
+pub mod terms;
 mod tokenizer;
 pub mod writer;
 

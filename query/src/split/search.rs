@@ -103,6 +103,21 @@ impl SearchQuery {
 
     /// Whether the query has a phrase (several tokens that must be
     /// adjacent), which an index without positions cannot check.
+    /// False when no line can match, judged by `contains` (whether a
+    /// token may occur in the lines; a term filter answers it). `NOT`
+    /// tells nothing this way, so it may always match.
+    pub fn may_match(&self, contains: &dyn Fn(&str) -> bool) -> bool {
+        fn walk(e: &Expr, contains: &dyn Fn(&str) -> bool) -> bool {
+            match e {
+                Expr::Tokens(tokens) => tokens.iter().all(|t| contains(t)),
+                Expr::And(xs) => xs.iter().all(|x| walk(x, contains)),
+                Expr::Or(xs) => xs.iter().any(|x| walk(x, contains)),
+                Expr::Not(_) => true,
+            }
+        }
+        walk(&self.expr, contains)
+    }
+
     pub fn has_phrases(&self) -> bool {
         fn walk(e: &Expr) -> bool {
             match e {

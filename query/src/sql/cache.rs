@@ -5,7 +5,9 @@
 //! recently used goes first.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::split::terms::TermFilter;
 
 use tantivy::Index;
 
@@ -13,7 +15,14 @@ use tantivy::Index;
 pub struct IndexCache {
     capacity_bytes: u64,
     inner: Mutex<Inner>,
+    /// Term filters of splits (`None`: the split has none), for the
+    /// splits a search skips without opening their index. Emptied when
+    /// they take more than a sixteenth of the capacity.
+    filters: Mutex<Filters>,
 }
+
+/// Split key → its term filter (if any), and their bytes.
+type Filters = (HashMap<String, Option<Arc<TermFilter>>>, u64);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -29,6 +38,7 @@ impl IndexCache {
         IndexCache {
             capacity_bytes,
             inner: Mutex::new(Inner::default()),
+            filters: Mutex::default(),
         }
     }
 
@@ -65,6 +75,22 @@ impl IndexCache {
         inner.entries.insert(key.to_string(), (index, bytes));
         inner.order.push_back(key.to_string());
         inner.bytes += bytes;
+    }
+
+    /// The term filter of a split, if asked for before.
+    pub fn filter(&self, key: &str) -> Option<Option<Arc<TermFilter>>> {
+        let filters = self.filters.lock().unwrap_or_else(|e| e.into_inner());
+        filters.0.get(key).cloned()
+    }
+
+    pub fn insert_filter(&self, key: &str, filter: Option<Arc<TermFilter>>, bytes: u64) {
+        let mut filters = self.filters.lock().unwrap_or_else(|e| e.into_inner());
+        if filters.1 + bytes > self.capacity_bytes / 16 {
+            filters.0.clear();
+            filters.1 = 0;
+        }
+        filters.0.insert(key.to_string(), filter);
+        filters.1 += bytes;
     }
 
     /// Indexes held, and their packed bytes.

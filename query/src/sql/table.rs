@@ -43,7 +43,9 @@ use sluice_schema::archive as schema;
 use super::cache::IndexCache;
 use super::prune::{Pruning, TimeRange};
 use crate::catalog::{SplitEntry, SplitKind};
+use crate::split::index::{TermsAt, locate_terms};
 use crate::split::search::intersection;
+use crate::split::terms::TermFilter;
 use crate::split::{SearchQuery, open_index, search_rows};
 use crate::store::Store;
 
@@ -70,6 +72,9 @@ pub struct ScanStats {
     pub splits_searched: u64,
     /// Of those, the splits with no matching row (not read).
     pub splits_without_hits: u64,
+    /// Of those, the splits whose term filter ruled a search out, so their
+    /// index was not fetched.
+    pub splits_skipped_by_terms: u64,
     /// Splits handed to the Parquet scan, by key.
     pub splits_read: Vec<String>,
     /// Rows of the splits read.
@@ -152,6 +157,35 @@ impl ArchiveTable {
         }
     }
 
+    /// The term filter in a split's index blob, from two range reads
+    /// (cached). `None` when it has none or it cannot be read: the index is
+    /// then opened as a whole, which reports any damage.
+    async fn term_filter(&self, split: &SplitEntry, index_key: &str) -> Option<Arc<TermFilter>> {
+        let cache = &self.scope.indexes;
+        if let Some(known) = cache.filter(&split.key) {
+            return known;
+        }
+        let store = &self.scope.store.store;
+        let path = self.scope.store.object_path(index_key);
+        let size = split.index_bytes;
+        let mut want = 4096u64;
+        let filter = loop {
+            let head = store.get_range(&path, 0..want.min(size)).await.ok()?;
+            match locate_terms(&head).ok()? {
+                TermsAt::NeedBytes(n) if (n as u64) > want && want < size => want = n as u64,
+                TermsAt::NeedBytes(_) | TermsAt::Absent => break None,
+                TermsAt::At { offset, len } => {
+                    let end = offset.checked_add(len).filter(|&end| end <= size)?;
+                    let bytes = store.get_range(&path, offset..end).await.ok()?;
+                    break TermFilter::decode(&bytes).ok().map(Arc::new);
+                }
+            }
+        };
+        let bytes = filter.as_ref().map_or(0, |f| f.size_bytes());
+        cache.insert_filter(&split.key, filter.clone(), bytes);
+        filter
+    }
+
     /// The rows of `split` matching every search, ascending; `None` when the
     /// split has no index (every row is a candidate).
     async fn index_rows(
@@ -163,6 +197,15 @@ impl ArchiveTable {
             return Ok(None);
         };
         let cached = self.scope.indexes.get(&split.key);
+        if cached.is_none()
+            && let Some(filter) = self.term_filter(split, index_key).await
+            && searches
+                .iter()
+                .any(|q| !q.may_match(&|term| filter.may_contain(term.as_bytes())))
+        {
+            self.scope.stats().splits_skipped_by_terms += 1;
+            return Ok(Some(Vec::new()));
+        }
         let blob = match cached {
             Some(_) => None,
             None => {
