@@ -307,11 +307,12 @@ async fn run_sql(runner: &mut Runner, sql: &str, scope: &ScopeArgs) -> anyhow::R
         && let Some(s) = &answer.stats
     {
         eprintln!(
-            "splits: {} in the catalog, {} pruned by time/job/role, {} searched by index ({} without hits), {} read ({} rows, {} selected by the indexes)",
+            "splits: {} in the catalog, {} pruned by time/job/role, {} searched by index ({} without hits, {} of them ruled out by term filters), {} read ({} rows, {} selected by the indexes)",
             s.splits_total,
             s.splits_pruned,
             s.splits_searched,
             s.splits_without_hits,
+            s.splits_skipped_by_terms,
             s.splits_read,
             s.rows_in_splits_read,
             s.rows_selected_by_index

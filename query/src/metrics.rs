@@ -250,6 +250,7 @@ pub const QUERY_SECONDS: &str = "sluice_query_seconds_total";
 pub const QUERY_ROWS: &str = "sluice_query_rows_returned_total";
 pub const QUERY_SPLITS_PRUNED: &str = "sluice_query_splits_pruned_total";
 pub const QUERY_SPLITS_SEARCHED: &str = "sluice_query_splits_searched_total";
+pub const QUERY_SPLITS_SKIPPED_BY_TERMS: &str = "sluice_query_splits_skipped_by_terms_total";
 pub const QUERY_SPLITS_READ: &str = "sluice_query_splits_read_total";
 pub const QUERY_ROWS_READ: &str = "sluice_query_split_rows_read_total";
 pub const QUERY_ROWS_BY_INDEX: &str = "sluice_query_rows_selected_by_index_total";
@@ -283,6 +284,11 @@ pub fn write_query(out: &mut Exposition, m: &QueryMetrics) {
             QUERY_SPLITS_SEARCHED,
             "splits whose full-text index answered a search()",
             &m.splits_searched,
+        ),
+        (
+            QUERY_SPLITS_SKIPPED_BY_TERMS,
+            "splits a search skipped on their term filter, without fetching their index",
+            &m.splits_skipped_by_terms,
         ),
         (
             QUERY_SPLITS_READ,

@@ -135,6 +135,7 @@ pub struct QueryMetrics {
     pub rows_returned: AtomicU64,
     pub splits_pruned: AtomicU64,
     pub splits_searched: AtomicU64,
+    pub splits_skipped_by_terms: AtomicU64,
     pub splits_read: AtomicU64,
     pub rows_in_splits_read: AtomicU64,
     pub rows_selected_by_index: AtomicU64,
@@ -207,6 +208,8 @@ impl QueryEngine {
                     .fetch_add(s.splits_pruned, Ordering::Relaxed);
                 m.splits_searched
                     .fetch_add(s.splits_searched, Ordering::Relaxed);
+                m.splits_skipped_by_terms
+                    .fetch_add(s.splits_skipped_by_terms, Ordering::Relaxed);
                 m.splits_read
                     .fetch_add(s.splits_read.len() as u64, Ordering::Relaxed);
                 m.rows_in_splits_read

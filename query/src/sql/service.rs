@@ -95,6 +95,7 @@ pub fn stats_to_pb(stats: &ScanStats) -> pb::ScanStats {
         splits_read: stats.splits_read.len() as u64,
         rows_in_splits_read: stats.rows_in_splits_read,
         rows_selected_by_index: stats.rows_selected_by_index,
+        splits_skipped_by_terms: stats.splits_skipped_by_terms,
     }
 }
 
