@@ -5,8 +5,12 @@
 //! fetching and unpacking the index (what made the first search of an
 //! archive slow).
 //!
-//! About 10 bits per distinct term and 7 probes: about 1 % of the splits
-//! without a term are read anyway; a split with the term is never skipped.
+//! Blocked: a term's probes all fall in one 512-bit block (one cache line),
+//! so building and probing cost one cache miss a term. 6 bits per distinct
+//! term and 4 probes: about 6 % of the splits without a term have their
+//! index read anyway; a split with the term is never skipped. (The size is
+//! the trade: at 10 bits a term the filters took 0.7 % of the raw log at
+//! rest, enough to undo the archive's 5× ratio.)
 //! Tantivy ignores the extra file, and readers that predate it ignore it
 //! too; blobs without it are searched as before.
 //!
@@ -15,14 +19,15 @@
 //! ```text
 //! 0   8  magic "SLUICETF"
 //! 8   4  version (1)
-//! 12  4  probes k (1 to 16)
-//! 16  8  words w (at least 1)
+//! 12  4  probes k (1 to 7)
+//! 16  8  words w (a multiple of 8, at least 8)
 //! 24     w little-endian u64 words of bits
 //! end-8  checksum of everything before it (the index's checksum function)
 //! ```
 //!
 //! A term's bits: h = FNV-1a-64 of its bytes, g = the SplitMix64 finaliser
-//! of h, odd; probe i sets bit (h + i·g) mod (64·w).
+//! of h; its block is h mod (w / 8), and probe i sets bit
+//! (g >> 9i) mod 512 of the block.
 
 use super::error::{Result, SplitError};
 
@@ -31,8 +36,10 @@ pub const TERMS_FILE: &str = "sluice.terms";
 
 const MAGIC: &[u8; 8] = b"SLUICETF";
 const VERSION: u32 = 1;
-const PROBES: u32 = 7;
-const BITS_PER_TERM: u64 = 10;
+const PROBES: u32 = 4;
+const BITS_PER_TERM: u64 = 6;
+/// u64 words in a block: 512 bits, a cache line.
+const BLOCK_WORDS: u64 = 8;
 /// Most words a filter may have (128 MiB): a blob claiming more is refused.
 const MAX_WORDS: u64 = 1 << 24;
 
@@ -52,13 +59,14 @@ fn hashes(term: &[u8]) -> (u64, u64) {
     g = (g ^ (g >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     g = (g ^ (g >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     g ^= g >> 31;
-    (h, g | 1)
+    (h, g)
 }
 
 impl TermFilter {
     /// An empty filter sized for `terms` distinct terms.
     pub fn with_capacity(terms: u64) -> TermFilter {
-        let words = (terms.saturating_mul(BITS_PER_TERM) / 64 + 1).min(MAX_WORDS);
+        let blocks = terms.saturating_mul(BITS_PER_TERM) / 512 + 1;
+        let words = (blocks * BLOCK_WORDS).min(MAX_WORDS);
         TermFilter {
             probes: PROBES,
             words: vec![0; words as usize],
@@ -67,10 +75,10 @@ impl TermFilter {
 
     fn bits(&self, term: &[u8]) -> impl Iterator<Item = (usize, u64)> + use<> {
         let (h, g) = hashes(term);
-        let m = self.words.len() as u64 * 64;
+        let block = h % (self.words.len() as u64 / BLOCK_WORDS) * BLOCK_WORDS;
         (0..u64::from(self.probes)).map(move |i| {
-            let bit = h.wrapping_add(i.wrapping_mul(g)) % m;
-            ((bit / 64) as usize, 1u64 << (bit % 64))
+            let bit = (g >> (9 * i)) % 512;
+            ((block + bit / 64) as usize, 1u64 << (bit % 64))
         })
     }
 
@@ -121,7 +129,11 @@ impl TermFilter {
         if version != VERSION {
             return Err(bad(&format!("unsupported version {version}")));
         }
-        if !(1..=16).contains(&probes) || words == 0 || words > MAX_WORDS {
+        if !(1..=7).contains(&probes)
+            || words == 0
+            || words % BLOCK_WORDS != 0
+            || words > MAX_WORDS
+        {
             return Err(bad(&format!("{probes} probes over {words} words")));
         }
         if body.len() as u64 != 24 + words * 8 {
@@ -157,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn about_one_percent_false_positives() {
+    fn about_six_percent_false_positives() {
         let mut filter = TermFilter::with_capacity(100_000);
         for i in 0..100_000u32 {
             filter.insert(format!("term{i}").as_bytes());
@@ -165,7 +177,7 @@ mod tests {
         let false_positives = (0..100_000u32)
             .filter(|i| filter.may_contain(format!("other{i}").as_bytes()))
             .count();
-        assert!(false_positives < 2_000, "{false_positives} of 100000");
+        assert!(false_positives < 8_000, "{false_positives} of 100000");
     }
 
     #[test]
