@@ -129,10 +129,7 @@ impl TermFilter {
         if version != VERSION {
             return Err(bad(&format!("unsupported version {version}")));
         }
-        if !(1..=7).contains(&probes)
-            || words == 0
-            || words % BLOCK_WORDS != 0
-            || words > MAX_WORDS
+        if !(1..=7).contains(&probes) || words == 0 || words % BLOCK_WORDS != 0 || words > MAX_WORDS
         {
             return Err(bad(&format!("{probes} probes over {words} words")));
         }
