@@ -222,7 +222,7 @@ fn cell(column: &ArrayRef, row: usize) -> anyhow::Result<String> {
     anyhow::bail!("a result column of type {}", column.data_type())
 }
 
-fn rows_of(output: &QueryOutput) -> anyhow::Result<Vec<Vec<String>>> {
+pub(crate) fn rows_of(output: &QueryOutput) -> anyhow::Result<Vec<Vec<String>>> {
     let mut rows = Vec::new();
     for batch in &output.batches {
         for row in 0..batch.num_rows() {

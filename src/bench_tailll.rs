@@ -93,6 +93,11 @@ pub struct TaillBenchArgs {
     pub probe_go: Option<PathBuf>,
     #[arg(long, hide = true, default_value_t = 0)]
     pub probe_write_ms: u64,
+    /// Log samples: each line carries one of them after its stamp (instance
+    /// `i` logs the corpus's file `i` modulo their number) instead of
+    /// padding to `LINE_BYTES`.
+    #[arg(long, hide = true)]
+    pub probe_corpus: Option<PathBuf>,
 }
 
 /// Bytes of each probe line, newline included (about a log line's).
@@ -119,7 +124,7 @@ pub async fn run(args: TaillBenchArgs) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("sluice-bench-tailll-")
         .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let cluster = Cluster::start(&exe, scratch.path(), args.nodes).await?;
+    let cluster = Cluster::start(&exe, scratch.path(), args.nodes, &[]).await?;
     let bench = Bench {
         exe,
         tailll,
@@ -229,14 +234,21 @@ fn print(r: &Report) {
 }
 
 /// A `sluice up` in the background, and a scheduler client for it.
-struct Cluster {
-    child: Child,
-    data_dir: PathBuf,
-    scheduler: SchedulerClient<AuthedChannel>,
+pub(crate) struct Cluster {
+    pub(crate) child: Child,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) scheduler: SchedulerClient<AuthedChannel>,
 }
 
 impl Cluster {
-    async fn start(exe: &Path, scratch: &Path, nodes: u32) -> anyhow::Result<Cluster> {
+    /// `sluice up --nodes NODES UP_ARGS…` with its data directory in
+    /// `scratch/d` and its log in `scratch/up.log`.
+    pub(crate) async fn start(
+        exe: &Path,
+        scratch: &Path,
+        nodes: u32,
+        up_args: &[String],
+    ) -> anyhow::Result<Cluster> {
         let data_dir = scratch.join("d");
         std::fs::create_dir_all(&data_dir)?;
         let log = scratch.join("up.log");
@@ -245,6 +257,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--nodes", &nodes.to_string()])
+            .args(up_args)
             .env_remove("SLUICE_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -275,7 +288,7 @@ impl Cluster {
         })
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -427,45 +440,28 @@ impl Bench {
             })
             .await
             .with_context(|| format!("failed to submit {job}"))?;
-        self.until_running(scheduler, &job).await?;
+        until_running(scheduler, &job, self.instances).await?;
 
-        let mut child = Command::new(&self.tailll)
-            .arg(&job)
-            .args(tailll_args)
-            .args(["-n", "1", "--quiet", "--data-dir"])
-            .arg(&self.cluster.data_dir)
-            .env_remove("SLUICE_ADDR")
-            .env_remove("SLUICE_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(
-                self.scratch.join(format!("tailll-{slug}.err")),
-            )?)
-            .spawn()
-            .with_context(|| format!("failed to start {}", self.tailll.display()))?;
-        let pid = child.id();
-        let reader = Reader::start(child.stdout.take().expect("piped"), json);
-        // Each probe writes `hello` before it waits for the go file: when
-        // tailll shows all of them, it follows every node.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while reader.hellos.load(Ordering::Relaxed) < u64::from(self.instances) {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                anyhow::bail!(
-                    "{name}: tailll showed {} of {} probes' first lines in 60 s",
-                    reader.hellos.load(Ordering::Relaxed),
-                    self.instances
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut follower = Follower::start(
+            &self.tailll,
+            &job,
+            tailll_args,
+            &self.cluster.data_dir,
+            &self.scratch.join(format!("tailll-{slug}.err")),
+            json,
+        )?;
+        follower
+            .wait_for_hellos(u64::from(self.instances), Duration::from_secs(60))
+            .await
+            .with_context(|| name.to_string())?;
+        let pid = follower.pid();
         let (tailll_cpu0, up_cpu0) = (proc_cpu(pid), proc_cpu(self.cluster.child.id()));
         let machine0 = machine_cpu();
         let went = Instant::now();
         let go_nanos = now_nanos();
         std::fs::write(&go, b"go")?;
         let deadline = went + Duration::from_secs(seconds + 30);
-        while reader.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        while follower.received() < expected && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (tailll_cpu, up_cpu) = (
@@ -474,25 +470,7 @@ impl Bench {
         );
         let machine = machine_cpu();
         let machine_busy = (machine.0 - machine0.0) as f64 / (machine.1 - machine0.1).max(1) as f64;
-        let _ = Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status();
-        let exited = tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Some(status);
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-        .await?;
-        let seen = reader.finish();
+        let (exited, seen) = follower.stop().await?;
         let _ = scheduler.kill_job(JobKeyRequest { job: job.clone() }).await;
         anyhow::ensure!(
             exited.is_some_and(|s| s.success()),
@@ -537,44 +515,135 @@ impl Bench {
                 && quantile(0.99) < 1000.0,
         })
     }
+}
 
-    async fn until_running(
-        &self,
-        scheduler: &mut SchedulerClient<AuthedChannel>,
-        job: &str,
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let status = scheduler
-                .describe_job(JobKeyRequest { job: job.into() })
-                .await?
-                .into_inner();
-            let running = status
-                .instances
-                .iter()
-                .filter(|i| i.state == TaskState::Running as i32)
-                .count();
-            if running == self.instances as usize {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{job}: {running} of {} instances running after 120 s",
-                self.instances
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+/// Waits until every one of the job's `instances` runs.
+pub(crate) async fn until_running(
+    scheduler: &mut SchedulerClient<AuthedChannel>,
+    job: &str,
+    instances: u32,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = scheduler
+            .describe_job(JobKeyRequest { job: job.into() })
+            .await?
+            .into_inner();
+        let running = status
+            .instances
+            .iter()
+            .filter(|i| i.state == TaskState::Running as i32)
+            .count();
+        if running == instances as usize {
+            return Ok(());
         }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{job}: {running} of {instances} instances running after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A `tailll JOB ARGS… -n 1 --quiet` process, its stdout read by a
+/// [`Reader`].
+pub(crate) struct Follower {
+    child: Child,
+    reader: Reader,
+}
+
+impl Follower {
+    pub(crate) fn start(
+        tailll: &Path,
+        job: &str,
+        args: &[&str],
+        data_dir: &Path,
+        stderr: &Path,
+        json: bool,
+    ) -> anyhow::Result<Follower> {
+        let mut child = Command::new(tailll)
+            .arg(job)
+            .args(args)
+            .args(["-n", "1", "--quiet", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("SLUICE_ADDR")
+            .env_remove("SLUICE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(stderr)?)
+            .spawn()
+            .with_context(|| format!("failed to start {}", tailll.display()))?;
+        let reader = Reader::start(child.stdout.take().expect("piped"), json);
+        Ok(Follower { child, reader })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Probe lines shown so far (once each).
+    pub(crate) fn received(&self) -> u64 {
+        self.reader.received.load(Ordering::Relaxed)
+    }
+
+    /// Each probe writes `hello` before it waits for the go file: when
+    /// tailll shows `probes` of them, it follows every node. Kills tailll
+    /// if that takes longer than `within`.
+    pub(crate) async fn wait_for_hellos(
+        &mut self,
+        probes: u64,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while self.reader.hellos.load(Ordering::Relaxed) < probes {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                anyhow::bail!(
+                    "tailll showed {} of {probes} probes' first lines in {within:?}",
+                    self.reader.hellos.load(Ordering::Relaxed),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Ctrl-C; how tailll exited (`None`: not within 10 s, killed) and what
+    /// it showed.
+    pub(crate) async fn stop(self) -> anyhow::Result<(Option<std::process::ExitStatus>, Seen)> {
+        let Follower { mut child, reader } = self;
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let exited = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(status);
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await?;
+        Ok((exited, reader.finish()))
     }
 }
 
 /// What the bench read from tailll.
-struct Seen {
-    latencies: Vec<i64>,
-    unique: u64,
-    duplicates: u64,
-    last_nanos: i64,
+pub(crate) struct Seen {
+    /// Arrival − write time of each line shown, nanoseconds, in arrival
+    /// order.
+    pub(crate) latencies: Vec<i64>,
+    pub(crate) unique: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) last_nanos: i64,
     /// The latest write time of a line.
-    last_written: i64,
+    pub(crate) last_written: i64,
 }
 
 /// Reads tailll's stdout on a thread, timing each probe line.
@@ -650,7 +719,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// `WRITE_NANOS INSTANCE SEQ …`.
-fn parse_probe(text: &[u8]) -> Option<(i64, u32, u64)> {
+pub(crate) fn parse_probe(text: &[u8]) -> Option<(i64, u32, u64)> {
     let mut fields = text.split(|b| *b == b' ');
     let mut number = || -> Option<u64> { std::str::from_utf8(fields.next()?).ok()?.parse().ok() };
     let written = i64::try_from(number()?).ok()?;
@@ -659,12 +728,18 @@ fn parse_probe(text: &[u8]) -> Option<(i64, u32, u64)> {
     Some((written, instance, seq))
 }
 
-/// A probe line: write time, instance, sequence number, padding.
-fn probe_line(out: &mut Vec<u8>, written: i64, instance: u32, seq: u64) {
+/// A probe line: write time, instance, sequence number, then `text` or
+/// padding to `LINE_BYTES`.
+fn probe_line(out: &mut Vec<u8>, written: i64, instance: u32, seq: u64, text: Option<&[u8]>) {
     let start = out.len();
     let _ = write!(out, "{written:019} {instance:05} {seq:010} ");
-    while out.len() - start < LINE_BYTES - 1 {
-        out.push(b'a' + ((out.len() - start) % 26) as u8);
+    match text {
+        Some(text) => out.extend_from_slice(text),
+        None => {
+            while out.len() - start < LINE_BYTES - 1 {
+                out.push(b'a' + ((out.len() - start) % 26) as u8);
+            }
+        }
     }
     out.push(b'\n');
 }
@@ -682,6 +757,20 @@ fn probe(args: &TaillBenchArgs) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(args.probe_rate > 0.0, "--probe-rate must be positive");
+    // The instance's corpus file, its digits changed on each pass through
+    // it so that repeats are not byte-identical.
+    let corpus = match &args.probe_corpus {
+        Some(dir) => {
+            let mut files = crate::bench::corpus_files(dir)?;
+            let at = args.probe_instance as usize % files.len();
+            files.swap_remove(at).1
+        }
+        None => Vec::new(),
+    };
+    let text = |seq: u64| -> Option<Vec<u8>> {
+        let n = corpus.len() as u64;
+        (n > 0).then(|| crate::bench_archive::vary(&corpus[(seq % n) as usize], (seq / n) as usize))
+    };
     let started = Instant::now();
     let mut written = 0u64;
     let mut buffer = Vec::with_capacity(64 << 10);
@@ -692,7 +781,13 @@ fn probe(args: &TaillBenchArgs) -> anyhow::Result<()> {
             buffer.clear();
             let now = now_nanos();
             for seq in written..due {
-                probe_line(&mut buffer, now, args.probe_instance, seq);
+                probe_line(
+                    &mut buffer,
+                    now,
+                    args.probe_instance,
+                    seq,
+                    text(seq).as_deref(),
+                );
             }
             stdout.write_all(&buffer)?;
             stdout.flush()?;
@@ -706,14 +801,14 @@ fn probe(args: &TaillBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn now_nanos() -> i64 {
+pub(crate) fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The machine's busy and total CPU time so far, in ticks (`/proc/stat`).
-fn machine_cpu() -> (u64, u64) {
+pub(crate) fn machine_cpu() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: Vec<u64> = stat
         .lines()
@@ -730,10 +825,16 @@ fn machine_cpu() -> (u64, u64) {
 }
 
 /// User + system CPU of a process so far (zero if it is gone).
-fn proc_cpu(pid: u32) -> Duration {
+pub(crate) fn proc_cpu(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Duration::ZERO;
     };
+    stat_cpu(&stat)
+}
+
+/// User + system CPU in the text of a `/proc/…/stat` file (a process's, or
+/// a thread's in `/proc/PID/task/TID/stat`).
+pub(crate) fn stat_cpu(stat: &str) -> Duration {
     let Some((_, rest)) = stat.rsplit_once(')') else {
         return Duration::ZERO;
     };
@@ -755,9 +856,16 @@ mod tests {
     #[test]
     fn probe_lines_parse_back() {
         let mut out = Vec::new();
-        probe_line(&mut out, 1_795_000_000_123_456_789, 42, 7);
+        probe_line(&mut out, 1_795_000_000_123_456_789, 42, 7, None);
         assert_eq!(out.len(), LINE_BYTES);
         assert_eq!(parse_probe(&out), Some((1_795_000_000_123_456_789, 42, 7)));
+        out.clear();
+        probe_line(&mut out, 5, 1, 2, Some(b"INFO dfs.DataNode: a b"));
+        assert_eq!(
+            out,
+            b"0000000000000000005 00001 0000000002 INFO dfs.DataNode: a b\n"
+        );
+        assert_eq!(parse_probe(&out), Some((5, 1, 2)));
         let json = br#"{"ts":1,"line":"0000000000000000005 00003 0000000009 abc"}"#;
         let at = find(json, b"\"line\":\"").unwrap();
         assert_eq!(parse_probe(&json[at + 8..]), Some((5, 3, 9)));

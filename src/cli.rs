@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    admin, archive_cmd, bench, bench_archive, bench_gc, bench_query, bench_shipper, bench_tailll,
-    bus_cmd, executor_cmd, job_cmd, node_cmd, query_cmd, scheduler_cmd, shipper_cmd, up,
+    admin, archive_cmd, bench, bench_archive, bench_e2e, bench_gc, bench_query, bench_shipper,
+    bench_tailll, bus_cmd, executor_cmd, job_cmd, node_cmd, query_cmd, scheduler_cmd, shipper_cmd,
+    up,
 };
 
 #[derive(Parser, Debug)]
@@ -92,6 +93,9 @@ pub enum BenchCommand {
     Query(bench_query::QueryBenchArgs),
     /// Append → display latency of `tailll`, and its throughput into a pipe.
     Tailll(bench_tailll::TaillBenchArgs),
+    /// Sandboxes → queryable archive under a steady load: freshness, CPU per
+    /// MB, tailll's latency meanwhile.
+    E2e(bench_e2e::E2eBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,5 +155,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Archive(args)) => bench_archive::run(args).await,
         Command::Bench(BenchCommand::Query(args)) => bench_query::run(args).await,
         Command::Bench(BenchCommand::Tailll(args)) => bench_tailll::run(args).await,
+        Command::Bench(BenchCommand::E2e(args)) => bench_e2e::run(args).await,
     }
 }

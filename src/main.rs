@@ -5,6 +5,7 @@ mod admin;
 mod archive_cmd;
 mod bench;
 mod bench_archive;
+mod bench_e2e;
 mod bench_gc;
 mod bench_query;
 mod bench_shipper;
