@@ -131,6 +131,10 @@ pub struct EmbeddedConfig {
     pub partitions: u32,
     pub fsync: FsyncPolicy,
     pub fsync_interval_ms: u64,
+    /// With `fsync = "batch"`: once an append arrives, the writer waits up
+    /// to this long for more before writing and syncing, so many small
+    /// appends share one `fdatasync` (Kafka's `linger.ms`). 0: no wait.
+    pub linger_ms: u64,
     /// A segment file is closed and a new one begun past this size.
     pub segment_bytes: u64,
     /// Largest record accepted (key and payload).
@@ -147,6 +151,7 @@ impl Default for EmbeddedConfig {
             partitions: 4,
             fsync: FsyncPolicy::Batch,
             fsync_interval_ms: 200,
+            linger_ms: 2,
             segment_bytes: 128 << 20,
             max_record_bytes: 16 << 20,
             retention_bytes: 16 << 30,
@@ -166,6 +171,9 @@ impl EmbeddedConfig {
                 "fsync_interval_ms",
                 "must be positive with fsync = \"interval\"",
             );
+        }
+        if self.linger_ms > 1000 {
+            return bad("linger_ms", "must be at most 1000");
         }
         if self.segment_bytes < 1 << 16 {
             return bad("segment_bytes", "must be at least 65536");

@@ -32,6 +32,12 @@ pub struct ShipperConfig {
     /// How often open files are checked for new bytes (inotify wakes sooner).
     #[serde(default = "defaults::poll_ms")]
     pub poll_ms: u64,
+    /// After inotify says a file grew, wait this long for more writes
+    /// before reading, so a task writing many small lines costs one read
+    /// and one bus record per interval instead of one per write. 0: read at
+    /// once.
+    #[serde(default = "defaults::coalesce_ms")]
+    pub coalesce_ms: u64,
     /// Full rescan of the root, the safety net under inotify.
     #[serde(default = "defaults::rescan_ms")]
     pub rescan_ms: u64,
@@ -70,6 +76,9 @@ mod defaults {
     pub fn poll_ms() -> u64 {
         200
     }
+    pub fn coalesce_ms() -> u64 {
+        5
+    }
     pub fn rescan_ms() -> u64 {
         10_000
     }
@@ -107,6 +116,7 @@ impl ShipperConfig {
             chunk_bytes: defaults::chunk_bytes(),
             quiet_ms: defaults::quiet_ms(),
             poll_ms: defaults::poll_ms(),
+            coalesce_ms: defaults::coalesce_ms(),
             rescan_ms: defaults::rescan_ms(),
             max_open_files: defaults::max_open_files(),
             max_inflight_bytes: defaults::max_inflight_bytes(),
@@ -146,6 +156,9 @@ impl ShipperConfig {
         if !(1..=1 << 20).contains(&self.tail_buffer) {
             return bad("tail_buffer", "must be between 1 and 1048576");
         }
+        if self.coalesce_ms > 1000 {
+            return bad("coalesce_ms", "must be at most 1000");
+        }
         if self.max_open_files < 16 {
             return bad("max_open_files", "must be at least 16");
         }
@@ -165,6 +178,10 @@ impl ShipperConfig {
     pub fn quiet(&self) -> Duration {
         Duration::from_millis(self.quiet_ms)
     }
+    pub fn coalesce(&self) -> Duration {
+        Duration::from_millis(self.coalesce_ms)
+    }
+
     pub fn poll(&self) -> Duration {
         Duration::from_millis(self.poll_ms)
     }

@@ -541,7 +541,12 @@ async fn a_source_empty_when_the_stream_broke_is_resumed_from_its_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_falls_behind_catches_up_from_the_files() {
-    let mut node = Node::with(|c| c.tail_buffer = 1).await;
+    // Reads not coalesced: each append is its own chunk.
+    let mut node = Node::with(|c| {
+        c.tail_buffer = 1;
+        c.coalesce_ms = 0;
+    })
+    .await;
     let a0 = node.sandbox("t-a0", "a/prod/web", 0);
     let mut client = node.client(ADMIN).await;
     let mut stream = client.follow(request("a", 0)).await.unwrap().into_inner();

@@ -536,3 +536,31 @@ async fn copytruncate_while_the_shipper_is_down_loses_and_doubles_nothing() {
     w.expect_texts(&all).await;
     shipper.shutdown().await;
 }
+
+/// Writes that land within `coalesce_ms` of each other are read together:
+/// one bus record for many small writes, every line still once and in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_writes_close_together_share_a_read_and_a_record() {
+    let mut w = World::new().await;
+    let logs = w.sandbox("t-chatty", "www/prod/chatty", 0, &["main"]);
+    let mut config = w.config();
+    config.coalesce_ms = 200;
+    let shipper = w.start_with(config);
+    let file = logs.join("main.stdout");
+    append(&file, "first\n");
+    w.expect_texts(&["first".to_string()]).await;
+    let before = shipper.metrics().chunks_acked.get();
+    let want = numbered("w", 0..20);
+    for line in &want {
+        append(&file, &format!("{line}\n"));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut all = vec!["first".to_string()];
+    all.extend(want);
+    w.expect_texts(&all).await;
+    let chunks = shipper.metrics().chunks_acked.get() - before;
+    assert!(chunks <= 4, "20 writes within 40 ms took {chunks} records");
+    assert_eq!(w.duplicates, 0);
+    shipper.shutdown().await;
+}

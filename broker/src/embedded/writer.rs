@@ -68,10 +68,24 @@ pub(crate) fn run(shared: Arc<Shared>, commands: Receiver<Command>) {
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut batch: Vec<Command> = first.into_iter().collect();
+        // Group commit: what else arrives within the linger shares the sync.
+        let linger = match (&config.fsync, batch.first()) {
+            (FsyncPolicy::Batch, Some(Command::Append(_))) => {
+                Duration::from_millis(config.linger_ms)
+            }
+            _ => Duration::ZERO,
+        };
+        let until = Instant::now() + linger;
         while batch.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(command) => batch.push(command),
-                Err(_) => break,
+            let left = until.saturating_duration_since(Instant::now());
+            let next = if left.is_zero() {
+                commands.try_recv().ok()
+            } else {
+                commands.recv_timeout(left).ok()
+            };
+            match next {
+                Some(command) => batch.push(command),
+                None => break,
             }
         }
         let mut flushes = Vec::new();

@@ -258,6 +258,20 @@ impl Tracker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            // A file grew: let a few more writes land before reading it
+            // (not when behind: then every read is a full one anyway).
+            if !wait.is_zero() && matches!(hints.first(), Some(Hint::Path(_))) {
+                let until = Instant::now() + self.config.coalesce();
+                while let Some(left) = until
+                    .checked_duration_since(Instant::now())
+                    .filter(|d| !d.is_zero())
+                {
+                    match self.hints.recv_timeout(left) {
+                        Ok(hint) => hints.push(hint),
+                        Err(_) => break,
+                    }
+                }
+            }
             hints.extend(self.hints.try_iter());
             let mut shutdown = false;
             // One look per path however many events named it.
