@@ -223,24 +223,41 @@ impl Archiver {
     }
 
     /// Archives until `stop` resolves, then commits what it holds.
+    ///
+    /// After a failed step, the records read since the last commit are read
+    /// again from the bus before anything else: a failed flush has dropped
+    /// the batch it held, and a later commit must not move the bus
+    /// positions past records that are not archived.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         tokio::pin!(stop);
+        let mut rewind = false;
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                step = self.step() => {
+                step = self.step_after_rewind(&mut rewind) => {
                     if let Err(e) = step {
                         self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                         if !e.is_retryable() {
                             return Err(e);
                         }
                         tracing::warn!(error = %e, "archiver: retrying after an error");
+                        rewind = true;
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             }
         }
         self.flush().await
+    }
+
+    /// [`step`](Self::step), after reading again from the last commit if
+    /// `rewind` says the previous step failed.
+    async fn step_after_rewind(&mut self, rewind: &mut bool) -> Result<()> {
+        if *rewind {
+            self.rewind().await?;
+            *rewind = false;
+        }
+        self.step().await
     }
 
     /// One poll, and a flush if a cut is due.

@@ -10,6 +10,7 @@ mod bus;
 mod demo;
 mod faults;
 mod maintenance;
+mod pipeline;
 mod query;
 mod scheduler;
 mod soak;
