@@ -31,6 +31,9 @@ pub struct ArchiverArgs {
     /// This archiver's name in catalog commits (several may run in one group).
     #[arg(long, default_value = "archiver")]
     pub id: String,
+    /// Kafka client setting passed to librdkafka (SASL, TLS, …); repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = crate::up::parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
     /// Milliseconds of records batched before a split is cut.
     #[arg(long, default_value_t = 5000)]
     pub cut_ms: u64,
@@ -234,10 +237,11 @@ pub fn metrics_writer(
 pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
     let maintenance_config = args.maintenance.config(&args.id)?;
     let data_dir = std::path::absolute(&args.dir.data_dir)?;
-    let bus = crate::up::open_bus(&BusConfig::new(client::bus_url(
+    let bus = crate::up::open_bus(&client::bus_config(
         args.bus.as_ref(),
         &data_dir,
-    )?))
+        &args.kafka_properties,
+    )?)
     .await?;
     let url = client::store_url(args.store.as_deref(), &data_dir)?;
     let store = url.open(&client::s3_options())?;

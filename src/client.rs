@@ -136,6 +136,20 @@ pub fn s3_options() -> Vec<(String, String)> {
 }
 
 /// The bus a client command uses: `--bus`, else the data directory's.
+/// The bus of [`bus_url`] with `--kafka-property` settings for librdkafka.
+pub fn bus_config(
+    flag: Option<&BusUrl>,
+    data_dir: &Path,
+    kafka_properties: &[(String, String)],
+) -> anyhow::Result<sluice_broker::BusConfig> {
+    let mut config = sluice_broker::BusConfig::new(bus_url(flag, data_dir)?);
+    config
+        .kafka
+        .properties
+        .extend(kafka_properties.iter().cloned());
+    Ok(config)
+}
+
 pub fn bus_url(flag: Option<&BusUrl>, data_dir: &Path) -> anyhow::Result<BusUrl> {
     if let Some(url) = flag {
         return Ok(url.clone());

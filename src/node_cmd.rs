@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use sluice_broker::{BusConfig, BusUrl};
+use sluice_broker::BusUrl;
 use sluice_scheduler::gc::{Decision, GcConfig, GcPlan};
 use sluice_schema::auth::Tokens;
 use sluice_schema::pb::node_client::NodeClient;
@@ -35,6 +35,9 @@ pub struct NodeArgs {
     /// The bus [default: the data directory's].
     #[arg(long, env = "SLUICE_BUS")]
     pub bus: Option<BusUrl>,
+    /// Kafka client setting passed to librdkafka (SASL, TLS, …); repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = crate::up::parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
     /// Address of the node's Tail and Node services.
     #[arg(long, default_value = "127.0.0.1:0", env = "SLUICE_LISTEN")]
     pub listen: SocketAddr,
@@ -73,10 +76,11 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(crate::shipper_cmd::hostname);
     let node_dir = data_dir.join("nodes").join(&name);
     let tokens = read_tokens(args.tokens.as_ref(), &data_dir, "the node's services need")?;
-    let bus = sluice_broker::open(&BusConfig::new(client::bus_url(
+    let bus = sluice_broker::open(&client::bus_config(
         args.bus.as_ref(),
         &data_dir,
-    )?))
+        &args.kafka_properties,
+    )?)
     .await
     .context("failed to open the bus")?;
     let mut options = machine_options(&scheduler, &token);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use sluice_broker::{BusConfig, BusEventSink, BusUrl};
+use sluice_broker::{BusEventSink, BusUrl};
 use sluice_scheduler::scheduler::{SchedulerConfig, SchedulerService};
 
 use crate::cli::DataDirArg;
@@ -25,6 +25,9 @@ pub struct SchedulerArgs {
     /// Where cluster events go [default: the data directory's bus].
     #[arg(long, env = "SLUICE_BUS")]
     pub bus: Option<BusUrl>,
+    /// Kafka client setting passed to librdkafka (SASL, TLS, …); repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = crate::up::parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
     /// Milliseconds of silence after which a node's tasks are lost and
     /// placed again elsewhere.
     #[arg(long, default_value_t = 10_000)]
@@ -86,7 +89,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&args.dir.data_dir)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
-    let bus_config = BusConfig::new(client::bus_url(args.bus.as_ref(), &data_dir)?);
+    let bus_config = client::bus_config(args.bus.as_ref(), &data_dir, &args.kafka_properties)?;
     let bus = open_bus(&bus_config).await?;
     let (token, tokens) = admin_token(&data_dir)?;
     let tokens = Arc::new(tokens);

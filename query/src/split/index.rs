@@ -799,9 +799,12 @@ mod tests {
         let entries = entries(&blob).unwrap();
         let meta = entries.iter().find(|e| e.name == META_FILE).unwrap();
         assert!(meta.stored < meta.len, "meta.json is compressed");
+        let stored: u64 = entries.iter().map(|e| e.stored).sum();
+        let unpacked: u64 = entries.iter().map(|e| e.len).sum();
+        assert!(stored < unpacked, "{stored} < {unpacked}");
+        let terms = entries.iter().find(|e| e.name == TERMS_FILE).unwrap();
+        assert_eq!(terms.stored, terms.len, "the term filter is stored plain");
         let files = unpack(&blob).unwrap();
-        let unpacked: usize = files.iter().map(|(_, data)| data.len()).sum();
-        assert!(blob.len() < unpacked, "{} < {unpacked}", blob.len());
 
         let v1 = v1_blob(&files);
         assert_eq!(unpack(&v1).unwrap(), files, "version 1 unpacks the same");
@@ -813,6 +816,32 @@ mod tests {
             let hits = super::super::search_rows(&index, &query).unwrap();
             assert_eq!(hits.rows, [0, 2]);
         }
+    }
+
+    #[test]
+    fn the_term_filter_is_found_from_the_blob_s_first_bytes() {
+        let blob = small_blob();
+        assert_eq!(
+            locate_terms(&blob[..10]).unwrap(),
+            TermsAt::NeedBytes(HEADER_LEN)
+        );
+        assert!(matches!(
+            locate_terms(&blob[..HEADER_LEN + 5]).unwrap(),
+            TermsAt::NeedBytes(n) if n > HEADER_LEN + 5
+        ));
+        let TermsAt::At { offset, len } = locate_terms(&blob).unwrap() else {
+            panic!("a new blob has a term filter");
+        };
+        let filter = TermFilter::decode(&blob[offset as usize..(offset + len) as usize]).unwrap();
+        for term in ["out", "memory", "killed", "42", "oom", "again"] {
+            assert!(filter.may_contain(term.as_bytes()), "{term}");
+        }
+        let mut bad = blob.to_vec();
+        bad[..8].copy_from_slice(b"NOTSLUIC");
+        assert!(locate_terms(&bad).is_err());
+        // A version 1 blob has none: searched by opening the index.
+        let v1 = v1_blob(&unpack(&blob).unwrap());
+        assert_eq!(locate_terms(&v1).unwrap(), TermsAt::Absent);
     }
 
     #[test]
