@@ -242,12 +242,12 @@ fn status_text(endpoint: &str, reply: &StatusReply, d: &serde_json::Value, now: 
     };
     let _ = writeln!(
         out,
-        "archive:  {}\n          last commit {last}, its newest line {} after it was read; {} lines, {} events; {} live splits",
+        "archive:  {}\n          last commit {last}, its newest line {} after it was read; {} lines and {} events in {} commits since up started",
         a["url"].as_str().unwrap_or("?"),
         human_millis(u(&a["last_freshness_ms"])),
         u(&a["lines_archived"]),
         u(&a["events_archived"]),
-        u(&a["live_splits"]),
+        u(&a["commits"]),
     );
     let nodes = d["nodes"].as_array().cloned().unwrap_or_default();
     let alive = nodes.iter().filter(|n| n["alive"] == true).count();
@@ -338,7 +338,7 @@ fn human_millis(ms: u64) -> String {
     }
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use sluice_broker::BusUrl;
-use sluice_scheduler::gc::{Decision, GcConfig, GcPlan};
+use sluice_scheduler::gc::{Decision, GcConfig, GcPlan, KeepReason, Pressure};
+
+use crate::admin::human_bytes;
 use sluice_schema::auth::Tokens;
 use sluice_schema::pb::node_client::NodeClient;
 use sluice_schema::pb::scheduler_client::SchedulerClient;
@@ -122,6 +124,37 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why a sandbox stays, for people.
+fn keep_reason(reason: &KeepReason) -> String {
+    let at = |ms: u64| rfc3339_seconds(ms as i64 * 1_000_000);
+    match reason {
+        KeepReason::Running => "running".into(),
+        KeepReason::TooYoung {
+            eligible_at_unix_ms,
+        } => format!(
+            "finished, kept until {} (the gc delay, shorter as the disk fills)",
+            at(*eligible_at_unix_ms)
+        ),
+        KeepReason::NotShipped {
+            unshipped_bytes,
+            forced_at_unix_ms,
+        } => format!(
+            "{} not yet shipped; deleted anyway at {} or when the disk is critical",
+            human_bytes(*unshipped_bytes),
+            at(*forced_at_unix_ms)
+        ),
+    }
+}
+
+/// `2026-11-21T15:17:06Z`.
+fn rfc3339_seconds(unix_nanos: i64) -> String {
+    let full = sluice_schema::time::rfc3339_nanos(unix_nanos);
+    match full.split_once('.') {
+        Some((seconds, _)) => format!("{seconds}Z"),
+        None => full,
+    }
+}
+
 /// What this machine offers by default: its cores, memory and the root
 /// filesystem's size.
 pub fn machine_options(scheduler: &str, token: &str) -> NodeOptions {
@@ -222,18 +255,22 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for (reply, plan) in results {
+        let pressure = match plan.pressure {
+            Pressure::None => "no pressure",
+            Pressure::High => "above the pressure line",
+            Pressure::Critical => "CRITICAL",
+        };
         println!(
-            "{}: disk {} of {} bytes used ({:?} pressure), {}",
+            "{}: disk {} of {} used ({pressure}), {}",
             reply.node,
-            plan.used_before,
-            plan.total_bytes,
-            plan.pressure,
+            human_bytes(plan.used_before),
+            human_bytes(plan.total_bytes),
             if reply.applied {
-                format!("freed {} bytes", reply.freed_bytes)
+                format!("freed {}", human_bytes(reply.freed_bytes))
             } else {
                 format!(
-                    "would free {} bytes",
-                    plan.used_before.saturating_sub(plan.expected_used_after)
+                    "would free {}",
+                    human_bytes(plan.used_before.saturating_sub(plan.expected_used_after))
                 )
             }
         );
@@ -246,15 +283,21 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
                     unshipped_bytes,
                     ..
                 } => match forced {
-                    None => format!("  delete {id}: {bytes} bytes, fully shipped and old enough"),
+                    None => format!(
+                        "  delete {id}: {}, fully shipped and old enough",
+                        human_bytes(*bytes)
+                    ),
                     Some(f) => format!(
-                        "  delete {id}: {bytes} bytes, forced ({f:?}), {unshipped_bytes} bytes not shipped are lost"
+                        "  delete {id}: {}, forced ({f:?}), {} not shipped are lost",
+                        human_bytes(*bytes),
+                        human_bytes(*unshipped_bytes)
                     ),
                 },
-                Decision::PunchHoles { id, bytes, reason } => {
-                    format!("  punch {id}: {bytes} bytes of shipped log prefixes ({reason:?})")
-                }
-                Decision::Keep { id, reason } => format!("  keep {id}: {reason:?}"),
+                Decision::PunchHoles { id, bytes, reason } => format!(
+                    "  punch {id}: {} of shipped log prefixes ({reason:?})",
+                    human_bytes(*bytes)
+                ),
+                Decision::Keep { id, reason } => format!("  keep {id}: {}", keep_reason(reason)),
             };
             println!("{line}");
         }
