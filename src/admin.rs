@@ -231,19 +231,18 @@ fn status_text(endpoint: &str, reply: &StatusReply, d: &serde_json::Value, now: 
         topics.join(", ")
     );
     let a = &d["archive"];
-    let last = a["last_commit_unix_nanos"].as_i64().unwrap_or(0);
-    let last = if last > 0 {
-        format!(
+    let ago = |nanos: &serde_json::Value, never: &str| match nanos.as_i64().unwrap_or(0) {
+        0 => never.to_string(),
+        t => format!(
             "{} ago",
-            human_secs(((now - last).max(0) / 1_000_000_000) as u64)
-        )
-    } else {
-        "not yet".into()
+            human_secs(((now - t).max(0) / 1_000_000_000) as u64)
+        ),
     };
     let _ = writeln!(
         out,
-        "archive:  {}\n          last commit {last}, its newest line {} after it was read; {} lines and {} events in {} commits since up started",
+        "archive:  {}\n          last commit {}, its newest line {} after it was read; {} lines and {} events in {} commits since up started",
         a["url"].as_str().unwrap_or("?"),
+        ago(&a["last_commit_unix_nanos"], "not yet"),
         human_millis(u(&a["last_freshness_ms"])),
         u(&a["lines_archived"]),
         u(&a["events_archived"]),
@@ -252,9 +251,29 @@ fn status_text(endpoint: &str, reply: &StatusReply, d: &serde_json::Value, now: 
     let nodes = d["nodes"].as_array().cloned().unwrap_or_default();
     let alive = nodes.iter().filter(|n| n["alive"] == true).count();
     let _ = writeln!(out, "nodes:    {} ({alive} alive)", nodes.len());
-    let _ = writeln!(
-        out,
-        "  {:<12} {:<5} {:>5} {:>9} {:>21} {:>10} {:>10} {:>9} {:>10} {:>9}",
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let g = &n["agent"];
+            vec![
+                n["name"].as_str().unwrap_or("?").to_string(),
+                if n["alive"] == true { "yes" } else { "no" }.to_string(),
+                u(&g["tasks_running"]).to_string(),
+                u(&g["sandboxes"]).to_string(),
+                format!(
+                    "{} / {}",
+                    human_bytes(u(&g["disk_used_bytes"])),
+                    human_bytes(u(&g["disk_total_bytes"]))
+                ),
+                u(&n["lines_shipped"]).to_string(),
+                human_bytes(u(&n["lag_bytes"])),
+                u(&g["gc_passes"]).to_string(),
+                human_bytes(u(&g["gc_bytes_freed"])),
+                ago(&g["gc_last_pass_unix_nanos"], "-"),
+            ]
+        })
+        .collect();
+    let header = [
         "NODE",
         "ALIVE",
         "TASKS",
@@ -264,62 +283,49 @@ fn status_text(endpoint: &str, reply: &StatusReply, d: &serde_json::Value, now: 
         "LAG",
         "GC PASSES",
         "GC FREED",
-        "LAST GC"
-    );
-    for n in &nodes {
-        let g = &n["agent"];
-        let last_gc = g["gc_last_pass_unix_nanos"].as_i64().unwrap_or(0);
-        let last_gc = if last_gc > 0 {
-            format!(
-                "{} ago",
-                human_secs(((now - last_gc).max(0) / 1_000_000_000) as u64)
-            )
-        } else {
-            "-".into()
-        };
-        let _ = writeln!(
-            out,
-            "  {:<12} {:<5} {:>5} {:>9} {:>21} {:>10} {:>10} {:>9} {:>10} {:>9}",
-            n["name"].as_str().unwrap_or("?"),
-            if n["alive"] == true { "yes" } else { "no" },
-            u(&g["tasks_running"]),
-            u(&g["sandboxes"]),
-            format!(
-                "{} / {}",
-                human_bytes(u(&g["disk_used_bytes"])),
-                human_bytes(u(&g["disk_total_bytes"]))
-            ),
-            u(&n["lines_shipped"]),
-            human_bytes(u(&n["lag_bytes"])),
-            u(&g["gc_passes"]),
-            human_bytes(u(&g["gc_bytes_freed"])),
-            last_gc,
-        );
-    }
+        "LAST GC",
+    ];
+    indent(&mut out, &crate::job_cmd::table(&header, &rows));
     let jobs = d["jobs"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "jobs:     {}", jobs.len());
-    for job in &jobs {
-        let mut states = std::collections::BTreeMap::<String, usize>::new();
-        for i in job["instances"].as_array().into_iter().flatten() {
-            let state = i["state"].as_str().unwrap_or("?").to_string();
-            let state = match i["reason"].as_str() {
-                Some(reason) if !reason.is_empty() && state != "running" => {
-                    format!("{state} ({reason})")
-                }
-                _ => state,
-            };
-            *states.entry(state).or_default() += 1;
-        }
-        let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
-        let _ = writeln!(
-            out,
-            "  {:<32} {:<9} {}",
-            job["job"].as_str().unwrap_or("?"),
-            job["state"].as_str().unwrap_or("?"),
-            states.join(", ")
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            let mut states = std::collections::BTreeMap::<String, usize>::new();
+            for i in job["instances"].as_array().into_iter().flatten() {
+                let state = i["state"].as_str().unwrap_or("?").to_string();
+                let state = match i["reason"].as_str() {
+                    Some(reason) if !reason.is_empty() && state != "running" => {
+                        format!("{state} ({reason})")
+                    }
+                    _ => state,
+                };
+                *states.entry(state).or_default() += 1;
+            }
+            let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            vec![
+                job["job"].as_str().unwrap_or("?").to_string(),
+                job["state"].as_str().unwrap_or("?").to_string(),
+                states.join(", "),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        indent(
+            &mut out,
+            &crate::job_cmd::table(&["JOB", "STATE", "INSTANCES"], &rows),
         );
     }
     out
+}
+
+/// Appends `text`, each line indented by two spaces.
+fn indent(out: &mut String, text: &str) {
+    for line in text.lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
 }
 
 fn human_secs(secs: u64) -> String {

@@ -296,28 +296,36 @@ fn print_instances(job: &JobStatus) {
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
 fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    print!("{}", table(header, &rows));
+}
+
+/// Left-aligned columns two spaces apart, a header first; one line a row.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
         let last = cells.len().saturating_sub(1);
-        let mut out = String::new();
+        let mut text = String::new();
         for (i, cell) in cells.into_iter().enumerate() {
             if i == last {
-                out.push_str(cell);
+                text.push_str(cell);
             } else {
-                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
             }
         }
-        println!("{}", out.trim_end());
+        out.push_str(text.trim_end());
+        out.push('\n');
     };
     line(header.to_vec());
-    for row in &rows {
+    for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
+    out
 }
 
 fn instance_json(i: &InstanceStatus) -> Value {

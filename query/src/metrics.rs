@@ -57,16 +57,6 @@ impl Value<'_> {
 
 type Row<'a> = (&'static str, &'static str, &'static str, Value<'a>);
 
-/// The Prometheus text of the metrics given.
-pub fn render(
-    archiver: Option<&ArchiverMetrics>,
-    maintenance: Option<&MaintenanceMetrics>,
-) -> String {
-    let mut out = Exposition::new();
-    write(&mut out, archiver, maintenance);
-    out.render()
-}
-
 /// Adds the metrics given to `out`.
 pub fn write(
     out: &mut Exposition,
@@ -313,6 +303,15 @@ pub fn write_query(out: &mut Exposition, m: &QueryMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render(
+        archiver: Option<&ArchiverMetrics>,
+        maintenance: Option<&MaintenanceMetrics>,
+    ) -> String {
+        let mut out = Exposition::new();
+        write(&mut out, archiver, maintenance);
+        out.render()
+    }
 
     #[test]
     fn renders_every_metric() {

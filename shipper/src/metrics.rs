@@ -74,13 +74,6 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self, host: &str) -> String {
-        let mut out = Exposition::new();
-        self.write(host, &mut out);
-        out.render()
-    }
-
     /// Adds every metric, labelled with `host`, to `out`.
     pub fn write(&self, host: &str, out: &mut Exposition) {
         let rows: [(&'static str, &str, &'static str, &Counter); 16] = [
@@ -215,7 +208,9 @@ mod tests {
         m.lines_read.add(3);
         m.lag_bytes.set(10);
         *m.source_lag.lock().unwrap() = vec![("a/b/c".into(), 2, "/x/\"q\"\n".into(), 10)];
-        let text = m.render("node\"1");
+        let mut out = Exposition::new();
+        m.write("node\"1", &mut out);
+        let text = out.render();
         assert!(
             text.contains(&format!("{LINES}{{host=\"node\\\"1\"}} 3")),
             "{text}"

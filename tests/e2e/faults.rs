@@ -18,13 +18,7 @@ use sluice_schema::pb::{
 use sluice_testkit::TestKafka;
 use tonic::transport::Channel;
 
-use crate::harness::{SLUICE, Up, sluice_ok};
-
-fn write_spec(dir: &Path, name: &str, yaml: &str) -> String {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    path.to_str().unwrap().to_string()
-}
+use crate::harness::{SLUICE, Up, dump, sluice_ok, write_spec};
 
 fn job(up: &Up, key: &str) -> Value {
     serde_json::from_str(&sluice_ok(&[
@@ -50,19 +44,10 @@ fn until(what: &str, secs: u64, mut done: impl FnMut() -> Option<String>) -> Str
 }
 
 fn events(up: &Up) -> Vec<Value> {
-    sluice_ok(&[
-        "bus",
-        "dump",
-        "--topic",
-        "sluice.events",
-        "--from-beginning",
-        "--json",
-        "--data-dir",
-        up.data_dir(),
-    ])
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect()
+    dump(up, "sluice.events")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A job of one instance that runs `cmd` once.
@@ -125,16 +110,7 @@ fn a_full_disk_during_a_bus_outage_loses_only_what_it_must_and_says_so() {
         finished("batch/prod/shipped")
     });
     until("its lines on the bus", 60, || {
-        let out = sluice_ok(&[
-            "bus",
-            "dump",
-            "--topic",
-            "sluice.logs",
-            "--from-beginning",
-            "--json",
-            "--data-dir",
-            up.data_dir(),
-        ]);
+        let out = dump(&up, "sluice.logs");
         out.contains("shipped-2000").then_some(out)
     });
     // The acknowledgement reaches ship progress right after.

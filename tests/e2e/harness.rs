@@ -160,6 +160,27 @@ impl Drop for Up {
     }
 }
 
+/// Writes a job spec `DIR/NAME.yaml`; returns its path.
+pub fn write_spec(dir: &Path, name: &str, yaml: &str) -> String {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Every record of `topic` on `up`'s bus, one JSON object a line.
+pub fn dump(up: &Up, topic: &str) -> String {
+    sluice_ok(&[
+        "bus",
+        "dump",
+        "--data-dir",
+        up.data_dir(),
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--json",
+    ])
+}
+
 /// `GET /metrics` of `addr` (`HOST:PORT`): the whole HTTP response.
 pub fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};

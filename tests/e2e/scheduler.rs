@@ -7,13 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Proc, Up, sluice, sluice_ok};
-
-fn write_spec(dir: &Path, name: &str, yaml: &str) -> String {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    path.to_string_lossy().into_owned()
-}
+use crate::harness::{Proc, Up, dump, sluice, sluice_ok, write_spec};
 
 fn job_status(up: &Up, job: &str) -> Value {
     serde_json::from_str(&sluice_ok(&[
@@ -47,19 +41,6 @@ fn until(up: &Up, job: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value 
 
 fn instances(status: &Value) -> Vec<Value> {
     status["instances"].as_array().cloned().unwrap_or_default()
-}
-
-fn dump(up: &Up, topic: &str) -> String {
-    sluice_ok(&[
-        "bus",
-        "dump",
-        "--data-dir",
-        up.data_dir(),
-        "--topic",
-        topic,
-        "--from-beginning",
-        "--json",
-    ])
 }
 
 fn start(tmp: &Path, extra: &[&str]) -> Up {

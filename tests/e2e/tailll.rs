@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Proc, SLUICE, Up, sluice_ok};
+use crate::harness::{Proc, SLUICE, Up, sluice_ok, write_spec};
 
 fn tailll_bin() -> PathBuf {
     let path = Path::new(SLUICE).with_file_name("tailll");
@@ -174,12 +174,6 @@ fn tailll_run(data_dir: &str, args: &[&str]) -> (ExitStatus, String, String) {
         std::fs::read_to_string(out).unwrap(),
         std::fs::read_to_string(err).unwrap(),
     )
-}
-
-fn write_spec(dir: &Path, name: &str, yaml: &str) -> String {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    path.to_string_lossy().into_owned()
 }
 
 fn instances(data_dir: &str, job: &str) -> Vec<Value> {

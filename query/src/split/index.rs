@@ -255,6 +255,7 @@ impl IndexBuilder {
         let IndexBuilder {
             index,
             mut writer,
+            field,
             docs,
             ..
         } = self;
@@ -279,13 +280,9 @@ impl IndexBuilder {
                 "index holds {max_docs:?} documents, expected {docs}"
             )));
         }
-        let terms = term_filter(&index, self_field(&index)?)?;
+        let terms = term_filter(&index, field)?;
         pack(index.directory(), terms.map(|t| t.encode()))
     }
-}
-
-fn self_field(index: &Index) -> Result<Field> {
-    line_field(index).map(|(field, _)| field)
 }
 
 /// The filter of every term of the index's one segment (none when empty).
