@@ -145,9 +145,18 @@ fn a_full_disk_during_a_bus_outage_loses_only_what_it_must_and_says_so() {
     until("both finished sandboxes to be collected", 60, || {
         (!sandbox(&shipped).exists() && !sandbox(&stranded).exists()).then(String::new)
     });
-    let filler = job(&up, "batch/prod/filler");
-    assert_eq!(filler["instances"][0]["state"], "running", "{filler}");
-    assert!(sandbox(filler["instances"][0]["task_id"].as_str().unwrap()).exists());
+    // The scheduler hears of the filler's start with the next heartbeat,
+    // possibly after its blob filled the disk.
+    let task = until("the filler running", 30, || {
+        let filler = job(&up, "batch/prod/filler");
+        (filler["instances"][0]["state"] == "running").then(|| {
+            filler["instances"][0]["task_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+    });
+    assert!(sandbox(&task).exists());
 
     // 4. The bus is back: the collections and the loss are on it.
     kafka.restart();
