@@ -3,14 +3,15 @@
 //! must equal `tests/golden/NAME.expected` (a query that fails prints
 //! `error: …` instead). `SLUICE_BLESS=1` rewrites the expected files.
 //!
-//! The fixture is built the way a cluster builds an archive: five loghub
-//! samples (`../shared/corpus/loghub`, or `SLUICE_CORPUS`) are the logs of
-//! five jobs of two roles, each sample split between two instances, one
-//! line every 9 s from 2026-11-21 07:00 UTC (two and a half hours), sent as
-//! `LogChunk`s into an embedded bus with some cluster events, and archived
-//! by the real archiver, one commit per job (so a job's rows are in splits
-//! of their own). Without the corpus the tests are skipped, unless
-//! `SLUICE_REQUIRE_CORPUS=1` (set by `scripts/test.sh`) makes them fail.
+//! The fixture is built the way a cluster builds an archive: the generated
+//! corpus (`sluice-corpus`, seed 1) gives seven jobs of four roles, one log
+//! format each, two instances a job, one event every 9 s from 2026-11-21
+//! 07:00 UTC (two and a half hours), sent as `LogChunk`s into an embedded
+//! bus with some cluster events, and archived by the real archiver, one
+//! commit per job (so a job's rows are in splits of their own). Besides the
+//! blessed files, the corpus's own truths (lines per job and hour, words,
+//! needles) are checked against the engine's answers, so a wrong answer
+//! cannot be blessed in unnoticed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,10 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type, UInt64Type};
 use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
 use prost::Message as _;
 use sluice_broker::embedded::EmbeddedBus;
 use sluice_broker::{Bus, EmbeddedConfig, Record};
+use sluice_corpus::{Cluster, ClusterSpec, Format, Truths};
 use sluice_query::archiver::{Archiver, ArchiverConfig};
 use sluice_query::sql::{EngineConfig, QueryEngine, QueryOutput, QueryRequest};
 use sluice_query::store::{Store, StoreUrl};
@@ -33,56 +37,44 @@ const MINUTE: i64 = 60 * SECOND;
 const HOUR: i64 = 60 * MINUTE;
 /// 2026-11-21 07:00 UTC.
 const T0: i64 = 1_795_244_400 * SECOND;
-/// Time between two lines of one instance.
-const LINE_EVERY: i64 = 9 * SECOND;
 /// Lines per `LogChunk`.
 const CHUNK_LINES: usize = 200;
 
-/// The jobs of the fixture and the loghub sample each one logs.
-const JOBS: [(&str, &str); 5] = [
-    ("loghub/prod/hdfs", "HDFS_2k.log"),
-    ("loghub/prod/openssh", "OpenSSH_2k.log"),
-    ("web/prod/apache", "Apache_2k.log"),
-    ("batch/dev/spark", "Spark_2k.log"),
-    ("batch/dev/zookeeper", "Zookeeper_2k.log"),
+/// The jobs of the fixture and the format each one logs.
+const JOBS: [(&str, Format); 7] = [
+    ("infra/dev/blobs", Format::Raw),
+    ("infra/prod/bastion", Format::Syslog),
+    ("shop/dev/indexer", Format::Logfmt),
+    ("shop/prod/orders", Format::Java),
+    ("storage/prod/hdfs", Format::Hdfs),
+    ("web/prod/api", Format::Json),
+    ("web/prod/frontend", Format::Access),
 ];
 
-/// A block id in two lines of the HDFS sample (lines 430 and 443), both
-/// logged by instance 0 of `loghub/prod/hdfs` between 08:04 and 08:07.
-const NEEDLE: &str = "blk_-8775602795571523802";
+/// The words whose lines the truths count (the golden queries search them).
+const WORDS: [&str; 9] = [
+    "error",
+    "exception",
+    "warn",
+    "failed",
+    "invalid user",
+    "connection",
+    "caused by",
+    "terminating",
+    "info",
+];
 
-/// The loghub corpus, or `None` (with a note) when it is missing and not
-/// required.
-fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("SLUICE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/loghub")
-        });
-    if JOBS.iter().all(|(_, file)| dir.join(file).is_file()) {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("SLUICE_REQUIRE_CORPUS").is_none_or(|v| v != "1"),
-        "SLUICE_REQUIRE_CORPUS=1 but the loghub corpus is not in {} (set SLUICE_CORPUS)",
-        dir.display()
-    );
-    eprintln!(
-        "skipped: no loghub corpus in {} (set SLUICE_CORPUS)",
-        dir.display()
-    );
-    None
-}
-
-/// The non-empty lines of a sample, without their `\r\n`.
-fn sample_lines(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("failed to read {}: {e}", path.display()));
-    text.lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect()
+/// The fixture's logs.
+fn corpus() -> Cluster {
+    Cluster::generate(&ClusterSpec {
+        seed: 1,
+        jobs: JOBS.iter().map(|(j, f)| (j.to_string(), *f)).collect(),
+        instances: 2,
+        start_unix_nanos: T0,
+        every_nanos: 9 * SECOND,
+        events: 1000,
+        needle_every: 150,
+    })
 }
 
 struct Fixture {
@@ -131,7 +123,7 @@ fn events() -> Vec<ClusterEvent> {
         ..Default::default()
     };
     for (j, (job, _)) in JOBS.iter().enumerate() {
-        let actor = if job.starts_with("batch/") {
+        let actor = if job.starts_with("shop/") {
             "bob"
         } else {
             "alice"
@@ -164,7 +156,7 @@ fn events() -> Vec<ClusterEvent> {
             out.push(e);
         }
     }
-    let spark = "batch/dev/spark";
+    let spark = "shop/prod/orders";
     let mut failed = event(
         "node-1/failed".into(),
         T0 + HOUR + 20 * MINUTE,
@@ -194,7 +186,7 @@ fn events() -> Vec<ClusterEvent> {
         ("to".into(), "running".into()),
     ]);
     out.push(restarted);
-    let zookeeper = "batch/dev/zookeeper";
+    let zookeeper = "infra/dev/blobs";
     let mut kill = event(
         "node-2/quota".into(),
         T0 + 2 * HOUR,
@@ -229,7 +221,7 @@ fn events() -> Vec<ClusterEvent> {
         spark,
     );
     killed.actor = "bob".into();
-    killed.message = "batch/dev/spark killed".into();
+    killed.message = "shop/prod/orders killed".into();
     out.push(killed);
     let mut call = event(
         "scheduler/api".into(),
@@ -248,7 +240,7 @@ fn task_id(job: &str, instance: u32) -> String {
 }
 
 /// Archives the fixture into a local store.
-async fn fixture(corpus: &Path) -> Fixture {
+async fn fixture(corpus: &Cluster) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let bus: Arc<dyn Bus> =
         Arc::new(EmbeddedBus::open(&dir.path().join("bus"), EmbeddedConfig::default()).unwrap());
@@ -267,13 +259,13 @@ async fn fixture(corpus: &Path) -> Fixture {
         .unwrap();
     let metrics = archiver.metrics();
     let mut sent = 0u64;
-    for (j, (job, file)) in JOBS.iter().enumerate() {
-        let lines = sample_lines(&corpus.join(file));
-        for (instance, half) in lines.chunks(lines.len().div_ceil(2)).enumerate() {
-            let instance = instance as u32;
+    for (j, (job, _)) in JOBS.iter().enumerate() {
+        for stream in corpus.streams.iter().filter(|s| s.job == *job) {
+            let instance = stream.instance;
             let source_id = (2 * j) as u64 + u64::from(instance) + 1;
+            let lines: Vec<(i64, &[u8])> = stream.lines().collect();
             let mut offset = 0u64;
-            for (c, chunk_lines) in half.chunks(CHUNK_LINES).enumerate() {
+            for chunk_lines in lines.chunks(CHUNK_LINES) {
                 let mut chunk = LogChunk {
                     source: Some(Source {
                         host: format!("node-{}", (2 * j + instance as usize) % 3),
@@ -292,17 +284,13 @@ async fn fixture(corpus: &Path) -> Fixture {
                     shipped_at_unix_nanos: T0,
                     ..Default::default()
                 };
-                for (i, text) in chunk_lines.iter().enumerate() {
-                    let n = (c * CHUNK_LINES + i) as i64;
+                for (ts, text) in chunk_lines {
                     let raw_len = text.len() as u32 + 1;
                     chunk.lines.push(Line {
                         offset,
                         raw_len,
-                        ts_unix_nanos: T0
-                            + n * LINE_EVERY
-                            + j as i64 * SECOND
-                            + i64::from(instance) * SECOND / 2,
-                        text: Bytes::from(text.clone()),
+                        ts_unix_nanos: *ts,
+                        text: Bytes::copy_from_slice(text),
                         ..Default::default()
                     });
                     offset += u64::from(raw_len);
@@ -372,7 +360,7 @@ async fn render(engine: &QueryEngine, sql: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_queries() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
     let fixture = fixture(&corpus).await;
     let engine = fixture.engine().await;
     let bless = std::env::var_os("SLUICE_BLESS").is_some_and(|v| v == "1");
@@ -418,16 +406,28 @@ async fn golden_queries() {
     );
 }
 
+/// The first needle the corpus planted in `job` twice.
+fn needle_of(truths: &Truths, job: &str) -> String {
+    truths
+        .needles
+        .iter()
+        .find(|(_, hits)| hits.len() == 2 && hits.iter().all(|h| h.job == job))
+        .map(|(needle, _)| needle.clone())
+        .unwrap_or_else(|| panic!("no needle planted twice in {job}"))
+}
+
 /// A needle is answered by the indexes: only its rows are decoded, and the
 /// splits without it are not read at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_needle_reads_only_its_rows() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
+    let truths = corpus.truths(&[]);
     let fixture = fixture(&corpus).await;
     let engine = fixture.engine().await;
+    let needle = needle_of(&truths, "storage/prod/hdfs");
     let output = query(
         &engine,
-        &format!("SELECT job, instance, line FROM logs WHERE search(line, '{NEEDLE}')"),
+        &format!("SELECT job, instance, line FROM logs WHERE search(line, '{needle}')"),
     )
     .await;
     assert_eq!(output.num_rows(), 2);
@@ -435,7 +435,7 @@ async fn a_needle_reads_only_its_rows() {
     assert!(stats.splits_total >= 10, "{stats:?}");
     assert_eq!(stats.splits_searched, stats.splits_total, "{stats:?}");
     assert!(
-        stats.splits_without_hits > 0 && stats.splits_read.len() == 1,
+        stats.splits_without_hits > 0 && stats.splits_read.len() <= 2,
         "{stats:?}"
     );
     assert_eq!(stats.rows_selected_by_index, 2, "{stats:?}");
@@ -447,7 +447,7 @@ async fn a_needle_reads_only_its_rows() {
     // Without an index to ask, LIKE reads every row of every split.
     let output = query(
         &engine,
-        &format!("SELECT count(*) FROM logs WHERE line LIKE '%{NEEDLE}%'"),
+        &format!("SELECT count(*) FROM logs WHERE line LIKE '%{needle}%'"),
     )
     .await;
     assert_eq!(output.stats.rows_in_splits_read, fixture.lines);
@@ -457,7 +457,8 @@ async fn a_needle_reads_only_its_rows() {
 /// Filters on time and job drop splits before any object is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_and_job_filters_prune_splits() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
+    let truths = corpus.truths(&[]);
     let fixture = fixture(&corpus).await;
     let engine = fixture.engine().await;
     let output = query(
@@ -475,14 +476,173 @@ async fn time_and_job_filters_prune_splits() {
 
     let output = query(
         &engine,
-        "SELECT count(*) FROM logs WHERE job = 'web/prod/apache'",
+        "SELECT count(*) FROM logs WHERE job = 'web/prod/frontend'",
     )
     .await;
     // Each job's lines were committed on their own: only its splits are read.
     let stats = &output.stats;
-    assert_eq!(stats.rows_in_splits_read, 2000, "{stats:?}");
+    assert_eq!(
+        stats.rows_in_splits_read, truths.lines["web/prod/frontend"],
+        "{stats:?}"
+    );
     assert_eq!(
         stats.splits_pruned + stats.splits_read.len() as u64,
         stats.splits_total
     );
+}
+
+/// The rows of a query's first column as strings and its other columns as
+/// integers (counts, instances, nanoseconds).
+fn keyed_counts(output: &QueryOutput) -> Vec<(String, Vec<i64>)> {
+    let mut rows = Vec::new();
+    for batch in &output.batches {
+        let key = datafusion::arrow::compute::cast(
+            batch.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let key = key.as_string::<i32>();
+        for row in 0..batch.num_rows() {
+            let values = (1..batch.num_columns())
+                .map(|c| integer(batch.column(c).as_ref(), row))
+                .collect();
+            rows.push((key.value(row).to_string(), values));
+        }
+    }
+    rows
+}
+
+fn integer(column: &dyn Array, row: usize) -> i64 {
+    if let Some(a) = column.as_primitive_opt::<Int64Type>() {
+        a.value(row)
+    } else if let Some(a) = column.as_primitive_opt::<UInt64Type>() {
+        a.value(row) as i64
+    } else if let Some(a) = column.as_primitive_opt::<UInt32Type>() {
+        i64::from(a.value(row))
+    } else if let Some(a) = column.as_primitive_opt::<TimestampNanosecondType>() {
+        a.value(row)
+    } else {
+        panic!("not an integer column: {:?}", column.data_type())
+    }
+}
+
+/// The engine's answers equal what the corpus knows of its own logs: lines
+/// per job, per hour, per word and phrase, time spans, and every needle's
+/// rows, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_agree_with_the_corpus_truths() {
+    let corpus = corpus();
+    let truths = corpus.truths(&WORDS);
+    let fixture = fixture(&corpus).await;
+    let engine = fixture.engine().await;
+    assert_eq!(fixture.lines, truths.total_lines());
+
+    let per_job = query(
+        &engine,
+        "SELECT job, count(*), count(DISTINCT instance), min(ts), max(ts) FROM logs GROUP BY job ORDER BY job",
+    )
+    .await;
+    let expected: Vec<(String, Vec<i64>)> = truths
+        .lines
+        .iter()
+        .map(|(job, lines)| {
+            let (first, last) = truths.span[job];
+            (
+                job.clone(),
+                vec![*lines as i64, i64::from(truths.instances[job]), first, last],
+            )
+        })
+        .collect();
+    assert_eq!(keyed_counts(&per_job), expected);
+
+    let per_hour = query(
+        &engine,
+        "SELECT concat(job, ' ', CAST(date_trunc('hour', ts) AS BIGINT)), count(*) FROM logs GROUP BY 1 ORDER BY 1",
+    )
+    .await;
+    let mut expected: Vec<(String, Vec<i64>)> = truths
+        .lines_per_hour
+        .iter()
+        .map(|((job, hour), n)| (format!("{job} {hour}"), vec![*n as i64]))
+        .collect();
+    expected.sort();
+    assert_eq!(keyed_counts(&per_hour), expected);
+
+    for word in WORDS {
+        let search = if word.contains(' ') {
+            format!("\"{word}\"")
+        } else {
+            word.to_string()
+        };
+        let output = query(
+            &engine,
+            &format!(
+                "SELECT job, count(*) FROM logs WHERE search(line, '{search}') GROUP BY job ORDER BY job"
+            ),
+        )
+        .await;
+        let expected: Vec<(String, Vec<i64>)> = truths
+            .lines
+            .keys()
+            .map(|job| (job.clone(), vec![truths.lines_with_word(word, job) as i64]))
+            .filter(|(_, n)| n[0] > 0)
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "no line holds {word:?}: pick another word"
+        );
+        assert_eq!(keyed_counts(&output), expected, "search(line, '{search}')");
+    }
+
+    // Every needle of two jobs, found by search and by LIKE.
+    let needles: Vec<_> = truths
+        .needles
+        .iter()
+        .filter(|(_, hits)| ["storage/prod/hdfs", "web/prod/api"].contains(&hits[0].job.as_str()))
+        .collect();
+    assert!(needles.len() >= 8, "{}", needles.len());
+    for (needle, hits) in needles {
+        for filter in [
+            format!("search(line, '{needle}')"),
+            format!("line LIKE '%{needle}%'"),
+        ] {
+            let output = query(
+                &engine,
+                &format!(
+                    "SELECT ts, job, instance, \"offset\", line FROM logs WHERE {filter} ORDER BY ts"
+                ),
+            )
+            .await;
+            let mut found = Vec::new();
+            for batch in &output.batches {
+                let jobs = datafusion::arrow::compute::cast(
+                    batch.column(1),
+                    &datafusion::arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap();
+                let lines = datafusion::arrow::compute::cast(
+                    batch.column(4),
+                    &datafusion::arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap();
+                for row in 0..batch.num_rows() {
+                    found.push((
+                        integer(batch.column(0).as_ref(), row),
+                        jobs.as_string::<i32>().value(row).to_string(),
+                        integer(batch.column(2).as_ref(), row) as u32,
+                        integer(batch.column(3).as_ref(), row) as u64,
+                        lines.as_string::<i32>().value(row).to_string(),
+                    ));
+                }
+            }
+            let expected: Vec<_> = hits
+                .iter()
+                .map(|h| {
+                    let line = String::from_utf8(h.line.clone()).expect("ASCII needles");
+                    (h.ts, h.job.clone(), h.instance, h.offset, line)
+                })
+                .collect();
+            assert_eq!(found, expected, "{filter}");
+        }
+    }
 }

@@ -6,9 +6,8 @@
 //! cargo test --release -p sluice-query --lib split -- --ignored --nocapture
 //! ```
 //!
-//! The corpus is the loghub samples (`$SLUICE_CORPUS`, else
-//! `../shared/corpus` beside the workspace), 24,000 lines repeated ten
-//! times with every number of two or more digits changed per repetition,
+//! The corpus is `$SLUICE_CORPUS` (the loghub samples measured the choices
+//! below), else the generated one; its lines are repeated ten times with every number of two or more digits changed per repetition,
 //! so ids and timestamps are new terms as in a real day of logs. Each
 //! sample file is one job, each repetition one instance.
 
@@ -26,16 +25,44 @@ use super::{SearchQuery, SplitOptions, search_rows};
 
 const REPEATS: usize = 10;
 
-fn corpus_dir() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("SLUICE_CORPUS").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .map(|dir| dir.join("loghub"))
-        .find(|dir| dir.is_dir())
+/// The samples: the `*.log` files of `$SLUICE_CORPUS` (e.g. the loghub
+/// samples), else the generated corpus (every format, seed 1).
+fn corpus_files() -> Vec<(String, Vec<String>)> {
+    if let Some(dir) = std::env::var_os("SLUICE_CORPUS").map(PathBuf::from) {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("SLUICE_CORPUS={}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        files.sort();
+        return files
+            .iter()
+            .map(|path| {
+                let text = std::fs::read(path).unwrap();
+                let name = path.file_stem().unwrap().to_string_lossy().to_lowercase();
+                let lines = String::from_utf8_lossy(&text)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                (name, lines)
+            })
+            .collect();
+    }
+    sluice_corpus::files(
+        &sluice_corpus::Format::ALL,
+        1,
+        2_000,
+        1_800_000_000_000_000_000,
+    )
+    .into_iter()
+    .map(|(name, lines)| {
+        let lines = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        (name, lines)
+    })
+    .collect()
 }
 
 /// `line` with every run of 2+ digits shifted by `repeat`, same width.
@@ -71,27 +98,14 @@ fn vary(line: &str, repeat: usize) -> String {
     out
 }
 
-fn corpus_rows() -> Option<Vec<LogRow>> {
-    let dir = corpus_dir()?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
+fn corpus_rows() -> Vec<LogRow> {
     let base_ts = 1_800_000_000_000_000_000i64;
     let mut rows = Vec::new();
-    for (f, path) in files.iter().enumerate() {
-        let text = std::fs::read(path).ok()?;
-        let name = path.file_stem()?.to_string_lossy().to_lowercase();
-        let lines: Vec<String> = String::from_utf8_lossy(&text)
-            .lines()
-            .map(str::to_string)
-            .collect();
+    for (f, (name, lines)) in corpus_files().iter().enumerate() {
         for repeat in 0..REPEATS {
             let source = Arc::new(RowSource {
                 host: format!("node-{}", repeat % 4),
-                job: format!("loghub/prod/{name}"),
+                job: format!("corpus/prod/{name}"),
                 instance: repeat as u32,
                 task_id: format!("{name}-{repeat}-7f3a"),
                 run: 0,
@@ -120,7 +134,7 @@ fn corpus_rows() -> Option<Vec<LogRow>> {
         }
     }
     rows.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    Some(rows)
+    rows
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -204,16 +218,11 @@ fn parquet_row(label: &str, level: i32, rows: &[LogRow], raw: usize) {
 #[test]
 #[ignore = "measurement: run in release with --ignored --nocapture"]
 fn measure_split_costs() {
-    let Some(rows) = corpus_rows() else {
-        eprintln!(
-            "skipped: no loghub corpus (set SLUICE_CORPUS or put it at ../shared/corpus/loghub)"
-        );
-        return;
-    };
+    let rows = corpus_rows();
     let lines: Vec<String> = rows.iter().map(|r| r.line().into_owned()).collect();
     let raw: usize = rows.iter().map(|r| r.text.len()).sum();
     println!(
-        "\ncorpus: {} lines, {:.1} MB of line text ({} repetitions of the loghub samples)\n",
+        "\ncorpus: {} lines, {:.1} MB of line text ({} repetitions of the samples)\n",
         rows.len(),
         mb(raw),
         REPEATS
@@ -389,9 +398,7 @@ fn vary_keeps_shape() {
 fn measure_parquet_columns() {
     use parquet::basic::{Compression, Encoding, ZstdLevel};
     use parquet::schema::types::ColumnPath;
-    let Some(rows) = corpus_rows() else {
-        return;
-    };
+    let rows = corpus_rows();
     let raw: usize = rows.iter().map(|r| r.text.len()).sum();
     let line = ColumnPath::from(sluice_schema::archive::COL_LINE);
     for (label, level, encoding) in [

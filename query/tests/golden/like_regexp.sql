@@ -8,7 +8,7 @@ SELECT 'search "invalid user"', count(*) FROM logs WHERE search(line, '"invalid 
 UNION ALL
 SELECT 'regexp_like blk_-?[0-9]+ terminating$', count(*) FROM logs WHERE regexp_like(line, 'blk_-?[0-9]+ terminating$')
 UNION ALL
-SELECT '~ ^\[.*\] \[error\]', count(*) FROM logs WHERE line ~ '^\[.*\] \[error\]'
+SELECT '~ "(level|severity|lvl)":"error"', count(*) FROM logs WHERE line ~ '"(level|severity|lvl)":"error"'
 UNION ALL
 SELECT 'regexp_like (?i)exception', count(*) FROM logs WHERE regexp_like(line, '(?i)exception')
 ORDER BY filter

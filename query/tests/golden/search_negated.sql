@@ -5,6 +5,6 @@ SELECT job,
        count(*) FILTER (WHERE NOT search(line, 'info')) AS not_info,
        count(*) AS lines
 FROM logs
-WHERE job LIKE 'loghub/%'
+WHERE job LIKE 'web/%'
 GROUP BY job
 ORDER BY job

@@ -1,5 +1,5 @@
 -- A phrase needs its tokens next to each other, in order, whatever is
--- between them ("user root" finds user=root and /user/root/); words alone
+-- between them ("user root" finds USER=root and /user/root/); words alone
 -- only need to be in the line. The reversed phrase "user invalid" finds no
 -- line, so it has no row.
 SELECT 'phrase "invalid user admin"' AS query, job, count(*) AS lines
@@ -14,9 +14,9 @@ UNION ALL
 SELECT 'phrase "user root"', job, count(*)
 FROM logs WHERE search(line, '"user root"') GROUP BY job
 UNION ALL
-SELECT 'phrase "authentication failure"', job, count(*)
-FROM logs WHERE search(line, '"authentication failure"') GROUP BY job
+SELECT 'phrase "connection closed"', job, count(*)
+FROM logs WHERE search(line, '"connection closed"') GROUP BY job
 UNION ALL
-SELECT 'word of several tokens 10.10.34.11', job, count(*)
-FROM logs WHERE search(line, '10.10.34.11') GROUP BY job
+SELECT 'word of several tokens code=exited', job, count(*)
+FROM logs WHERE search(line, 'code=exited') GROUP BY job
 ORDER BY query, job

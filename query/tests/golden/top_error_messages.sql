@@ -1,6 +1,7 @@
--- The most frequent error messages with their timestamps cut off, per job.
+-- The most frequent error messages with their numbers masked (so the lines
+-- of one message group together), per job.
 SELECT job,
-       regexp_replace(line, '^(\[[^]]*\] |[0-9][0-9:,./ -]* )', '') AS message,
+       regexp_replace(line, '[0-9]+', 'N', 'g') AS message,
        count(*) AS n
 FROM logs
 WHERE search(line, 'error OR exception')

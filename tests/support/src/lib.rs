@@ -147,16 +147,6 @@ fn tansu_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The loghub sample corpus (`../shared/corpus/loghub`), if present.
-pub fn corpus_dir() -> Option<PathBuf> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        std::env::var_os("SLUICE_CORPUS").map(PathBuf::from),
-        Some(here.join("../../../shared/corpus/loghub")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.is_dir())
-}
-
 /// A native sandbox `<root>/<task_id>` with its manifest (run 0), as a node
 /// agent lays it out; returns its run-0 log directory (created).
 pub fn native_sandbox(
