@@ -1,9 +1,9 @@
 //! `sluice bench archive`: the archiver's throughput and the archive's size,
 //! next to `zstd -3 -T1` of the same raw bytes, in one run.
 //!
-//! The raw log is built from the loghub corpus the way a cluster writes it:
-//! each source is one instance of one job, and each job is one loghub
-//! sample (so a source logs in one format), repeated with its numbers
+//! The raw log is built from the corpus (`--corpus DIR`, or the generated
+//! one) the way a cluster writes it: each source is one instance of one job,
+//! and each job is one sample file (so a source logs in one format), repeated with its numbers
 //! changed on every pass and for every instance. The sources' lines reach
 //! the bus as `LogChunk`s of about 64 KiB, round robin over the 100 sources.
 //! Then an archiver reads the bus into a local store until everything is
@@ -35,14 +35,15 @@ use sluice_query::store::{Store, StoreUrl};
 use sluice_schema::pb::{Line, LogChunk, Source};
 use sluice_schema::topics;
 
-use crate::bench::{child_cpu_time, corpus_dir, corpus_files, cpu_time};
+use crate::bench::{child_cpu_time, corpus_files, cpu_time};
 
 #[derive(Args, Debug)]
 pub struct ArchiveBenchArgs {
     /// MiB of raw log to archive.
     #[arg(long, default_value_t = 1024)]
     pub mb: u64,
-    /// The loghub corpus [default: ../shared/corpus/loghub].
+    /// A directory of `*.log` log samples (e.g. ../shared/corpus/loghub)
+    /// [default: the generated corpus, every format of sluice-corpus]
     #[arg(long, env = "SLUICE_CORPUS")]
     pub corpus: Option<PathBuf>,
     /// Scratch directory [default: the system's temp dir].
@@ -84,7 +85,7 @@ pub(crate) fn vary(line: &[u8], pass: usize) -> Vec<u8> {
 }
 
 /// One source of the bench: instance `instance` of the job logging like
-/// loghub sample `dataset`.
+/// sample `dataset`.
 struct BenchSource {
     dataset: usize,
     instance: usize,
@@ -131,7 +132,7 @@ pub(crate) struct Generated {
     pub lines: u64,
 }
 
-/// Writes `mb` MiB of raw log from the loghub samples in `corpus` as
+/// Writes `mb` MiB of raw log from the samples of `corpus` as
 /// `LogChunk`s of 100 sources into an embedded bus in a new scratch
 /// directory (under `dir`, named `prefix…`), and the same lines to
 /// `arrival.log` in arrival order and, with `per_source`, to one file per
@@ -143,7 +144,7 @@ pub(crate) async fn generate(
     prefix: &str,
     per_source: bool,
 ) -> anyhow::Result<Generated> {
-    let datasets = corpus_files(&corpus_dir(corpus)?)?;
+    let datasets = corpus_files(corpus)?;
     let scratch = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(dir.map_or_else(std::env::temp_dir, Path::to_path_buf))?;
@@ -219,7 +220,7 @@ pub(crate) async fn generate(
             let chunk = LogChunk {
                 source: Some(Source {
                     host: format!("node-{}", s % 3),
-                    job: format!("loghub/prod/{name}"),
+                    job: format!("bench/prod/{name}"),
                     instance: source.instance as u32,
                     task_id: format!("{name}-{}-0", source.instance),
                     process: "main".into(),

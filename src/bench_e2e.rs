@@ -7,8 +7,8 @@
 //! (this binary again, hidden): it writes, every `--write-ms` as a buffered
 //! logger does, the lines due at its share of the rate, each carrying its
 //! write time in nanoseconds, its instance and a sequence number, then a
-//! line of the loghub corpus (instance `i` logs corpus file `i` modulo 12,
-//! its digits changed on each pass through it).
+//! line of the corpus (instance `i` logs corpus file `i` modulo their
+//! number, its digits changed on each pass through it).
 //!
 //! While the writers write, the bench follows the archive's catalog (every
 //! 100 ms, as the query engine reads it) and notes when each commit's
@@ -88,7 +88,8 @@ pub struct E2eBenchArgs {
     /// The tailll binary [default: `tailll` next to this sluice].
     #[arg(long)]
     pub tailll: Option<PathBuf>,
-    /// Log samples the writers log [default: $SLUICE_CORPUS or ../shared/corpus/loghub]
+    /// A directory of `*.log` log samples (e.g. ../shared/corpus/loghub)
+    /// [default: the generated corpus, every format of sluice-corpus]
     #[arg(long, env = "SLUICE_CORPUS")]
     pub corpus: Option<PathBuf>,
     /// Scratch directory [default: the system's temp dir].
@@ -220,10 +221,10 @@ pub async fn run(args: E2eBenchArgs) -> anyhow::Result<()> {
         "no tailll binary at {} (build it with `cargo build --release -p tailll`, pass --tailll, or --no-tailll)",
         tailll.display()
     );
-    let corpus = std::path::absolute(corpus_dir(args.corpus.as_deref())?)?;
     let scratch = tempfile::Builder::new()
         .prefix("sluice-bench-e2e-")
         .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
+    let corpus = corpus_dir(args.corpus.as_deref(), scratch.path())?;
     let up_args: Vec<String> = match &args.bus {
         Some(url) => vec!["--bus".into(), url.to_string()],
         None => Vec::new(),

@@ -1,11 +1,11 @@
 //! `sluice bench query`: four queries over the archive of the same raw log
-//! that `sluice bench archive` builds (loghub samples as 100 sources, two
-//! hours), side by side in one run with `zstd -dc | grep` over that raw log
+//! that `sluice bench archive` builds (the corpus's samples as 100 sources,
+//! two hours), side by side in one run with `zstd -dc | grep` over that raw log
 //! compressed with `zstd -3 -T1`, and with DuckDB over the same Parquet files
 //! (`logs/**/*.parquet`, Hive partitioning):
 //!
-//! - a needle: a block id that a handful of lines hold (`search()`; `grep -F`;
-//!   `contains`);
+//! - a needle: a token that a handful of lines hold, picked from the corpus
+//!   (`search()`; `grep -F`; `contains`);
 //! - a regex scan (`regexp_like`; `grep -E`; `regexp_matches`);
 //! - lines per job and hour (no grep: the raw log knows neither);
 //! - the ten most frequent lines holding the word `error` (`search()`;
@@ -41,7 +41,8 @@ pub struct QueryBenchArgs {
     /// MiB of raw log to archive and query.
     #[arg(long, default_value_t = 1024)]
     pub mb: u64,
-    /// The loghub corpus [default: ../shared/corpus/loghub].
+    /// A directory of `*.log` log samples (e.g. ../shared/corpus/loghub)
+    /// [default: the generated corpus, every format of sluice-corpus]
     #[arg(long, env = "SLUICE_CORPUS")]
     pub corpus: Option<PathBuf>,
     /// Scratch directory [default: the system's temp dir].
@@ -64,10 +65,6 @@ pub struct QueryBenchArgs {
     pub keep: bool,
 }
 
-/// A block id in two lines of the HDFS sample; the generator rewrites its
-/// digits for each pass and instance, so this form (instance 1's first pass)
-/// is in a few lines only.
-const NEEDLE_IN_SAMPLE: &str = "blk_-8775602795571523802";
 /// Warnings and errors that name an IPv4 address (the same in POSIX ERE,
 /// Rust's regex and RE2).
 const REGEX: &str = "(ERROR|WARN|FATAL).*([0-9]{1,3}\\.){3}[0-9]{1,3}";
@@ -403,7 +400,12 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
 
     let (splits, data, index, _) = log_sizes(&store).await?;
 
-    let needle = String::from_utf8(vary(NEEDLE_IN_SAMPLE.as_bytes(), 1))?;
+    // A token of a few lines of the samples; the generator rewrites its
+    // digits for each pass, so this form (the first pass's) is in a few
+    // lines only.
+    let sample_needle = crate::bench::rare_token(&crate::bench::corpus_files(args.corpus.as_deref())?)
+        .context("no rare token in the corpus to search for (a word of 10+ letters and digits in at most 3 lines)")?;
+    let needle = String::from_utf8(vary(sample_needle.as_bytes(), 1))?;
     let engine_store = store.clone();
     let engine = QueryEngine::open(
         store,

@@ -19,7 +19,7 @@ use sluice_schema::sandbox::{self, Manifest};
 use sluice_shipper::layout::LayoutKind;
 use sluice_shipper::{Shipper, ShipperConfig};
 
-use crate::bench::{child_cpu_time, corpus_dir, corpus_lines, cpu_time};
+use crate::bench::{child_cpu_time, corpus_lines, cpu_time};
 
 #[derive(Args, Debug)]
 pub struct ShipperBenchArgs {
@@ -35,6 +35,8 @@ pub struct ShipperBenchArgs {
     /// Directory for the sandboxes and the bus [default: system temp]
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// A directory of `*.log` log samples (e.g. ../shared/corpus/loghub)
+    /// [default: the generated corpus, every format of sluice-corpus]
     #[arg(long, env = "SLUICE_CORPUS")]
     pub corpus: Option<PathBuf>,
     #[arg(long)]
@@ -79,12 +81,12 @@ struct Report {
 }
 
 pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
-    let corpus = corpus_dir(args.corpus.as_deref())?;
+    let corpus = args.corpus.as_deref();
     let scratch = tempfile::Builder::new()
         .prefix("sluice-bench-shipper-")
         .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
     let root = scratch.path().join("sandboxes");
-    let (paths, bytes, lines) = write_sandboxes(&corpus, &root, args.files, args.mb << 20)?;
+    let (paths, bytes, lines) = write_sandboxes(corpus, &root, args.files, args.mb << 20)?;
 
     let mut rows = Vec::new();
     rows.push(baseline(
@@ -270,7 +272,7 @@ fn baseline(name: &str, command: &mut Command, bytes: u64, lines: u64) -> anyhow
 /// `files` native sandboxes holding `total` bytes of corpus lines between
 /// them, written in a streaming way so this process stays small.
 fn write_sandboxes(
-    corpus: &Path,
+    corpus: Option<&Path>,
     root: &Path,
     files: usize,
     total: u64,

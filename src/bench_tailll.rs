@@ -761,7 +761,7 @@ fn probe(args: &TaillBenchArgs) -> anyhow::Result<()> {
     // it so that repeats are not byte-identical.
     let corpus = match &args.probe_corpus {
         Some(dir) => {
-            let mut files = crate::bench::corpus_files(dir)?;
+            let mut files = crate::bench::corpus_files(Some(dir))?;
             let at = args.probe_instance as usize % files.len();
             files.swap_remove(at).1
         }
