@@ -156,8 +156,8 @@ impl Admin for AdminService {
     }
 }
 
-/// `sluice status [--json]`.
-pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+/// `sluice status [--json]`; `color` makes the section names bold.
+pub async fn status(args: StatusArgs, color: bool) -> anyhow::Result<()> {
     let (endpoint, token) = ClientConfig::resolve(&args.dir.data_dir)?;
     let mut admin = AdminClient::new(client::connect(&endpoint, &token).await?);
     let reply = admin
@@ -177,15 +177,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         });
         println!("{out}");
     } else {
-        print!(
-            "{}",
-            status_text(
-                &endpoint,
-                &reply,
-                &detail,
-                sluice_scheduler::scheduler::service::now_unix_nanos()
-            )
+        let text = status_text(
+            &endpoint,
+            &reply,
+            &detail,
+            sluice_scheduler::scheduler::service::now_unix_nanos(),
         );
+        print!("{}", if color { bold_labels(&text) } else { text });
     }
     Ok(())
 }
@@ -317,6 +315,18 @@ fn status_text(endpoint: &str, reply: &StatusReply, d: &serde_json::Value, now: 
         );
     }
     out
+}
+
+/// The section names of `status_text` (`bus:`, `archive:` …) in bold.
+fn bold_labels(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.split_once(':') {
+            Some((label, rest)) if !label.starts_with(' ') && !label.contains(' ') => {
+                format!("\x1b[1m{label}:\x1b[0m{rest}\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect()
 }
 
 /// Appends `text`, each line indented by two spaces.

@@ -112,11 +112,18 @@ fn parse_crash(text: &str) -> Result<(archiver::Step, u32), String> {
 #[derive(Subcommand, Debug)]
 pub enum ArchiveCommand {
     /// Splits, rows, bytes raw vs stored, time range, catalog version, lag.
+    #[command(
+        after_help = "Examples:\n  sluice archive status\n  sluice archive status --store s3://logs-bucket/sluice --json"
+    )]
     Status(StatusArgs),
     /// Merge the small splits of each hour now (what the archiver does in
     /// the background), or say what would be merged.
+    #[command(
+        after_help = "Examples:\n  sluice archive compact --dry-run\n  sluice archive compact"
+    )]
     Compact(CompactArgs),
     /// Remove splits older than their retention now, or say which.
+    #[command(after_help = "Examples:\n  sluice archive retention --retention 30d --dry-run")]
     Retention(RetentionArgs),
 }
 

@@ -79,7 +79,8 @@ pub async fn kill(scheduler: &SchedulerService, keys: &[JobKey], wait: Duration)
 }
 
 /// What to try next, as commands that work when pasted into another
-/// terminal: `PATH` and `SLUICE_DATA_DIR` are set first when needed.
+/// terminal, in any directory: `SLUICE_DATA_DIR` is set first, and `PATH`
+/// when the binaries are not on it.
 pub fn next_steps(data_dir: &Path) -> String {
     let mut setup = Vec::new();
     if let Some(bin) = std::env::current_exe()
@@ -89,13 +90,11 @@ pub fn next_steps(data_dir: &Path) -> String {
     {
         setup.push(format!("PATH=\"{}:$PATH\"", bin.display()));
     }
-    let default = std::path::absolute("sluice-data").ok();
-    if default.as_deref() != Some(data_dir) {
-        setup.push(format!(
-            "SLUICE_DATA_DIR={}",
-            shell_quote(&data_dir.display().to_string())
-        ));
-    }
+    // Always: the default `./sluice-data` is only right in this directory.
+    setup.push(format!(
+        "SLUICE_DATA_DIR={}",
+        shell_quote(&data_dir.display().to_string())
+    ));
     let mut out = String::from("\nThe demo is running. In another terminal, try:\n\n");
     if !setup.is_empty() {
         out += &format!("  export {}\n", setup.join(" "));

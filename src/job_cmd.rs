@@ -23,16 +23,26 @@ use crate::client::{self, AuthedChannel, ClientConfig};
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
     /// Submit a new job from its YAML spec.
+    #[command(
+        after_help = "Examples:\n  sluice job submit hello.yaml\n  sluice job submit web.yaml --stage prod"
+    )]
     Submit(SpecArgs),
     /// Replace a job's spec; instances whose task changed are restarted.
+    #[command(after_help = "Examples:\n  sluice job update hello.yaml")]
     Update(SpecArgs),
     /// Kill every task of a job.
+    #[command(after_help = "Examples:\n  sluice job kill demo/devel/hello")]
     Kill(KeyArgs),
     /// A job's instances: state, run, host, task id, sandbox bytes.
+    #[command(
+        after_help = "Examples:\n  sluice job status demo/devel/hello\n  sluice job status demo/devel/hello --json"
+    )]
     Status(StatusArgs),
     /// The jobs you may read, one per line.
+    #[command(after_help = "Examples:\n  sluice job list\n  sluice job list 'demo/*'")]
     List(ListArgs),
     /// The nodes the scheduler knows and what they hold.
+    #[command(after_help = "Examples:\n  sluice job nodes")]
     Nodes(NodesArgs),
 }
 

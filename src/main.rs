@@ -16,9 +16,11 @@ mod client;
 mod demo;
 mod executor_cmd;
 mod job_cmd;
+mod logs;
 mod metrics_http;
 mod node;
 mod node_cmd;
+mod progress;
 mod query_cmd;
 mod scheduler_cmd;
 mod shipper_cmd;
@@ -30,13 +32,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level())),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = logs::init(&cli) {
+        eprintln!("sluice: {e:#}");
+        return ExitCode::from(1);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

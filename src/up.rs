@@ -69,6 +69,10 @@ pub struct UpArgs {
     pub gc_capacity_mb: Option<u64>,
     #[command(flatten)]
     pub maintenance: crate::archive_cmd::MaintenanceArgs,
+    /// Write the services' log to the terminal (standard error) instead of
+    /// DATA_DIR/logs/sluice.log.
+    #[arg(long)]
+    pub log_stderr: bool,
     /// Serve Prometheus metrics of everything `up` runs (shippers, agents
     /// and garbage collection, scheduler, bus lag, archiver, compaction,
     /// retention, queries) at http://ADDR/metrics; see docs/METRICS.md.
@@ -184,10 +188,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let infos: Vec<NodeInfo> = nodes.iter().map(|n| n.info.clone()).collect();
 
+    let statuses: Vec<crate::node::NodeStatus> = nodes.iter().map(Node::status).collect();
+    let archiver_metrics_for_progress = archiver_metrics.clone();
     let service = AdminService::new(
         bus.clone(),
         store.clone(),
-        nodes.iter().map(Node::status).collect(),
+        statuses.clone(),
         scheduler.clone(),
         archiver_metrics.clone(),
         maintenance_metrics.clone(),
@@ -254,7 +260,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     .write(&data_dir)?;
     eprintln!(
-        "sluice is up: services on {addr}, bus {}, archive {store}\n  client settings in {}\n  try: sluice bus status --data-dir {}",
+        "sluice is up: services on {addr}, bus {}, archive {store}\n  client settings in {}\n  try: sluice status --data-dir {}",
         bus_config.url,
         ClientConfig::path(&data_dir).display(),
         data_dir.display()
@@ -267,6 +273,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             node.tail
         );
     }
+    if !args.log_stderr {
+        eprintln!(
+            "  log: {} (--log-stderr to see it here)",
+            crate::logs::file_of(&data_dir).display()
+        );
+    }
     let demo_jobs = if args.demo {
         crate::demo::submit(&scheduler)?
     } else {
@@ -275,10 +287,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.demo {
         eprintln!("{}", crate::demo::next_steps(&data_dir));
     }
+    // With the log in a file, the terminal has room for a line of what is
+    // happening.
+    let progress = (!args.log_stderr).then(|| {
+        use std::io::IsTerminal as _;
+        crate::progress::spawn(
+            crate::progress::Progress {
+                scheduler: scheduler.clone(),
+                nodes: statuses,
+                archiver: archiver_metrics_for_progress,
+            },
+            std::io::stderr().is_terminal(),
+        )
+    });
     let mut server = server;
     let served = tokio::select! {
         served = &mut server => served,
         () = shutdown_signal() => {
+            if let Some((stop, task)) = progress {
+                let _ = stop.send(());
+                let _ = task.await;
+            }
             if !demo_jobs.is_empty() {
                 eprintln!("stopping the demo jobs (the next `sluice up --demo` submits them again)");
                 crate::demo::kill(&scheduler, &demo_jobs, Duration::from_secs(15)).await;
