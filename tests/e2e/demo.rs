@@ -3,14 +3,11 @@
 //! status` and `/metrics` describe what runs; Ctrl-C stops the demo's jobs
 //! and a second `--demo` submits them again.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Up, executors_under, scrape, sluice_ok};
+use crate::harness::{Up, executors_under, scrape, sluice_ok, until_line, until_output};
 
 /// The commands `up --demo` printed: the `export` line and each command.
 fn printed_commands(log: &str) -> (String, Vec<String>) {
@@ -31,79 +28,6 @@ fn printed_commands(log: &str) -> (String, Vec<String>) {
         }
     }
     (export, commands)
-}
-
-/// Runs `command` as printed, after the `export` line, from a directory
-/// that is not the data directory's parent.
-fn shell(export: &str, command: &str, cwd: &Path) -> std::process::Child {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("{export}\nexec {command}"))
-        .current_dir(cwd)
-        .env_remove("SLUICE_DATA_DIR")
-        .env_remove("SLUICE_ADDR")
-        .env_remove("SLUICE_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Runs a command that ends until it succeeds with output that `done`
-/// accepts (the demo's data takes a few seconds to show up).
-fn until_output(export: &str, command: &str, cwd: &Path, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let out = shell(export, command, cwd).wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && done(&stdout) {
-            return stdout;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "`{command}` did not give what the demo promises ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(1000));
-    }
-}
-
-/// Runs a command that follows (tailll) until it printed a line that
-/// `wanted` accepts, then stops it.
-fn until_line(export: &str, command: &str, cwd: &Path, wanted: impl Fn(&str) -> bool) -> String {
-    let mut child = shell(export, command, cwd);
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if wanted(&line) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return line;
-            }
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "`{command}` printed no expected line: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
 }
 
 fn metrics_addr(log: &str) -> String {
@@ -133,14 +57,37 @@ fn the_demo_s_printed_commands_work_as_printed() {
         &["--demo", "--nodes", "2", "--metrics-listen", "127.0.0.1:0"],
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !up.log().contains("Ctrl-C stops the demo") {
+    while !up.printed().contains("Ctrl-C stops the demo") {
         assert!(Instant::now() < deadline, "no demo guide: {}", up.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let log = up.log();
+    let log = up.printed();
     let (export, commands) = printed_commands(&log);
     assert!(export.contains("SLUICE_DATA_DIR="), "{export}");
     assert_eq!(commands.len(), 8, "{commands:#?}");
+    // The README's tour is exactly what the demo prints, so running these
+    // runs the README's commands too.
+    assert_eq!(
+        crate::readme::tour()
+            .iter()
+            .map(|c| crate::readme::normalized(c))
+            .collect::<Vec<_>>(),
+        commands
+            .iter()
+            .map(|c| crate::readme::normalized(c))
+            .collect::<Vec<_>>(),
+        "the README's tour and the demo's printed commands differ"
+    );
+    // A quiet terminal: the services log to the data directory's log file.
+    assert!(
+        !log.contains(" INFO "),
+        "service log lines on the terminal:\n{log}"
+    );
+    assert!(
+        up.log().contains(" INFO "),
+        "no service log in the log file:\n{}",
+        up.log()
+    );
 
     for command in &commands {
         let words: Vec<&str> = command.split_whitespace().collect();
@@ -207,6 +154,32 @@ fn the_demo_s_printed_commands_work_as_printed() {
             _ => panic!("a printed command this test does not know: {command}"),
         }
     }
+
+    // Not a terminal: the progress line is printed plain, every 30 s.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !up.printed().contains(" instances running · ") {
+        assert!(
+            Instant::now() < deadline,
+            "no progress line: {}",
+            up.printed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let progress = up.printed();
+    let line = progress
+        .lines()
+        .find(|l| l.contains(" instances running · "))
+        .unwrap();
+    assert!(
+        line.starts_with("4 jobs, ")
+            && line.contains(" lines shipped · ")
+            && line.contains(" archived, last commit "),
+        "{line}"
+    );
+    assert!(
+        !progress.contains('\r'),
+        "redrawn in place without a terminal: {line}"
+    );
 
     // One exposition for everything `up` runs: each family once, both
     // nodes' shippers and agents, the quota kill, the queries just made.

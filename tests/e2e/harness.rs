@@ -1,5 +1,6 @@
 //! Runs `sluice` processes for the end-to-end tests.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -102,7 +103,21 @@ impl Up {
         }
     }
 
+    /// What `up` printed (its tour and progress line), then its services'
+    /// log from `DATA_DIR/logs/sluice.log`.
     pub fn log(&self) -> String {
+        let printed =
+            std::fs::read_to_string(self.dir.with_extension("up.log")).unwrap_or_default();
+        let services =
+            std::fs::read_to_string(self.dir.join("logs").join("sluice.log")).unwrap_or_default();
+        format!(
+            "{printed}\n--- {}/logs/sluice.log:\n{services}",
+            self.dir.display()
+        )
+    }
+
+    /// Only what `up` printed to its terminal.
+    pub fn printed(&self) -> String {
         std::fs::read_to_string(self.dir.with_extension("up.log")).unwrap_or_default()
     }
 
@@ -322,5 +337,88 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Runs `command` as printed, after the `export` line, from a directory
+/// that is not the data directory's parent.
+pub fn shell(export: &str, command: &str, cwd: &Path) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("{export}\nexec {command}"))
+        .current_dir(cwd)
+        .env_remove("SLUICE_DATA_DIR")
+        .env_remove("SLUICE_ADDR")
+        .env_remove("SLUICE_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs a command that ends until it succeeds with output that `done`
+/// accepts (the demo's data takes a few seconds to show up).
+pub fn until_output(
+    export: &str,
+    command: &str,
+    cwd: &Path,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = shell(export, command, cwd).wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && done(&stdout) {
+            return stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{command}` did not give what the demo promises ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+}
+
+/// Runs a command that follows (tailll) until it printed a line that
+/// `wanted` accepts, then stops it.
+pub fn until_line(
+    export: &str,
+    command: &str,
+    cwd: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    let mut child = shell(export, command, cwd);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if wanted(&line) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return line;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "`{command}` printed no expected line: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     }
 }

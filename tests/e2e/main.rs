@@ -12,6 +12,7 @@ mod faults;
 mod maintenance;
 mod pipeline;
 mod query;
+mod readme;
 mod scheduler;
 mod soak;
 mod tailll;
