@@ -8,7 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A job spec is wrong. `field` is the path of the offending field
     /// (`processes[1].cmd`, `resources.disk_mb`), `""` for the whole file.
-    #[error("invalid job spec: {field}: {message}")]
+    #[error("invalid job spec: {}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
     Spec { field: String, message: String },
 
     /// A configuration value is wrong; names the field.

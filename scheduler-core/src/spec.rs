@@ -42,6 +42,10 @@
 //! resolved and validated too, so a spec that is valid for one stage is
 //! valid for all. Every error is [`Error::Spec`] naming the field's path,
 //! such as `processes[1].cmd` or `envs.prod.resources.ram_mb`.
+//!
+//! A document with many `[` and `{` for its length (deeply nested flow
+//! collections, which the YAML parser reads in time growing with their
+//! depth) is refused before it is parsed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -76,6 +80,13 @@ const MAX_PORTS: usize = 64;
 const MAX_CMD_LEN: usize = 64 * 1024;
 const MAX_LABELS: usize = 64;
 const MAX_LABEL_LEN: usize = 256;
+/// Bound on `'['` and `'{'` bytes times document bytes. The YAML scanner
+/// spends time proportional to the depth of nested flow collections
+/// (`[…]`, `{…}`) on every token, so a megabyte of `[` takes it hours;
+/// at this bound a megabyte takes about 0.4 s (release build). No byte is
+/// read as anything but a bracket, so quoting cannot hide nesting from the
+/// check.
+const MAX_FLOW_COST: usize = 1 << 26;
 
 /// Checks a name used as a path segment or in a shell command: 1 to
 /// [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9_.-]`, not starting with `.` or `-`
@@ -537,6 +548,7 @@ fn in_range(field: &str, value: i128, range: RangeInclusive<u64>, note: &str) ->
 /// Parses a job spec and resolves it for `stage` (`--stage`), or for its
 /// own `env` when `stage` is `None`. See the module docs for the format.
 pub fn parse(yaml: &str, stage: Option<&str>) -> Result<JobSpec> {
+    check_flow_cost(yaml)?;
     let mut doc: Value = serde_yaml_ng::from_str(yaml).map_err(|e| yaml_error(&e))?;
     doc.apply_merge().map_err(|e| yaml_error(&e))?;
     let Value::Mapping(mut base) = doc else {
@@ -593,6 +605,21 @@ pub fn parse(yaml: &str, stage: Option<&str>) -> Result<JobSpec> {
         })?;
     }
     Ok(spec)
+}
+
+/// Refuses a document whose flow collections could make the YAML scanner
+/// run for minutes (see [`MAX_FLOW_COST`]).
+fn check_flow_cost(yaml: &str) -> Result<()> {
+    let opens = yaml.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+    ensure(
+        opens.saturating_mul(yaml.len()) <= MAX_FLOW_COST,
+        "",
+        format!(
+            "{opens} '[' and '{{' in {} bytes are more than the YAML parser reads in reasonable \
+             time; write the spec in block style or make it shorter",
+            yaml.len()
+        ),
+    )
 }
 
 /// Merges the overrides of a stage over the base and builds the spec.
@@ -1258,6 +1285,167 @@ labels: {team: search}
                     prop_assert!(!segment.is_empty() && !segment.starts_with('.'));
                     prop_assert!(!segment.contains("..") && !segment.contains(['/', '\0', ' ']));
                 }
+            }
+        }
+    }
+
+    /// One change to a valid document.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Flip(prop::sample::Index, u8),
+        Insert(prop::sample::Index, u8),
+        Delete(prop::sample::Index),
+        Truncate(prop::sample::Index),
+        /// A piece of YAML syntax or an awkward value.
+        Splice(prop::sample::Index, &'static str),
+    }
+
+    /// Pieces of YAML that get a mutation past the tokenizer.
+    #[rustfmt::skip]
+    const PIECES: &[&str] = &[
+        "{", "}", "[", "]", ":", ": ", ", ", "- ", "\n", "\n  ", "\t", "'", "\"", "#", "&a ", "*a",
+        "<<: ", "!!str ", "!!binary ", "? ", "|\n", ">\n", "~", "null", "-1", "0", "1.5", ".nan",
+        ".inf", "99999999999999999999999", "0x10", "1e400", "true", "{{", "}}", "{{ports.",
+        "{{instance}}", "envs: {prod: {", "processes", "resources", "cmd", "name", "\u{0}",
+        "\u{feff}", "é", "...", "---\n",
+    ];
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        use prop::sample::{Index, select};
+        prop_oneof![
+            (any::<Index>(), 1u8..).prop_map(|(i, b)| Edit::Flip(i, b)),
+            (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
+            any::<Index>().prop_map(Edit::Delete),
+            any::<Index>().prop_map(Edit::Truncate),
+            (any::<Index>(), select(PIECES)).prop_map(|(i, p)| Edit::Splice(i, p)),
+        ]
+    }
+
+    /// `valid` with one to four edits, as text (invalid UTF-8 replaced).
+    fn mutated(valid: String) -> impl Strategy<Value = String> {
+        prop::collection::vec(edit(), 1..5).prop_map(move |edits| {
+            let mut bytes = valid.clone().into_bytes();
+            for edit in edits {
+                let len = bytes.len();
+                match edit {
+                    Edit::Flip(i, mask) if len > 0 => bytes[i.index(len)] ^= mask,
+                    Edit::Insert(i, b) => bytes.insert(i.index(len + 1), b),
+                    Edit::Delete(i) if len > 0 => drop(bytes.remove(i.index(len))),
+                    Edit::Truncate(i) => bytes.truncate(i.index(len + 1)),
+                    Edit::Splice(i, piece) => {
+                        let i = i.index(len + 1);
+                        bytes.splice(i..i, piece.bytes());
+                    }
+                    Edit::Flip(..) | Edit::Delete(_) => {}
+                }
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+
+    /// A spec with every section, overrides for two stages included.
+    fn full_spec() -> String {
+        with(
+            "{cron: '*/15 * * * *', restart: {policy: on-failure, backoff: {initial_ms: 500, \
+             max_ms: 30000}, limit: 3}, envs: {prod: {instances: 12, resources: {ram_mb: 8192}, \
+             cron: null}, qa: {processes: [{name: check, cmd: './check {{ports.http}}'}]}}}",
+        )
+    }
+
+    /// Parses `text` for its own env and for `prod`: never a panic, and an
+    /// error is a spec error that names its field, unless the text is not
+    /// a YAML mapping at all.
+    fn check_spec(text: &str) -> std::result::Result<(), TestCaseError> {
+        for stage in [None, Some("prod")] {
+            let Err(err) = parse(text, stage) else {
+                continue;
+            };
+            let shown = err.to_string();
+            let Error::Spec { field, message } = err else {
+                return Err(TestCaseError::fail(format!("not a spec error: {shown}")));
+            };
+            prop_assert!(!message.is_empty(), "{:?}: empty message", text);
+            prop_assert!(shown.starts_with("invalid job spec: "), "{}", shown);
+            if field.is_empty() {
+                let mut doc = serde_yaml_ng::from_str::<Value>(text);
+                if let Ok(doc) = &mut doc {
+                    let merged = doc.apply_merge();
+                    prop_assert!(
+                        merged.is_err() || !doc.is_mapping(),
+                        "{:?} (stage {:?}): {:?} names no field",
+                        text,
+                        stage,
+                        message
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn spec_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_spec(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn spec_mutations_never_panic(text in mutated(full_spec())) {
+            check_spec(&text)?;
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_deep_in_a_stage_names_its_path() {
+        let yaml = with("envs: {prod: {processes: [{name: a, cmd: ./a}, {name: b, cmd: [x]}]}}");
+        let err = parse(&yaml, Some("prod")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid job spec: envs.prod.processes[1].cmd: invalid type: sequence, expected a \
+             string"
+        );
+    }
+
+    /// The YAML scanner's time grows with flow nesting times length: deep
+    /// nesting is refused before it is scanned, however it is quoted.
+    #[test]
+    fn deeply_nested_flow_collections_are_refused_before_parsing() {
+        for yaml in [
+            format!("name: {}", "[".repeat(1 << 20)),
+            format!("name: {}", "{a: ".repeat(1 << 18)),
+            format!("name: {}", "[ \"]\" ".repeat(1 << 17)),
+            format!("cmd: '{}'", "x{{ run }}".repeat(1 << 16)),
+        ] {
+            let (field, message) = spec_error(&yaml, None);
+            assert!(field.is_empty(), "{field}");
+            assert!(message.contains("'[' and '{' in"), "{message}");
+        }
+        // A large spec of ordinary shape is not.
+        let processes: String = (0..62)
+            .map(|i| {
+                format!(
+                    "  - {{name: p{i}, cmd: './p --port {{{{ports.http}}}} {}'}}\n",
+                    "x".repeat(900)
+                )
+            })
+            .collect();
+        let yaml = SPEC.replace("processes:\n", &format!("processes:\n{processes}"));
+        assert_eq!(parse(&yaml, None).unwrap().processes.len(), 64);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_cron_text_is_parsed_or_refused(cron in "\\PC{0,40}|[0-9*/,@ -]{0,30}") {
+            let yaml = with(&format!("{{cron: {}, restart: never}}", serde_json::to_string(&cron).unwrap()));
+            if let Err(err) = parse(&yaml, None) {
+                let Error::Spec { field, .. } = &err else {
+                    return Err(TestCaseError::fail(format!("not a spec error: {err}")));
+                };
+                prop_assert_eq!(field.as_str(), "cron", "{}", err);
             }
         }
     }

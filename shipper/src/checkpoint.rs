@@ -53,7 +53,7 @@ pub struct TruncationRecord {
     pub at_unix_ms: i64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct FileFormat {
     version: u32,
     checkpoints: Vec<Checkpoint>,
@@ -76,7 +76,7 @@ impl CheckpointStore {
             .map_err(|e| Error::io("failed to create state directory", dir, e))?;
         let path = dir.join(FILE_NAME);
         let (entries, truncations) = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<FileFormat>(&bytes) {
+            Ok(bytes) => match decode(&path, &bytes) {
                 Ok(file) => (
                     file.checkpoints.into_iter().map(|c| (c.key, c)).collect(),
                     file.truncations,
@@ -168,6 +168,16 @@ impl CheckpointStore {
     }
 }
 
+/// Reads the checkpoint file's bytes; an error names `path` and the field.
+fn decode(path: &Path, bytes: &[u8]) -> Result<FileFormat> {
+    crate::error::decode_json(bytes).map_err(|(field, message)| Error::Corrupt {
+        what: "checkpoint file",
+        path: path.to_path_buf(),
+        field,
+        message,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +217,113 @@ mod tests {
         let store = CheckpointStore::open(dir.path()).unwrap();
         assert!(store.is_empty());
         assert!(dir.path().join("checkpoints.json.corrupt").exists());
+    }
+
+    /// A file as `save` writes it: two checkpoints, one truncation.
+    fn valid_file() -> Vec<u8> {
+        serde_json::to_vec(&FileFormat {
+            version: 1,
+            checkpoints: vec![checkpoint(1, 10), checkpoint(2, 20)],
+            truncations: vec![TruncationRecord {
+                dir: PathBuf::from("/s"),
+                source_id: 9,
+                prefix: Prefix::of(b"abc"),
+                offset: 3,
+                at_unix_ms: 1_700_000_000_000,
+            }],
+        })
+        .unwrap()
+    }
+
+    const PATH: &str = "/var/lib/sluice/shipper/checkpoints.json";
+
+    /// Decodes `bytes`: never a panic; an error names the file, and when
+    /// the JSON is an object, the field.
+    fn check_decode(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
+        let Err(err) = decode(Path::new(PATH), bytes) else {
+            return Ok(());
+        };
+        let message = err.to_string();
+        let file = format!("corrupt checkpoint file {PATH}: ");
+        prop_assert!(
+            message.starts_with(&file),
+            "{message:?} does not name the file"
+        );
+        let Error::Corrupt { field, message, .. } = err else {
+            return Err(TestCaseError::fail(format!(
+                "not a corrupt file error: {message}"
+            )));
+        };
+        let object =
+            serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| v.is_object());
+        prop_assert!(
+            !object || !field.is_empty() || message.starts_with("missing field `"),
+            "{:?}: {:?} names no field",
+            String::from_utf8_lossy(bytes),
+            message
+        );
+        Ok(())
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn checkpoint_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_decode(&bytes)?;
+        }
+
+        #[test]
+        fn checkpoint_mutations_never_panic(
+            bytes in crate::mutate::mutated(valid_file(), crate::mutate::JSON_PIECES),
+        ) {
+            check_decode(&bytes)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the file holds, the store opens: with its entries, or
+        /// empty with the file moved aside.
+        #[test]
+        fn any_checkpoint_file_opens(
+            bytes in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..256),
+                crate::mutate::mutated(valid_file(), crate::mutate::JSON_PIECES),
+            ],
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+            let store = CheckpointStore::open(dir.path()).unwrap();
+            let aside = dir.path().join("checkpoints.json.corrupt").exists();
+            prop_assert_eq!(aside, decode(Path::new(PATH), &bytes).is_err());
+            prop_assert!(!aside || store.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_wrong_field_is_named_with_the_file() {
+        let mut file: serde_json::Value = serde_json::from_slice(&valid_file()).unwrap();
+        file["checkpoints"][1]["offset"] = "20".into();
+        let bytes = serde_json::to_vec(&file).unwrap();
+        let err = decode(Path::new(PATH), &bytes).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "corrupt checkpoint file {PATH}: checkpoints[1].offset: invalid type: string \"20\", \
+                 expected u64 at line 1 column "
+            )),
+            "{err}"
+        );
+        file["checkpoints"][1]["offset"] = 20.into();
+        file["truncations"][0]["prefix"]["len"] = (-1).into();
+        let bytes = serde_json::to_vec(&file).unwrap();
+        let err = decode(Path::new(PATH), &bytes).unwrap_err().to_string();
+        assert!(
+            err.contains(": truncations[0].prefix.len: invalid value: integer `-1`"),
+            "{err}"
+        );
     }
 }

@@ -15,6 +15,8 @@ mod error;
 pub mod files;
 pub mod layout;
 pub mod metrics;
+#[cfg(test)]
+mod mutate;
 pub mod progress;
 mod publish;
 mod shipper;

@@ -306,25 +306,7 @@ impl Catalog {
         let Some(bytes) = self.io.get(&path).await? else {
             return Ok(None);
         };
-        let commit: Commit =
-            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&path, e))?;
-        if commit.format > FORMAT {
-            return Err(Error::UnsupportedFormat {
-                key: path.to_string(),
-                format: commit.format,
-                supported: FORMAT,
-            });
-        }
-        if commit.version != version || commit.parent + 1 != version {
-            return Err(Error::corrupt(
-                &path,
-                format!(
-                    "it says version {} with parent {}",
-                    commit.version, commit.parent
-                ),
-            ));
-        }
-        Ok(Some(commit))
+        decode_commit(&path, version, &bytes).map(Some)
     }
 
     /// `version` is absent: fine if `version + 1` is too. If it is present,
@@ -370,21 +352,72 @@ impl Catalog {
         let Some(bytes) = self.io.get(path).await? else {
             return Ok(None);
         };
-        let checkpoint: Checkpoint =
-            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path, e))?;
-        if checkpoint.format > FORMAT {
-            return Err(Error::UnsupportedFormat {
-                key: path.to_string(),
-                format: checkpoint.format,
-                supported: FORMAT,
-            });
-        }
-        if checkpoint.state.version() != version {
-            return Err(Error::corrupt(
-                path,
-                format!("it holds version {}", checkpoint.state.version()),
-            ));
-        }
-        Ok(Some(checkpoint.state))
+        decode_checkpoint(path, version, &bytes).map(Some)
     }
+}
+
+/// Commit `version` from the bytes of its object at `path`, checked. An
+/// error names the object and, when the JSON is well formed, the field
+/// (`added[0].rows`).
+pub(crate) fn decode_commit(path: &Path, version: u64, bytes: &[u8]) -> Result<Commit> {
+    let commit: Commit = decode_json(path, bytes)?;
+    if commit.format > FORMAT {
+        return Err(Error::UnsupportedFormat {
+            key: path.to_string(),
+            format: commit.format,
+            supported: FORMAT,
+        });
+    }
+    if commit.version != version || commit.parent.checked_add(1) != Some(version) {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "it says version {} with parent {}",
+                commit.version, commit.parent
+            ),
+        ));
+    }
+    Ok(commit)
+}
+
+/// The state in checkpoint `version` from the bytes of its object at
+/// `path`, checked; errors as [`decode_commit`]'s.
+pub(crate) fn decode_checkpoint(path: &Path, version: u64, bytes: &[u8]) -> Result<CatalogState> {
+    let checkpoint: Checkpoint = decode_json(path, bytes)?;
+    if checkpoint.format > FORMAT {
+        return Err(Error::UnsupportedFormat {
+            key: path.to_string(),
+            format: checkpoint.format,
+            supported: FORMAT,
+        });
+    }
+    if checkpoint.state.version() != version {
+        return Err(Error::corrupt(
+            path,
+            format!("it holds version {}", checkpoint.state.version()),
+        ));
+    }
+    if version == u64::MAX {
+        // No commit can follow it: replaying after it would overflow.
+        return Err(Error::corrupt(
+            path,
+            format!("state.version: {version} leaves no room for another commit"),
+        ));
+    }
+    Ok(checkpoint.state)
+}
+
+/// Deserializes a catalog object; the error names the object and the path
+/// of the field that failed, if any.
+fn decode_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        match field.as_str() {
+            "." => Error::corrupt(path, e.into_inner()),
+            _ => Error::corrupt(path, format!("{field}: {}", e.into_inner())),
+        }
+    })?;
+    de.end().map_err(|e| Error::corrupt(path, e))?;
+    Ok(value)
 }

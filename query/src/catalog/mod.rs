@@ -38,6 +38,8 @@ mod state;
 mod store;
 
 #[cfg(test)]
+mod decode_tests;
+#[cfg(test)]
 mod tests;
 
 pub use commit::{

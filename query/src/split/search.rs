@@ -543,6 +543,8 @@ fn build(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn tokens(words: &[&str]) -> Expr {
@@ -640,5 +642,119 @@ mod tests {
         assert!(!SearchQuery::parse("a b OR NOT c").unwrap().has_phrases());
         assert!(SearchQuery::parse("a NOT \"b c\"").unwrap().has_phrases());
         assert!(SearchQuery::parse("a:b").unwrap().has_phrases());
+    }
+
+    /// Pieces of the syntax and awkward words that get a mutation past
+    /// the lexer.
+    #[rustfmt::skip]
+    const PIECES: &[&str] = &[
+        "(", ")", "\"", " ", "AND", "OR", "NOT", " AND ", " OR ", " NOT ", "and", "->", ":", "-",
+        "*", "\u{0}", "\t", "\n", "é", "Grüße", "10.0.0.7:8080", "\"a b\"", "()", "\"\"", "((",
+        "))", "NOT NOT", "\u{1F600}", "\u{301}",
+    ];
+
+    /// A query from words and pieces: mostly valid, often not.
+    fn pieced() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            prop::sample::select(PIECES).prop_map(str::to_string),
+            "[a-zA-Z0-9]{1,8}",
+            Just("x".repeat(129)),
+        ];
+        prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.join(" "))
+    }
+
+    /// `valid` with characters flipped, inserted, deleted, or cut short.
+    fn mutated(valid: &'static str) -> impl Strategy<Value = String> {
+        let edit = (0..4u8, any::<prop::sample::Index>(), any::<char>());
+        prop::collection::vec(edit, 1..5).prop_map(move |edits| {
+            let mut chars: Vec<char> = valid.chars().collect();
+            for (kind, at, c) in edits {
+                let len = chars.len();
+                match kind {
+                    0 if len > 0 => chars[at.index(len)] = c,
+                    1 => chars.insert(at.index(len + 1), c),
+                    2 if len > 0 => drop(chars.remove(at.index(len))),
+                    3 => chars.truncate(at.index(len + 1)),
+                    _ => {}
+                }
+            }
+            chars.into_iter().collect()
+        })
+    }
+
+    /// Parses `text`: never a panic. An error names the query and what in
+    /// it is wrong; a query that parses is matched and evaluated against
+    /// an index stub without a panic, and evaluates to sorted rows.
+    fn check_query(text: &str) -> std::result::Result<(), TestCaseError> {
+        match SearchQuery::parse(text) {
+            Err(SplitError::Query { query, problem }) => {
+                prop_assert_eq!(&query, text);
+                let named = [
+                    "the query is empty",
+                    "unterminated quote at byte ",
+                    "missing ')'",
+                    "unexpected ",
+                    "the query ends after ",
+                    "nested deeper than ",
+                    "token ",
+                ]
+                .iter()
+                .any(|start| problem.starts_with(start))
+                    || problem
+                        .ends_with("has no letters or digits, and the index only finds words");
+                prop_assert!(named, "{:?}: unclear problem {:?}", text, problem);
+            }
+            Err(other) => prop_assert!(false, "{:?}: not a query error: {}", text, other),
+            Ok(query) => {
+                prop_assert_eq!(query.as_str(), text);
+                let _ = query.matches(text);
+                let _ = query.matches("kernel: OOM killer 10.0.0.7:8080 Grüße");
+                let _ = query.has_phrases() || query.may_match(&|t| t.len() % 2 == 0);
+                let field = tantivy::schema::Field::from_field_id(0);
+                for positions in [false, true] {
+                    let mut run = |_: &dyn Query| -> Result<Vec<u32>> { Ok(vec![1, 3, 5]) };
+                    let (rows, _) = query.evaluate(field, positions, 8, &mut run).unwrap();
+                    prop_assert!(rows.windows(2).all(|w| w[0] < w[1]), "{:?}", rows);
+                    prop_assert!(rows.iter().all(|&r| r < 8), "{:?}", rows);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn search_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            check_query(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn search_pieces_never_panic(text in pieced()) {
+            check_query(&text)?;
+        }
+
+        #[test]
+        fn search_mutations_never_panic(
+            text in mutated("(oom OR \"out of memory\") AND NOT test 10.0.0.7:8080"),
+        ) {
+            check_query(&text)?;
+        }
+    }
+
+    #[test]
+    fn a_bad_query_names_the_query_and_the_word() {
+        let err = SearchQuery::parse("error AND (timeout OR ->)").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid search query \"error AND (timeout OR ->)\": \"->\" has no letters or digits, \
+             and the index only finds words"
+        );
+        assert_eq!(
+            problem("a \"b c"),
+            "unterminated quote at byte 2",
+            "the position of the quote"
+        );
     }
 }

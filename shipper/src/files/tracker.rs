@@ -564,7 +564,9 @@ impl Tracker {
             // or a new file on a reused inode: the next generation, so its
             // `source_id` is new; old content may have a copy beside it.
             Some(c) => {
-                let generation = c.generation + 1;
+                // Wraps rather than panics on a checkpoint file that says
+                // u32::MAX (no file is truncated 4 billion times).
+                let generation = c.generation.wrapping_add(1);
                 if c.birth == birth {
                     self.record_truncation(TruncationRecord {
                         dir: dir.clone(),
@@ -737,7 +739,7 @@ impl Tracker {
             .checkpoints
             .truncations()
             .iter()
-            .filter(|t| now - t.at_unix_ms < keep)
+            .filter(|t| now.saturating_sub(t.at_unix_ms) < keep)
             .cloned()
             .collect();
         self.checkpoints.set_truncations(recent.clone());
@@ -1079,7 +1081,7 @@ impl Tracker {
             let _ = self.send_chunks(key, flushed);
         }
         let t = self.files.get_mut(&key).unwrap();
-        t.generation += 1;
+        t.generation = t.generation.wrapping_add(1);
         t.source.source_id = source::source_id(&host, key, t.birth, t.generation);
         t.first_seen_nanos = now_nanos();
         t.samples.clear();
@@ -1601,5 +1603,52 @@ mod tests {
             !resumes(&checkpoint, None, &file, 44),
             "replaced: a new generation"
         );
+    }
+
+    /// Numbers at the ends of their ranges in a checkpoint file (which the
+    /// shipper only writes, but may find damaged) neither panic nor stop it.
+    #[test]
+    fn extreme_numbers_in_the_checkpoint_file_do_not_panic() {
+        let s = setup();
+        let path = s.logs.join("main.stderr");
+        append(&path, "one\ntwo\n");
+        let meta = std::fs::metadata(&path).unwrap();
+        let key = FileKey::of(&meta);
+        let replaced = Checkpoint {
+            key,
+            birth: source::birth_nanos(&meta),
+            generation: u32::MAX,
+            source_id: u64::MAX,
+            // Not this file's first bytes: a new generation.
+            prefix: Prefix::of(b"other"),
+            offset: u64::MAX,
+            tail: Prefix {
+                len: u64::MAX,
+                hash: 0,
+            },
+            path: path.clone(),
+        };
+        let ancient = TruncationRecord {
+            dir: s.logs.clone(),
+            source_id: 1,
+            prefix: Prefix {
+                len: u64::MAX,
+                hash: 0,
+            },
+            offset: u64::MAX,
+            at_unix_ms: i64::MIN,
+        };
+        let mut store = CheckpointStore::open(&s.state).unwrap();
+        store.put(replaced);
+        store.set_truncations(vec![ancient]);
+        store.save().unwrap();
+
+        let (mut tracker, mut out) = tracker(&s);
+        tracker.rescan();
+        let key = tracker.by_path[&path];
+        assert_eq!(tracker.files[&key].generation, 0, "u32::MAX + 1 wraps");
+        assert!(tracker.poll_one(key));
+        let lines: Vec<String> = sent(&mut out).into_iter().map(|(_, _, l)| l).collect();
+        assert_eq!(lines, ["one", "two"]);
     }
 }

@@ -33,7 +33,8 @@
 //! | labels   | `container_id`, and `container_name`, `image` when known |
 //!
 //! A configuration that cannot be read or is not valid JSON, or that names
-//! another container, is a [`LayoutError`] naming it. The sandbox is
+//! another container, is a [`LayoutError`] naming it (and the field, such as
+//! `Config.Labels`, when the JSON is well formed). The sandbox is
 //! `<root>/<id>`.
 
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ use super::names::{
     read_metadata,
 };
 use super::{Framing, Identity, Layout, LayoutError};
+use crate::error::decode_json;
 
 const CONFIG: &str = "config.v2.json";
 const LOG_SUFFIX: &str = "-json.log";
@@ -139,8 +141,8 @@ fn read_config(path: &Path, id: &str) -> Result<Option<ContainerConfig>, LayoutE
         };
     }
     let bytes = read_metadata(path).map_err(fail)?;
-    let config: ContainerConfig =
-        serde_json::from_slice(&bytes).map_err(|e| fail(format!("is invalid: {e}")))?;
+    let config: ContainerConfig = decode_json(&bytes)
+        .map_err(|(field, e)| fail(format!("is invalid: {e}")).in_field(field))?;
     match &config.id {
         Some(other) if other != id => Err(fail(format!("names container {other:?}"))),
         _ => Ok(Some(config)),
@@ -404,5 +406,78 @@ mod tests {
         assert_eq!(Docker.kind(), LayoutProto::Docker);
         assert_eq!(Docker.framing(), Framing::DockerJson);
         assert_eq!(Docker.max_depth(), 1);
+    }
+
+    /// Identifies the log of a container whose `config.v2.json` holds
+    /// `bytes`: never a panic; an error names the file and, when the JSON
+    /// is well formed, the field.
+    fn check_config(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let root = tempfile::tempdir().unwrap();
+        let config = root.path().join(ID).join(CONFIG);
+        fs::create_dir_all(config.parent().unwrap()).unwrap();
+        fs::write(&config, bytes).unwrap();
+        match Docker.identify(
+            root.path(),
+            &root.path().join(ID).join(format!("{ID}-json.log")),
+        ) {
+            Ok(Some(identity)) => {
+                prop_assert_eq!(&identity.task_id, ID);
+                prop_assert!(check_job_key(&identity.job).is_ok(), "{}", identity.job);
+            }
+            Ok(None) => prop_assert!(false, "a log file was not recognised"),
+            Err(err) => {
+                prop_assert_eq!(&err.path, &config);
+                prop_assert!(err.problem.starts_with("container config "), "{}", err);
+                prop_assert!(err.to_string().starts_with(&config.display().to_string()));
+                let object =
+                    serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| v.is_object());
+                let names_container = err.problem.starts_with("container config names container");
+                prop_assert!(
+                    !object || names_container || !err.field.is_empty(),
+                    "{:?}: {} names no field",
+                    String::from_utf8_lossy(bytes),
+                    err
+                );
+            }
+        }
+        Ok(())
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn docker_config_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_config(&bytes)?;
+        }
+
+        #[test]
+        fn docker_config_mutations_never_panic(
+            bytes in crate::mutate::mutated(
+                compose_config(r#","sluice.job":"shop/prod/web","sluice.instance":"7""#).into_bytes(),
+                crate::mutate::JSON_PIECES,
+            ),
+        ) {
+            check_config(&bytes)?;
+        }
+    }
+
+    #[test]
+    fn a_wrong_field_in_the_config_is_named() {
+        let config = compose_config(r#","sluice.instance":7"#);
+        let dir = containers(Some(&config));
+        let err = identify(dir.path(), &format!("{ID}-json.log")).unwrap_err();
+        assert_eq!(err.path, dir.path().join(ID).join(CONFIG));
+        assert_eq!(err.field, "Config.Labels.sluice.instance");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "{}: Config.Labels.sluice.instance: container config is invalid: invalid type: \
+                 integer `7`, expected a string at line 1 column ",
+                err.path.display()
+            )),
+            "{err}"
+        );
     }
 }

@@ -48,9 +48,13 @@ pub struct Identity {
 /// Why a path that looks like a log file has no identity. The shipper
 /// reports it once per sandbox and skips the file; it never stops.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {problem}", path.display())]
+#[error("{}: {}{problem}", path.display(), crate::error::field_prefix(field))]
 pub struct LayoutError {
+    /// The file at fault (a log file, or the metadata naming it).
     pub path: PathBuf,
+    /// The field of that file at fault (`Config.Labels`), `""` when the
+    /// problem is not one field's.
+    pub field: String,
     pub problem: String,
 }
 
@@ -58,8 +62,15 @@ impl LayoutError {
     pub fn new(path: &Path, problem: impl Into<String>) -> Self {
         LayoutError {
             path: path.to_path_buf(),
+            field: String::new(),
             problem: problem.into(),
         }
+    }
+
+    /// The same error, naming the field at fault.
+    pub fn in_field(mut self, field: impl Into<String>) -> Self {
+        self.field = field.into();
+        self
     }
 }
 
