@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use sluice_broker::Bus;
-use sluice_schema::auth::principal;
+use sluice_schema::auth::{Principal, principal};
 use sluice_schema::pb::admin_client::AdminClient;
 use sluice_schema::pb::admin_server::Admin;
 use sluice_schema::pb::{StatusReply, StatusRequest};
@@ -18,7 +18,7 @@ use sluice_schema::pb::TaskState;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::cli::StatusArgs;
-use crate::client::{self, ClientConfig};
+use crate::client;
 use crate::node::NodeStatus;
 
 pub struct AdminService {
@@ -53,10 +53,11 @@ impl AdminService {
 
     /// Jobs with their instances' states, and nodes as the scheduler sees
     /// them.
-    fn cluster(&self) -> (serde_json::Value, Vec<(String, bool)>) {
+    fn cluster(&self, caller: &Principal) -> (serde_json::Value, Vec<(String, bool)>) {
+        let readable = |key: &sluice_scheduler::spec::JobKey| caller.may_read(&key.role);
         let (jobs, nodes) = self
             .scheduler
-            .with_core(|core| (core.list(&|_| true), core.nodes()));
+            .with_core(|core| (core.list(&readable), core.nodes()));
         let jobs: Vec<serde_json::Value> = jobs
             .iter()
             .map(|job| {
@@ -125,7 +126,7 @@ impl Admin for AdminService {
             .status(&[archiver::GROUP])
             .await
             .map_err(|e| Status::unavailable(format!("bus status: {e}")))?;
-        let (jobs, alive) = self.cluster();
+        let (jobs, alive) = self.cluster(&caller);
         let nodes: Vec<serde_json::Value> = self
             .nodes
             .iter()
@@ -158,8 +159,9 @@ impl Admin for AdminService {
 
 /// `sluice status [--json]`; `color` makes the section names bold.
 pub async fn status(args: StatusArgs, color: bool) -> anyhow::Result<()> {
-    let (endpoint, token) = ClientConfig::resolve(&args.dir.data_dir)?;
-    let mut admin = AdminClient::new(client::connect(&endpoint, &token).await?);
+    let cluster = client::cluster(&args.dir)?;
+    let endpoint = cluster.endpoint.clone();
+    let mut admin = AdminClient::new(client::connect(&cluster).await?);
     let reply = admin
         .status(StatusRequest {})
         .await

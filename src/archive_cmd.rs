@@ -47,6 +47,9 @@ pub struct ArchiverArgs {
     /// retention) at http://ADDR/metrics.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Certificate and key for metrics served off loopback.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Compaction and retention, as `sluice up` and `sluice archiver` run them
@@ -269,11 +272,15 @@ pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
             metrics_writer(archiver_metrics, maintenance_metrics),
             metrics_http::bus_writer(bus.clone(), &[archiver::GROUP], Duration::from_secs(5)),
         ];
-        let bound = metrics_http::serve_on(addr, writers).await?;
-        eprintln!("metrics on http://{bound}/metrics");
+        let tls = match (&args.tls.tls_cert, &args.tls.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::ServerTls::from_files(cert, key)?),
+            _ => None,
+        };
+        let (bound, scheme) = metrics_http::serve_on(addr, writers, tls.as_ref()).await?;
+        eprintln!("metrics on {scheme}://{bound}/metrics");
     }
     eprintln!("archiving to {url}");
-    crate::up::shutdown_signal().await;
+    crate::serve::shutdown_signal().await;
     let _ = stop_maintenance.send(());
     let _ = stop.send(());
     let _ = maintenance.await;

@@ -36,7 +36,7 @@ use serde::Serialize;
 use sluice_schema::pb::scheduler_client::SchedulerClient;
 use sluice_schema::pb::{JobKeyRequest, SubmitJobRequest, TaskState};
 
-use crate::client::{self, AuthedChannel, ClientConfig};
+use crate::client::{self, AuthedChannel};
 
 #[derive(Args, Debug)]
 pub struct TaillBenchArgs {
@@ -266,7 +266,7 @@ impl Cluster {
             .context("failed to start sluice up")?;
         let mut child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !ClientConfig::path(&data_dir).exists() {
+        while !client::ClientFile::path(&data_dir).exists() {
             if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 anyhow::bail!(
                     "sluice up exited with {status}: {}",
@@ -279,8 +279,9 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (endpoint, token) = ClientConfig::resolve(&data_dir)?;
-        let scheduler = SchedulerClient::new(client::connect(&endpoint, &token).await?);
+        let overrides = sluice_client::Overrides::default();
+        let cluster = client::Cluster::resolve(&data_dir, &overrides)?;
+        let scheduler = SchedulerClient::new(client::connect(&cluster).await?);
         Ok(Cluster {
             child: child.take().expect("running"),
             data_dir,

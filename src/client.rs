@@ -1,109 +1,52 @@
-//! `client.toml`: how client commands find a cluster.
-//!
-//! `sluice up --data-dir D` writes `D/client.toml` (mode 0600: it holds the
-//! admin token). Client commands read it from `--data-dir`/`SLUICE_DATA_DIR`;
-//! `SLUICE_ADDR` and `SLUICE_TOKEN` override the endpoint and token, for a
-//! remote cluster.
+//! How client commands find a cluster: `DATA_DIR/client.toml` (which `sluice
+//! up` and `sluice scheduler` write; the format and the rules are the
+//! `sluice-client` crate's, shared with `tailll`), then `SLUICE_ADDR`,
+//! `SLUICE_TOKEN` and `--tls-ca`/`SLUICE_TLS_CA` for a remote cluster.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use sluice_broker::BusUrl;
-use sluice_schema::auth::BearerInterceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+pub use sluice_client::{AuthedChannel, ClientFile, Cluster, ConnectOptions};
 
-pub const FILE_NAME: &str = "client.toml";
+use crate::cli::DataDirArg;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    /// gRPC endpoint of the cluster's services, `http://HOST:PORT`.
-    pub endpoint: String,
-    /// Bearer token sent with every call.
-    pub token: String,
-    /// The bus the cluster uses.
-    pub bus: BusUrl,
-    /// The archive (`file:///PATH`, `s3://BUCKET/PREFIX`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store: Option<String>,
+/// What the flags and the environment say over client.toml.
+pub fn overrides(dir: &DataDirArg) -> anyhow::Result<sluice_client::Overrides> {
+    let ca = match &dir.tls_ca {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read the CA {} (--tls-ca)", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(sluice_client::Overrides {
+        addr: std::env::var("SLUICE_ADDR").ok(),
+        token: std::env::var("SLUICE_TOKEN").ok(),
+        ca,
+    })
 }
 
-impl ClientConfig {
-    pub fn path(data_dir: &Path) -> PathBuf {
-        data_dir.join(FILE_NAME)
-    }
-
-    /// Reads `D/client.toml`; `Ok(None)` when there is none.
-    pub fn read(data_dir: &Path) -> anyhow::Result<Option<ClientConfig>> {
-        let path = Self::path(data_dir);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
-        };
-        let config =
-            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
-        Ok(Some(config))
-    }
-
-    /// Writes `D/client.toml` atomically, readable by its owner only.
-    pub fn write(&self, data_dir: &Path) -> anyhow::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = Self::path(data_dir);
-        let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
-        let text = format!(
-            "# Written by `sluice up`; read by `sluice` and `tailll` with --data-dir {}.\n{}",
-            data_dir.display(),
-            toml::to_string(self)?
-        );
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("failed to write {}", tmp.display()))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("failed to write {}", path.display()))
-    }
-
-    /// The endpoint and token to use: `SLUICE_ADDR`/`SLUICE_TOKEN` first,
-    /// then the data directory's `client.toml`.
-    pub fn resolve(data_dir: &Path) -> anyhow::Result<(String, String)> {
-        let file = Self::read(data_dir)?;
-        let endpoint = std::env::var("SLUICE_ADDR")
-            .ok()
-            .or_else(|| file.as_ref().map(|f| f.endpoint.clone()));
-        let token = std::env::var("SLUICE_TOKEN")
-            .ok()
-            .or_else(|| file.as_ref().map(|f| f.token.clone()));
-        match (endpoint, token) {
-            (Some(endpoint), Some(token)) => Ok((endpoint, token)),
-            _ => anyhow::bail!(
-                "no cluster found: {} does not exist (start one with `sluice up --data-dir {}`) and SLUICE_ADDR/SLUICE_TOKEN are not both set",
-                Self::path(data_dir).display(),
-                data_dir.display()
-            ),
-        }
-    }
+/// The cluster a client command talks to.
+pub fn cluster(dir: &DataDirArg) -> anyhow::Result<Cluster> {
+    Ok(Cluster::resolve(&dir.data_dir, &overrides(dir)?)?)
 }
 
-pub type AuthedChannel = InterceptedService<Channel, BearerInterceptor>;
+/// Connects to the cluster's services.
+pub async fn connect(cluster: &Cluster) -> anyhow::Result<AuthedChannel> {
+    Ok(cluster.connect(&ConnectOptions::default()).await?)
+}
 
-/// Connects to `endpoint`, adding `token` to every call.
-pub async fn connect(endpoint: &str, token: &str) -> anyhow::Result<AuthedChannel> {
-    let channel = Endpoint::from_shared(endpoint.to_string())
-        .with_context(|| format!("invalid endpoint {endpoint:?}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("failed to connect to {endpoint}"))?;
-    let auth = BearerInterceptor::new(token).context("invalid token")?;
-    Ok(InterceptedService::new(channel, auth))
+/// Connects to another service of the cluster (a node's), with the
+/// cluster's token and CA.
+pub async fn connect_to(endpoint: &str, cluster: &Cluster) -> anyhow::Result<AuthedChannel> {
+    Ok(sluice_client::connect(
+        endpoint,
+        &cluster.token,
+        cluster.ca.as_deref(),
+        &ConnectOptions::default(),
+    )
+    .await?)
 }
 
 /// The archive a client command reads: `--store`, else the data
@@ -114,7 +57,7 @@ pub fn store_url(
 ) -> anyhow::Result<sluice_query::store::StoreUrl> {
     let text = match flag {
         Some(url) => url.to_string(),
-        None => match ClientConfig::read(data_dir)?.and_then(|c| c.store) {
+        None => match ClientFile::read(data_dir)?.and_then(|c| c.store) {
             Some(url) => url,
             None => format!(
                 "file://{}",
@@ -154,8 +97,10 @@ pub fn bus_url(flag: Option<&BusUrl>, data_dir: &Path) -> anyhow::Result<BusUrl>
     if let Some(url) = flag {
         return Ok(url.clone());
     }
-    if let Some(config) = ClientConfig::read(data_dir)? {
-        return Ok(config.bus);
+    if let Some(bus) = ClientFile::read(data_dir)?.and_then(|c| c.bus) {
+        return bus
+            .parse()
+            .with_context(|| format!("invalid bus in {}", ClientFile::path(data_dir).display()));
     }
     let dir = std::path::absolute(data_dir.join("bus"))?;
     Ok(BusUrl::Embedded(dir))

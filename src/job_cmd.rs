@@ -18,7 +18,7 @@ use sluice_schema::pb::{
 use sluice_schema::time::rfc3339_nanos;
 
 use crate::cli::DataDirArg;
-use crate::client::{self, AuthedChannel, ClientConfig};
+use crate::client::{self, AuthedChannel};
 
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
@@ -109,9 +109,9 @@ pub async fn run(command: JobCommand) -> anyhow::Result<()> {
 
 /// A scheduler client and the endpoint it talks to.
 async fn scheduler(dir: &DataDirArg) -> anyhow::Result<(SchedulerClient<AuthedChannel>, String)> {
-    let (endpoint, token) = ClientConfig::resolve(&dir.data_dir)?;
-    let channel = client::connect(&endpoint, &token).await?;
-    Ok((SchedulerClient::new(channel), endpoint))
+    let cluster = client::cluster(dir)?;
+    let channel = client::connect(&cluster).await?;
+    Ok((SchedulerClient::new(channel), cluster.endpoint))
 }
 
 /// The server's message, which names what was wrong.

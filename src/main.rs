@@ -23,7 +23,10 @@ mod node_cmd;
 mod progress;
 mod query_cmd;
 mod scheduler_cmd;
+mod serve;
 mod shipper_cmd;
+mod tls;
+mod tokens;
 mod up;
 
 use std::process::ExitCode;
@@ -32,6 +35,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    tls::install_provider();
     if let Err(e) = logs::init(&cli) {
         eprintln!("sluice: {e:#}");
         return ExitCode::from(1);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sluice_broker::Bus;
 use sluice_schema::metrics::Exposition;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Adds one component's metrics.
 pub type Writer = Arc<dyn Fn(&mut Exposition) + Send + Sync>;
@@ -23,51 +23,83 @@ pub fn render(writers: &[Writer]) -> String {
     out.render()
 }
 
-/// Binds `addr` and serves until the task is dropped; returns the bound address.
+/// Binds `addr` and serves until the task is dropped (over TLS with
+/// `tls`); returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     writers: Vec<Writer>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let writers = Arc::new(writers);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             let writers = writers.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                match tls {
+                    None => answer(stream, &writers).await,
+                    Some(tls) => {
+                        let accepted =
+                            tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await;
+                        if let Ok(Ok(stream)) = accepted {
+                            answer(stream, &writers).await;
+                        }
                     }
                 }
-                let ok =
-                    request.starts_with(b"GET /metrics ") || request.starts_with(b"GET /metrics?");
-                let (status, body) = if ok {
-                    ("200 OK", render(&writers))
-                } else {
-                    ("404 Not Found", "not found\n".to_string())
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
             });
         }
     });
     Ok((bound, task))
 }
 
-/// Serves `writers` at `addr` for the life of the process; the bound address.
-pub async fn serve_on(addr: SocketAddr, writers: Vec<Writer>) -> anyhow::Result<SocketAddr> {
+/// Reads one request and answers it.
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, writers: &[Writer]) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let ok = request.starts_with(b"GET /metrics ") || request.starts_with(b"GET /metrics?");
+    let (status, body) = if ok {
+        ("200 OK", render(writers))
+    } else {
+        ("404 Not Found", "not found\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Serves `writers` at `addr` for the life of the process: plain HTTP on a
+/// loopback address, HTTPS with `tls` elsewhere (refused without it). The
+/// bound address and the scheme.
+pub async fn serve_on(
+    addr: SocketAddr,
+    writers: Vec<Writer>,
+    tls: Option<&crate::tls::ServerTls>,
+) -> anyhow::Result<(SocketAddr, &'static str)> {
     use anyhow::Context as _;
-    let (bound, _) = serve(addr, writers)
+    let acceptor = if addr.ip().is_loopback() {
+        None
+    } else {
+        let tls = tls.with_context(|| {
+            format!("metrics on {addr} (not a loopback address) are served over TLS only: pass --tls-cert and --tls-key")
+        })?;
+        Some(tls.acceptor()?)
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let (bound, _) = serve(addr, writers, acceptor)
         .await
         .with_context(|| format!("failed to serve metrics on {addr}"))?;
-    Ok(bound)
+    Ok((bound, scheme))
 }
 
 /// The bus's end offsets and the consumer groups' lag, refreshed every

@@ -15,27 +15,41 @@ use serde::Serialize;
 use sluice_broker::Bus;
 use sluice_scheduler::agent::{Agent, AgentConfig, AgentMetrics, ShipState, ShippedFile};
 use sluice_scheduler::gc::GcConfig;
-use sluice_schema::auth::{AuthInterceptor, Tokens};
+use sluice_scheduler::scheduler::service::now_unix_nanos;
+use sluice_schema::audit::Audit;
+use sluice_schema::auth::TokenStore;
 use sluice_schema::pb::node_server::NodeServer;
 use sluice_schema::pb::tail_server::TailServer;
 use sluice_shipper::layout::LayoutKind;
 use sluice_shipper::{Shipper, ShipperConfig, ShipperHandle, TailService};
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
 
-/// Serves the Tail service (and the Node service, if given) on `listener`
-/// until the returned sender fires or is dropped.
+use crate::serve::{Guard, MAX_MESSAGE_BYTES};
+use crate::tls::ServerTls;
+
+/// Serves the Tail service (and the Node service, if given) on `listener`,
+/// over TLS, until the returned sender fires or is dropped.
 pub fn serve(
     listener: tokio::net::TcpListener,
     tail: TailService,
     node: Option<sluice_scheduler::agent::NodeService>,
-    tokens: Arc<Tokens>,
-) -> oneshot::Sender<()> {
+    guard: &Guard,
+) -> anyhow::Result<oneshot::Sender<()>> {
     let (stop, stopped) = oneshot::channel::<()>();
-    let auth = AuthInterceptor::new(tokens);
-    let server = tonic::transport::Server::builder()
-        .add_service(TailServer::with_interceptor(tail, auth.clone()))
-        .add_optional_service(node.map(|n| NodeServer::with_interceptor(n, auth)))
-        .serve_with_incoming_shutdown(crate::up::incoming(listener), async {
+    let tail = TailServer::new(tail.with_audit(guard.audit.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let node = node.map(|n| {
+        NodeServer::new(n.with_audit(guard.audit.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    });
+    let server = guard
+        .builder()?
+        .add_service(InterceptedService::new(tail, guard.auth("sluice.v1.Tail")))
+        .add_optional_service(
+            node.map(|n| InterceptedService::new(n, guard.auth("sluice.v1.Node"))),
+        )
+        .serve_with_incoming_shutdown(crate::serve::incoming(listener), async {
             let _ = stopped.await;
         });
     tokio::spawn(async move {
@@ -43,19 +57,19 @@ pub fn serve(
             tracing::error!(error = %e, "node service failed");
         }
     });
-    stop
+    Ok(stop)
 }
 
 /// Serves a lone shipper's Tail service on `listen`; returns the bound
 /// address and the sender that stops it.
 pub async fn serve_tail(
     service: TailService,
-    tokens: Arc<Tokens>,
+    guard: &Guard,
     listen: SocketAddr,
 ) -> anyhow::Result<(SocketAddr, oneshot::Sender<()>)> {
     let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
-    Ok((addr, serve(listener, service, None, tokens)))
+    Ok((addr, serve(listener, service, None, guard)?))
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
@@ -69,7 +83,7 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 pub struct NodeInfo {
     pub name: String,
     pub root: PathBuf,
-    /// `http://ADDR` of its Tail and Node services.
+    /// `https://ADDR` of its Tail and Node services.
     pub tail: String,
 }
 
@@ -125,7 +139,13 @@ impl NodeStatus {
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     pub scheduler: String,
+    /// The CA the scheduler's certificate is checked against.
+    pub scheduler_ca: Option<String>,
     pub token: String,
+    /// Tail streams one user may have open at once.
+    pub tail_streams_per_user: usize,
+    /// How tasks are confined.
+    pub tasks: sluice_scheduler::agent::confine::Policy,
     pub cpu: f64,
     pub ram_mb: u64,
     pub disk_mb: u64,
@@ -147,7 +167,8 @@ impl Node {
         name: &str,
         dir: PathBuf,
         bus: Arc<dyn Bus>,
-        tokens: Arc<Tokens>,
+        tokens: TokenStore,
+        tls: ServerTls,
         listen: SocketAddr,
         options: NodeOptions,
     ) -> anyhow::Result<Node> {
@@ -159,12 +180,13 @@ impl Node {
             .with_context(|| format!("failed to start the shipper of {name}"))?;
         let listener = bind(listen).await?;
         let addr = listener.local_addr()?;
-        let endpoint = format!("http://{addr}");
+        let endpoint = format!("https://{}", crate::tls::reported(addr));
         let agent = Agent::start(
             AgentConfig {
                 node: name.to_string(),
                 root: root.clone(),
                 scheduler: options.scheduler.clone(),
+                scheduler_ca: options.scheduler_ca.clone(),
                 tail_endpoint: endpoint.clone(),
                 cpu: options.cpu,
                 ram_mb: options.ram_mb,
@@ -173,6 +195,7 @@ impl Node {
                 heartbeat_ms: 500,
                 kill_grace_ms: 5_000,
                 gc: options.gc.clone(),
+                tasks: options.tasks.clone(),
             },
             &options.token,
             executor_command()?,
@@ -182,12 +205,19 @@ impl Node {
         )
         .with_context(|| format!("failed to start the agent of {name}"))?;
         let agent = Arc::new(agent);
+        let guard = Guard {
+            tokens,
+            tls,
+            audit: Arc::new(Audit::new(shipper.event_sink(), name, now_unix_nanos())),
+        };
         let stop_services = serve(
             listener,
-            shipper.tail_service(),
+            shipper
+                .tail_service()
+                .with_streams_per_user(options.tail_streams_per_user),
             Some(agent.service()),
-            tokens,
-        );
+            &guard,
+        )?;
         Ok(Node {
             info: NodeInfo {
                 name: name.to_string(),

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -11,21 +10,22 @@ use sluice_broker::BusUrl;
 use sluice_scheduler::gc::{Decision, GcConfig, GcPlan, KeepReason, Pressure};
 
 use crate::admin::human_bytes;
-use sluice_schema::auth::Tokens;
+use sluice_schema::auth::TokenStore;
 use sluice_schema::pb::node_client::NodeClient;
 use sluice_schema::pb::scheduler_client::SchedulerClient;
 use sluice_schema::pb::{GcRequest, NodeStatusRequest};
 
 use crate::cli::DataDirArg;
-use crate::client::{self, ClientConfig};
+use crate::client;
 use crate::node::{Node, NodeOptions};
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
     #[command(flatten)]
     pub dir: DataDirArg,
-    /// The scheduler, `http://HOST:PORT` [default: the data directory's
-    /// cluster].
+    /// The scheduler, `https://HOST:PORT` [default: the data directory's
+    /// cluster]; its certificate is checked against --tls-ca (or the data
+    /// directory's client.toml).
     #[arg(long, env = "SLUICE_SCHEDULER")]
     pub scheduler: Option<String>,
     /// This node's name [default: the machine's host name].
@@ -46,6 +46,13 @@ pub struct NodeArgs {
     /// Who may call them [default: DATA_DIR/tokens.toml].
     #[arg(long, env = "SLUICE_TOKENS")]
     pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+    /// Tail streams one user may have open at once.
+    #[arg(long, default_value_t = sluice_shipper::tail::DEFAULT_STREAMS_PER_USER)]
+    pub max_tail_streams_per_user: usize,
+    #[command(flatten)]
+    pub tasks: TaskArgs,
     /// Cores offered to the scheduler [default: this machine's].
     #[arg(long)]
     pub cpu: Option<f64>,
@@ -70,8 +77,12 @@ pub struct NodeArgs {
 
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&args.dir.data_dir)?;
-    let (endpoint, token) = ClientConfig::resolve(&data_dir)?;
-    let scheduler = args.scheduler.clone().unwrap_or(endpoint);
+    let cluster = client::cluster(&args.dir)?;
+    let scheduler = args
+        .scheduler
+        .clone()
+        .map(|s| sluice_client::with_scheme(&s))
+        .unwrap_or(cluster.endpoint.clone());
     let name = args
         .name
         .clone()
@@ -85,7 +96,10 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     )?)
     .await
     .context("failed to open the bus")?;
-    let mut options = machine_options(&scheduler, &token);
+    let (tls, _) = crate::tls::server(&args.tls, &data_dir, args.listen.ip(), false)?;
+    let mut options = machine_options(&scheduler, cluster.ca.clone(), &cluster.token);
+    options.tail_streams_per_user = args.max_tail_streams_per_user;
+    options.tasks = args.tasks.policy(&data_dir);
     if let Some(cpu) = args.cpu {
         options.cpu = cpu;
     }
@@ -107,18 +121,28 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         }
         None => node_dir,
     };
-    let node = Node::start(&name, dir, bus.clone(), tokens, args.listen, options).await?;
+    let node = Node::start(
+        &name,
+        dir,
+        bus.clone(),
+        tokens,
+        tls.clone(),
+        args.listen,
+        options,
+    )
+    .await?;
     if let Some(listen) = args.metrics_listen {
-        let bound =
-            crate::metrics_http::serve_on(listen, vec![node.status().metrics_writer()]).await?;
-        eprintln!("metrics on http://{bound}/metrics");
+        let (bound, scheme) =
+            crate::metrics_http::serve_on(listen, vec![node.status().metrics_writer()], Some(&tls))
+                .await?;
+        eprintln!("metrics on {scheme}://{bound}/metrics");
     }
     eprintln!(
         "node {name}: sandboxes in {}, services on {}, scheduler {scheduler}",
         node.info.root.display(),
         node.info.tail
     );
-    crate::up::shutdown_signal().await;
+    crate::serve::shutdown_signal().await;
     node.stop().await;
     bus.flush(std::time::Duration::from_secs(10)).await?;
     Ok(())
@@ -157,7 +181,7 @@ fn rfc3339_seconds(unix_nanos: i64) -> String {
 
 /// What this machine offers by default: its cores, memory and the root
 /// filesystem's size.
-pub fn machine_options(scheduler: &str, token: &str) -> NodeOptions {
+pub fn machine_options(scheduler: &str, scheduler_ca: Option<String>, token: &str) -> NodeOptions {
     let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let ram_mb = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -170,7 +194,10 @@ pub fn machine_options(scheduler: &str, token: &str) -> NodeOptions {
         .map_or(1024, |kb| kb / 1024);
     NodeOptions {
         scheduler: scheduler.to_string(),
+        scheduler_ca,
         token: token.to_string(),
+        tail_streams_per_user: sluice_shipper::tail::DEFAULT_STREAMS_PER_USER,
+        tasks: Default::default(),
         cpu,
         ram_mb,
         disk_mb: 1 << 20,
@@ -180,23 +207,52 @@ pub fn machine_options(scheduler: &str, token: &str) -> NodeOptions {
 }
 
 /// Who may call a node's (or a lone shipper's) services: `path`, else
-/// `DATA_DIR/tokens.toml`. `needs` says what needs it, for the error.
+/// `DATA_DIR/tokens.toml`, kept up to date with the file. `needs` says what
+/// needs it, for the error.
 pub fn read_tokens(
     path: Option<&PathBuf>,
     data_dir: &std::path::Path,
     needs: &str,
-) -> anyhow::Result<Arc<Tokens>> {
+) -> anyhow::Result<TokenStore> {
     let path = path
         .cloned()
         .unwrap_or_else(|| data_dir.join("tokens.toml"));
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "{needs} a token file: failed to read {} (pass --tokens FILE)",
-            path.display()
-        )
-    })?;
-    let tokens = Tokens::parse(&text).with_context(|| format!("in {}", path.display()))?;
-    Ok(Arc::new(tokens))
+    crate::tokens::load_and_watch(&path)
+        .with_context(|| format!("{needs} a token file (pass --tokens FILE)"))
+}
+
+/// How a node confines its tasks (docs/SECURITY.md).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TaskArgs {
+    /// Run tasks unconfined where Landlock is missing, instead of refusing
+    /// to start them (a task could then read the node's tokens).
+    #[arg(long)]
+    pub insecure_tasks: bool,
+    /// Run the tasks of ROLE as USER (when the node runs as root) instead of
+    /// `sluice-ROLE`; repeatable.
+    #[arg(long = "task-user", value_name = "ROLE=USER", value_parser = crate::up::parse_property)]
+    pub task_users: Vec<(String, String)>,
+    /// A path every task may read and run (beyond /usr, /bin, /lib, /etc,
+    /// /opt); repeatable.
+    #[arg(
+        long = "task-read",
+        value_name = "PATH",
+        env = "SLUICE_TASK_READ",
+        value_delimiter = ':'
+    )]
+    pub task_read: Vec<PathBuf>,
+}
+
+impl TaskArgs {
+    /// The node's policy; `data_dir` is out of every task's reach.
+    pub fn policy(&self, data_dir: &std::path::Path) -> sluice_scheduler::agent::confine::Policy {
+        sluice_scheduler::agent::confine::Policy {
+            insecure: self.insecure_tasks,
+            users: self.task_users.iter().cloned().collect(),
+            read: self.task_read.clone(),
+            protected: vec![data_dir.to_path_buf()],
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -216,12 +272,12 @@ pub struct GcArgs {
 /// `sluice gc`: a pass on every node (or `--node`), via the scheduler's list
 /// of nodes.
 pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
-    let (endpoint, token) = ClientConfig::resolve(&args.dir.data_dir)?;
-    let mut scheduler = SchedulerClient::new(client::connect(&endpoint, &token).await?);
+    let cluster = client::cluster(&args.dir)?;
+    let mut scheduler = SchedulerClient::new(client::connect(&cluster).await?);
     let nodes = scheduler
         .nodes(NodeStatusRequest {})
         .await
-        .with_context(|| format!("nodes from {endpoint}"))?
+        .with_context(|| format!("nodes from {}", cluster.endpoint))?
         .into_inner()
         .nodes;
     let mut results = Vec::new();
@@ -229,7 +285,7 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
         if args.node.as_ref().is_some_and(|n| *n != node.node) || !node.alive {
             continue;
         }
-        let mut client = NodeClient::new(client::connect(&node.tail_endpoint, &token).await?);
+        let mut client = NodeClient::new(client::connect_to(&node.tail_endpoint, &cluster).await?);
         let reply = client
             .gc(GcRequest {
                 dry_run: args.dry_run,

@@ -23,7 +23,7 @@ use sluice_schema::pb::query_client::QueryClient;
 use sluice_schema::time::{parse_rfc3339_nanos, rfc3339_nanos};
 
 use crate::cli::DataDirArg;
-use crate::client::{self, ClientConfig};
+use crate::client;
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -146,10 +146,9 @@ impl Runner {
     async fn open(scope: &ScopeArgs) -> anyhow::Result<Runner> {
         let data_dir = &scope.dir.data_dir;
         let cluster =
-            std::env::var("SLUICE_ADDR").is_ok() || ClientConfig::read(data_dir)?.is_some();
+            std::env::var("SLUICE_ADDR").is_ok() || client::ClientFile::read(data_dir)?.is_some();
         if scope.store.is_none() && cluster {
-            let (endpoint, token) = ClientConfig::resolve(data_dir)?;
-            let channel = client::connect(&endpoint, &token).await?;
+            let channel = client::connect(&client::cluster(&scope.dir)?).await?;
             let client = QueryClient::new(channel).max_decoding_message_size(64 << 20);
             return Ok(Runner::Remote(client));
         }

@@ -12,8 +12,9 @@ use sluice_broker::{BusEventSink, BusUrl};
 use sluice_scheduler::scheduler::{SchedulerConfig, SchedulerService};
 
 use crate::cli::DataDirArg;
-use crate::client::{self, ClientConfig};
-use crate::up::{admin_token, incoming, open_bus, shutdown_signal};
+use crate::client::{self, ClientFile};
+use crate::serve::{Guard, MAX_MESSAGE_BYTES, incoming, shutdown_signal};
+use crate::up::{admin_token, open_bus};
 
 #[derive(Args, Debug)]
 pub struct SchedulerArgs {
@@ -22,6 +23,8 @@ pub struct SchedulerArgs {
     /// Address of the scheduler service.
     #[arg(long, default_value = "127.0.0.1:0", env = "SLUICE_LISTEN")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// Where cluster events go [default: the data directory's bus].
     #[arg(long, env = "SLUICE_BUS")]
     pub bus: Option<BusUrl>,
@@ -91,8 +94,8 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
     let bus_config = client::bus_config(args.bus.as_ref(), &data_dir, &args.kafka_properties)?;
     let bus = open_bus(&bus_config).await?;
-    let (token, tokens) = admin_token(&data_dir)?;
-    let tokens = Arc::new(tokens);
+    let token = admin_token(&data_dir)?;
+    let tokens = crate::tokens::load_and_watch(&data_dir.join("tokens.toml"))?;
     let events = BusEventSink::start(bus.clone());
     let mut config = SchedulerConfig::new(data_dir.join("scheduler").join("state.json"));
     config.agent_timeout_ms = args.agent_timeout_ms;
@@ -103,6 +106,20 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let (tls, local_ca) = crate::tls::server(&args.tls, &data_dir, addr.ip(), true)?;
+    let ca = match local_ca {
+        Some(ca) => Some(ca),
+        None => client::overrides(&args.dir)?.ca,
+    };
+    let guard = Guard {
+        tokens,
+        tls: tls.clone(),
+        audit: Arc::new(sluice_schema::audit::Audit::new(
+            events.clone(),
+            "scheduler",
+            sluice_scheduler::scheduler::service::now_unix_nanos(),
+        )),
+    };
     if let Some(listen) = args.metrics_listen {
         let writers = vec![
             metrics_writer(scheduler.clone()),
@@ -112,21 +129,24 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
                 Duration::from_secs(5),
             ),
         ];
-        let bound = crate::metrics_http::serve_on(listen, writers).await?;
-        eprintln!("metrics on http://{bound}/metrics");
+        let (bound, scheme) = crate::metrics_http::serve_on(listen, writers, Some(&tls)).await?;
+        eprintln!("metrics on {scheme}://{bound}/metrics");
     }
-    let server = tonic::transport::Server::builder()
-        .add_service(scheduler.server(tokens))
+    let server = guard
+        .builder()?
+        .add_service(scheduler.server(guard.auth("sluice.v1.Scheduler"), MAX_MESSAGE_BYTES))
         .serve_with_incoming_shutdown(incoming(listener), shutdown_signal());
-    ClientConfig {
-        endpoint: format!("http://{addr}"),
+    let endpoint = format!("https://{}", crate::tls::reported(addr));
+    ClientFile {
+        endpoint: endpoint.clone(),
         token,
-        bus: bus_config.url.clone(),
+        ca,
+        bus: Some(bus_config.url.to_string()),
         store: None,
     }
     .write(&data_dir)?;
     eprintln!(
-        "scheduler on {addr}, state in {}, events to {}\n  nodes: sluice node --scheduler http://{addr} --bus {}",
+        "scheduler on {addr}, state in {}, events to {}\n  nodes: sluice node --scheduler {endpoint} --bus {}",
         data_dir.join("scheduler").display(),
         bus_config.url,
         bus_config.url

@@ -50,6 +50,11 @@ pub struct ShipperArgs {
     /// written by `sluice up`].
     #[arg(long, env = "SLUICE_TOKENS")]
     pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+    /// Tail streams one user may have open at once.
+    #[arg(long, default_value_t = sluice_shipper::tail::DEFAULT_STREAMS_PER_USER)]
+    pub max_tail_streams_per_user: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -61,12 +66,16 @@ struct FileConfig {
 
 pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
     let (config, bus) = resolve(&args)?;
-    let tokens = match args.listen {
-        Some(_) => Some(crate::node_cmd::read_tokens(
-            args.tokens.as_ref(),
-            &args.dir.data_dir,
-            "the Tail service needs",
-        )?),
+    let data_dir = std::path::absolute(&args.dir.data_dir)?;
+    let secured = match args.listen {
+        Some(listen) => Some((
+            crate::node_cmd::read_tokens(
+                args.tokens.as_ref(),
+                &data_dir,
+                "the Tail service needs",
+            )?,
+            crate::tls::server(&args.tls, &data_dir, listen.ip(), false)?.0,
+        )),
         None => None,
     };
     let bus_handle = sluice_broker::open(&bus)
@@ -77,15 +86,35 @@ pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_listen {
         let metrics = shipper.metrics();
         let host = config.host.clone();
-        let bound =
-            metrics_http::serve_on(addr, vec![Arc::new(move |out| metrics.write(&host, out))])
-                .await?;
-        eprintln!("metrics on http://{bound}/metrics");
+        let tls = match (&secured, &args.tls.tls_cert, &args.tls.tls_key) {
+            (Some((_, tls)), _, _) => Some(tls.clone()),
+            (None, Some(cert), Some(key)) => Some(crate::tls::ServerTls::from_files(cert, key)?),
+            _ => None,
+        };
+        let (bound, scheme) = metrics_http::serve_on(
+            addr,
+            vec![Arc::new(move |out| metrics.write(&host, out))],
+            tls.as_ref(),
+        )
+        .await?;
+        eprintln!("metrics on {scheme}://{bound}/metrics");
     }
-    let _tail = match (args.listen, tokens) {
-        (Some(listen), Some(tokens)) => {
-            let (addr, stop) = node::serve_tail(shipper.tail_service(), tokens, listen).await?;
-            eprintln!("tail service on http://{addr}");
+    let _tail = match (args.listen, secured) {
+        (Some(listen), Some((tokens, tls))) => {
+            let guard = crate::serve::Guard {
+                tokens,
+                tls,
+                audit: Arc::new(sluice_schema::audit::Audit::new(
+                    shipper.event_sink(),
+                    &config.host,
+                    sluice_scheduler::scheduler::service::now_unix_nanos(),
+                )),
+            };
+            let service = shipper
+                .tail_service()
+                .with_streams_per_user(args.max_tail_streams_per_user);
+            let (addr, stop) = node::serve_tail(service, &guard, listen).await?;
+            eprintln!("tail service on https://{}", crate::tls::reported(addr));
             Some(stop)
         }
         _ => None,
@@ -96,7 +125,7 @@ pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
         config.layout.name(),
         bus.url
     );
-    crate::up::shutdown_signal().await;
+    crate::serve::shutdown_signal().await;
     shipper.shutdown().await;
     bus_handle.flush(std::time::Duration::from_secs(10)).await?;
     Ok(())

@@ -18,15 +18,19 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use sluice_broker::{BusConfig, BusUrl};
-use sluice_schema::auth::{self, AuthInterceptor, Tokens};
+use sluice_scheduler::scheduler::service::now_unix_nanos;
+use sluice_schema::audit::Audit;
+use sluice_schema::auth::{self, Tokens};
 use sluice_schema::pb::admin_server::AdminServer;
 use sluice_schema::pb::query_server::QueryServer;
 use sluice_schema::topics;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::admin::AdminService;
 use crate::cli::DataDirArg;
-use crate::client::ClientConfig;
+use crate::client::ClientFile;
 use crate::node::{Node, NodeInfo};
+use crate::serve::{Guard, MAX_MESSAGE_BYTES, incoming, shutdown_signal};
 use sluice_broker::BusEventSink;
 use sluice_scheduler::scheduler::{SchedulerConfig, SchedulerService};
 
@@ -55,6 +59,12 @@ pub struct UpArgs {
     /// Address of the services.
     #[arg(long, default_value = "127.0.0.1:0", env = "SLUICE_LISTEN")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub tasks: crate::node_cmd::TaskArgs,
     /// Seconds between disk quota checks and garbage-collection passes on
     /// each node [default: 60, 5 with --demo].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -78,6 +88,20 @@ pub struct UpArgs {
     /// retention, queries) at http://ADDR/metrics; see docs/METRICS.md.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Limits that keep one user from starving the rest.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Queries (and context calls) one user may run at once.
+    #[arg(long, default_value_t = sluice_query::sql::service::DEFAULT_QUERIES_PER_USER)]
+    pub max_queries_per_user: usize,
+    /// Tail streams one user may have open at once on each node.
+    #[arg(long, default_value_t = sluice_shipper::tail::DEFAULT_STREAMS_PER_USER)]
+    pub max_tail_streams_per_user: usize,
+    /// Memory all running queries share, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub query_memory_mb: usize,
 }
 
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -132,16 +156,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let bus = open_bus(&bus_config).await?;
     // After the bus: a second `up` on this data directory stops at its lock
     // before touching the tokens.
-    let (token, tokens) = admin_token(&data_dir)?;
+    let token = admin_token(&data_dir)?;
+    let tokens = crate::tokens::load_and_watch(&data_dir.join("tokens.toml"))?;
 
-    let tokens = Arc::new(tokens);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let endpoint = format!("http://{addr}");
+    let endpoint = format!("https://{}", crate::tls::reported(addr));
+    let (tls, local_ca) = crate::tls::server(&args.tls, &data_dir, addr.ip(), true)?;
+    let ca = match local_ca {
+        Some(ca) => Some(ca),
+        None => crate::client::overrides(&args.dir)?.ca,
+    };
 
     let events = BusEventSink::start(bus.clone());
+    let guard = Guard {
+        tokens: tokens.clone(),
+        tls: tls.clone(),
+        audit: Arc::new(Audit::new(events.clone(), "up", now_unix_nanos())),
+    };
     let (stop_archiver, archiver_stopped) = tokio::sync::oneshot::channel();
     let (archiver_metrics, archiver) = crate::archive_cmd::spawn(
         sluice_query::archiver::ArchiverConfig {
@@ -165,7 +199,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // Each node serves its Tail and Node services on its own port of the
     // same address, and its agent reports to the scheduler here.
-    let mut options = crate::node_cmd::machine_options(&endpoint, &token);
+    let mut options = crate::node_cmd::machine_options(&endpoint, ca.clone(), &token);
+    options.tail_streams_per_user = args.limits.max_tail_streams_per_user;
+    options.tasks = args.tasks.policy(&data_dir);
     options.gc.disk_watch_interval_secs =
         (args.disk_watch_interval).unwrap_or(if args.demo { 5 } else { 60 });
     if let Some(delay) = args.gc_delay {
@@ -180,6 +216,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             data_dir.join("nodes").join(&name),
             bus.clone(),
             tokens.clone(),
+            tls.clone(),
             SocketAddr::new(addr.ip(), 0),
             options.clone(),
         )
@@ -200,12 +237,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     let engine = sluice_query::sql::QueryEngine::open(
         archive.clone(),
-        sluice_query::sql::EngineConfig::default(),
+        sluice_query::sql::EngineConfig {
+            memory_limit_bytes: args.limits.query_memory_mb << 20,
+            ..sluice_query::sql::EngineConfig::default()
+        },
     )
     .await
     .context("failed to open the archive for queries")?;
     let query_metrics = engine.metrics();
-    let query = sluice_query::sql::service::QueryService::new(std::sync::Arc::new(engine));
+    let query = sluice_query::sql::service::QueryService::new(std::sync::Arc::new(engine))
+        .with_audit(guard.audit.clone())
+        .with_queries_per_user(args.limits.max_queries_per_user);
     if let Some(listen) = args.metrics_listen {
         let mut writers = vec![
             crate::archive_cmd::metrics_writer(archiver_metrics, maintenance_metrics),
@@ -220,21 +262,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }),
         ];
         writers.extend(nodes.iter().map(|n| n.status().metrics_writer()));
-        let bound = crate::metrics_http::serve_on(listen, writers).await?;
-        eprintln!("metrics on http://{bound}/metrics");
+        let (bound, scheme) = crate::metrics_http::serve_on(listen, writers, Some(&tls)).await?;
+        eprintln!("metrics on {scheme}://{bound}/metrics");
     }
     // The services stop after the demo's jobs: their kills reach the agents
     // through the scheduler service.
     let (stop_serving, serve_until) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .add_service(AdminServer::with_interceptor(
-            service,
-            AuthInterceptor::new(tokens.clone()),
+    let server = guard
+        .builder()?
+        .add_service(InterceptedService::new(
+            AdminServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            guard.auth("sluice.v1.Admin"),
         ))
-        .add_service(scheduler.server(tokens.clone()))
-        .add_service(QueryServer::with_interceptor(
-            query,
-            AuthInterceptor::new(tokens.clone()),
+        .add_service(scheduler.server(guard.auth("sluice.v1.Scheduler"), MAX_MESSAGE_BYTES))
+        .add_service(InterceptedService::new(
+            QueryServer::new(query).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            guard.auth("sluice.v1.Query"),
         ))
         .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = serve_until.await;
@@ -252,17 +295,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    ClientConfig {
+    ClientFile {
         endpoint,
         token,
-        bus: bus_config.url.clone(),
+        ca,
+        bus: Some(bus_config.url.to_string()),
         store: Some(store.clone()),
     }
     .write(&data_dir)?;
     eprintln!(
         "sluice is up: services on {addr}, bus {}, archive {store}\n  client settings in {}\n  try: sluice status --data-dir {}",
         bus_config.url,
-        ClientConfig::path(&data_dir).display(),
+        ClientFile::path(&data_dir).display(),
         data_dir.display()
     );
     for node in &infos {
@@ -358,9 +402,9 @@ pub async fn open_bus(config: &BusConfig) -> anyhow::Result<Arc<dyn sluice_broke
 
 /// The admin token: kept across restarts in `client.toml`, registered
 /// (hashed) in `tokens.toml`, which operators may extend with more users.
-pub fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Tokens)> {
+pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
     let tokens_path = data_dir.join("tokens.toml");
-    let previous = ClientConfig::read(data_dir).ok().flatten().map(|c| c.token);
+    let previous = ClientFile::read(data_dir).ok().flatten().map(|c| c.token);
     if !tokens_path.exists() {
         let token = previous.clone().unwrap_or_else(new_token);
         write_private(
@@ -371,18 +415,16 @@ pub fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Tokens)> {
     let text = std::fs::read_to_string(&tokens_path)
         .with_context(|| format!("failed to read {}", tokens_path.display()))?;
     let tokens = Tokens::parse(&text).with_context(|| format!("in {}", tokens_path.display()))?;
-    let token = match previous.filter(|t| tokens.authenticate(t).is_some_and(|p| p.is_admin())) {
-        Some(token) => token,
+    match previous.filter(|t| tokens.authenticate(t).is_some_and(|p| p.is_admin())) {
+        Some(token) => Ok(token),
         None => {
             // client.toml lost or stale: add a fresh admin token.
             let token = new_token();
             let entry = auth::token_file_entry("admin", &token, &[auth::ANY_ROLE]);
             write_private(&tokens_path, &format!("{text}\n{entry}"))?;
-            token
+            Ok(token)
         }
-    };
-    let text = std::fs::read_to_string(&tokens_path)?;
-    Ok((token, Tokens::parse(&text)?))
+    }
 }
 
 fn new_token() -> String {
@@ -404,23 +446,4 @@ fn write_private(path: &PathBuf, text: &str) -> anyhow::Result<()> {
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     Ok(())
-}
-
-/// Accepted connections of `listener`, for tonic.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| stream);
-        Some((accepted, listener))
-    })
-}
-
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

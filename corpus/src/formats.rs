@@ -325,7 +325,7 @@ fn access(rng: &mut Pcg64Mcg, ts: i64, needle: Option<&str>) -> (Vec<Vec<u8>>, L
         Some(needle) => format!("/api/v1/orders/{needle}"),
         None => skewed(rng, &vocab::HTTP_PATHS)
             .replace("{id}", &rng.random_range(1..100_000).to_string())
-            .replace("{word}", *any(rng, &vocab::SEARCH_WORDS)),
+            .replace("{word}", any::<&str>(rng, &vocab::SEARCH_WORDS)),
     };
     let status = *skewed(rng, &[200u16, 304, 404, 201, 302, 500, 503, 401, 204, 502]);
     let bytes = if status == 304 || status == 204 {
@@ -494,7 +494,7 @@ fn structured(rng: &mut Pcg64Mcg) -> (Level, String, Vec<(&'static str, String, 
     };
     let path = skewed(rng, &vocab::HTTP_PATHS)
         .replace("{id}", &rng.random_range(1..100_000).to_string())
-        .replace("{word}", *any(rng, &vocab::SEARCH_WORDS));
+        .replace("{word}", any::<&str>(rng, &vocab::SEARCH_WORDS));
     let message = match level {
         Level::Trace | Level::Debug => format!("cache hit for {service}"),
         Level::Info => "request completed".to_string(),

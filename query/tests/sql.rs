@@ -425,3 +425,65 @@ async fn memory_and_time_limits_end_a_query_with_a_clear_error() {
     .await;
     assert!(matches!(e, QueryError::Timeout(_)), "{e:?}");
 }
+
+/// All running queries share one memory pool: while another query holds
+/// it, a sort fails naming the shared limit; once it lets go, the same sort
+/// runs.
+#[tokio::test]
+async fn queries_share_one_memory_pool() {
+    use datafusion::execution::memory_pool::MemoryConsumer;
+    let (store, _) = archive().await;
+    let engine = QueryEngine::open(
+        store,
+        EngineConfig {
+            memory_limit_bytes: 1 << 20,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sql = "SELECT line FROM logs ORDER BY line DESC";
+    let held = MemoryConsumer::new("another query").register(engine.memory_pool());
+    held.try_grow(1 << 20).unwrap();
+    let e = fails(&engine, sql).await;
+    assert!(matches!(e, QueryError::Memory { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("that all running queries share"),
+        "{e}"
+    );
+    drop(held);
+    assert_eq!(run(&engine, sql).await.num_rows(), 300);
+}
+
+/// A user over `--max-queries-per-user` is refused at once, naming the
+/// limit; another user is not held back.
+#[tokio::test]
+async fn a_user_over_the_query_limit_is_refused() {
+    use sluice_query::sql::service::QueryService;
+    use sluice_schema::auth::Principal;
+    use sluice_schema::pb::query_server::Query as _;
+    use std::sync::Arc;
+    let (store, _) = archive().await;
+    let service = QueryService::new(Arc::new(engine(&store).await)).with_queries_per_user(1);
+    let request = |user: &str| {
+        let mut request = tonic::Request::new(sluice_schema::pb::QueryRequest {
+            sql: "SELECT count(*) FROM logs".into(),
+            ..Default::default()
+        });
+        let principal = Principal::new(user, ["*"], Vec::<String>::new());
+        request.extensions_mut().insert(Arc::new(principal));
+        request
+    };
+    let _running = service.running().acquire("alice").unwrap();
+    let err = match service.run(request("alice")).await {
+        Ok(_) => panic!("alice ran a second query"),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        err.message().starts_with("limit queries: user alice"),
+        "{}",
+        err.message()
+    );
+    assert!(service.run(request("bob")).await.is_ok());
+}

@@ -134,7 +134,7 @@ async fn serve(scheduler: Arc<FakeScheduler>) -> String {
         tonic::transport::Server::builder()
             .add_service(SchedulerServer::with_interceptor(
                 FakeService(scheduler),
-                AuthInterceptor::new(Arc::new(tokens)),
+                AuthInterceptor::new(tokens),
             ))
             .serve_with_incoming(incoming),
     );
@@ -178,6 +178,8 @@ impl World {
         };
         let agent = Agent::start(
             AgentConfig {
+                scheduler_ca: None,
+                tasks: Default::default(),
                 node: "node-a".into(),
                 root: root.clone(),
                 scheduler: endpoint,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_scheduler::scheduler::{SchedulerConfig, SchedulerService};
-use sluice_schema::auth::{BearerInterceptor, Tokens, token_file_entry};
+use sluice_schema::auth::{AuthInterceptor, BearerInterceptor, Tokens, token_file_entry};
 use sluice_schema::events::VecSink;
 use sluice_schema::pb::scheduler_client::SchedulerClient;
 use sluice_schema::pb::{
@@ -33,14 +33,14 @@ struct Cluster {
     server: tokio::task::JoinHandle<()>,
 }
 
-fn tokens() -> Arc<Tokens> {
+fn tokens() -> Tokens {
     let text = [
         token_file_entry("admin", ADMIN, &["*"]),
         token_file_entry("alice", ALICE, &["search"]),
         token_file_entry("bob", BOB, &["www"]),
     ]
     .concat();
-    Arc::new(Tokens::parse(&text).unwrap())
+    Tokens::parse(&text).unwrap()
 }
 
 fn config(dir: &tempfile::TempDir) -> SchedulerConfig {
@@ -56,7 +56,8 @@ async fn serve(dir: tempfile::TempDir) -> Cluster {
     let service = SchedulerService::start(config(&dir), sink.clone()).unwrap();
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = incoming.local_addr().unwrap();
-    let router = Server::builder().add_service(service.server(tokens()));
+    let router =
+        Server::builder().add_service(service.server(AuthInterceptor::new(tokens()), 4 << 20));
     let server = tokio::spawn(async move {
         router.serve_with_incoming(incoming).await.unwrap();
     });
@@ -277,7 +278,27 @@ async fn bad_input_is_refused_naming_what_is_wrong() {
             .sink
             .events()
             .iter()
+            .filter(|e| e.kind != EventKind::ApiCall as i32)
             .all(|e| e.job == "search/devel/web")
+    );
+    // Every refused change is on the audit trail, naming the caller and why.
+    let refused: Vec<_> = cluster
+        .sink
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::ApiCall as i32 && e.reason != "ok")
+        .collect();
+    assert!(
+        refused.iter().any(|e| e.actor == "alice"
+            && e.reason == "already_exists"
+            && e.job == "search/devel/web"),
+        "{refused:#?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.actor == "alice" && !e.attributes["method"].is_empty()),
+        "{refused:#?}"
     );
     cluster.stop().await;
 }

@@ -92,10 +92,8 @@ impl Node {
             Some((l.accept().await.map(|(s, _)| s), l))
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let service = TailServer::with_interceptor(
-            shipper.tail_service(),
-            AuthInterceptor::new(Arc::new(tokens)),
-        );
+        let service =
+            TailServer::with_interceptor(shipper.tail_service(), AuthInterceptor::new(tokens));
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)

@@ -88,7 +88,7 @@ pub struct Args {
     /// cluster is and holds the token.
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
     pub data_dir: PathBuf,
-    /// The scheduler, `http://HOST:PORT`, instead of client.toml's.
+    /// The scheduler, `https://HOST:PORT`, instead of client.toml's.
     #[arg(long = "addr", env = "SLUICE_ADDR", hide = true)]
     pub addr: Option<String>,
     /// The token, instead of client.toml's.
@@ -99,6 +99,10 @@ pub struct Args {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// The CA (PEM file) the services' certificates are checked against,
+    /// instead of client.toml's.
+    #[arg(long, env = "SLUICE_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// How often to ask the scheduler where the instances are.
     #[arg(long, hide = true, default_value = "1s", value_parser = parse_duration)]
     pub refresh: Duration,

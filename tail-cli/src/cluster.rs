@@ -141,9 +141,11 @@ impl Scheduler {
     }
 
     async fn try_poll(&mut self) -> Result<Placement, PollError> {
-        let (endpoint, token) = self.address.resolve().map_err(PollError::Fatal)?;
+        let cluster = self.address.resolve().map_err(PollError::Fatal)?;
+        let endpoint = cluster.endpoint.clone();
         if self.client.as_ref().is_none_or(|(e, _)| *e != endpoint) {
-            let channel = tokio::time::timeout(CALL_TIMEOUT, client::connect(&endpoint, &token))
+            let connect = client::connect(&endpoint, &cluster.token, cluster.ca.as_deref());
+            let channel = tokio::time::timeout(CALL_TIMEOUT, connect)
                 .await
                 .map_err(|_| {
                     PollError::Transient(anyhow::anyhow!(

@@ -72,8 +72,21 @@ pub async fn run(args: Args, terminal: Terminal) -> anyhow::Result<()> {
     };
 
     let mut interrupts = Interrupts::listen();
-    let address = ClusterAddress::new(&args.data_dir, args.addr.clone(), args.token.clone());
-    let (_, token) = address.resolve()?;
+    let ca = match &args.tls_ca {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read the CA {} (--tls-ca)", path.display()))?,
+        ),
+        None => None,
+    };
+    let overrides = sluice_client::Overrides {
+        addr: args.addr.clone(),
+        token: args.token.clone(),
+        ca,
+    };
+    let address = ClusterAddress::new(&args.data_dir, overrides);
+    let cluster = address.resolve()?;
+    let (token, ca) = (cluster.token, cluster.ca);
     let mut scheduler = Scheduler::new(address, args.job.clone(), args.instances.clone());
     let first = tokio::select! {
         first = scheduler.poll() => first.map_err(PollError::into_inner)?,
@@ -114,6 +127,7 @@ pub async fn run(args: Args, terminal: Terminal) -> anyhow::Result<()> {
         no_follow: args.no_follow,
         trim: backfill_lines as usize,
         token,
+        ca,
     };
     let session = Session::new(Settings {
         plan: Arc::new(plan),

@@ -56,6 +56,8 @@ pub struct Plan {
     /// Keep only the last this-many backfill lines per instance (0: all).
     pub trim: usize,
     pub token: String,
+    /// PEM of the CA the nodes' certificates are checked against.
+    pub ca: Option<String>,
 }
 
 /// How a node's first stream starts.
@@ -292,7 +294,8 @@ impl Follower {
             lasted: began.elapsed(),
         };
         let opened = async {
-            let channel = client::connect(endpoint, &self.plan.token).await?;
+            let channel =
+                client::connect(endpoint, &self.plan.token, self.plan.ca.as_deref()).await?;
             let mut tail = TailClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
             Ok::<_, anyhow::Error>(tail.follow(self.request()).await)
         };
@@ -561,6 +564,7 @@ mod tests {
             no_follow: false,
             trim,
             token: "t".into(),
+            ca: None,
         };
         let (_, endpoint) = watch::channel("http://x".to_string());
         (

@@ -16,7 +16,6 @@ use sluice_schema::pb::{
     FollowRequest, GcRequest, JobKeyRequest, ListJobsRequest, QueryRequest, StatusRequest,
 };
 use sluice_testkit::TestKafka;
-use tonic::transport::Channel;
 
 use crate::harness::{SLUICE, Up, dump, sluice_ok, write_spec};
 
@@ -281,12 +280,8 @@ async fn every_endpoint_refuses_bad_tokens_and_roles_are_kept_apart() {
         let err = result.expect_err(what);
         assert_eq!(err.code(), tonic::Code::Unauthenticated, "{what}: {err}");
     };
-    let main = Channel::from_shared(endpoint)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let node = Channel::from_shared(node).unwrap().connect().await.unwrap();
+    let main = crate::harness::channel(&dir, &endpoint).await;
+    let node = crate::harness::channel(&dir, &node).await;
     for token in [None, Some("wrong-token-0123456789abcdef")] {
         let auth = BearerInterceptor::new(token.unwrap_or("x-placeholder-token-0123")).unwrap();
         let with = |t: Option<&str>| t.is_some();

@@ -41,6 +41,16 @@ pub struct Up {
 impl Up {
     /// Starts `sluice up --data-dir DIR EXTRA…` and waits for its client.toml.
     pub fn start(dir: &Path, extra: &[&str]) -> Up {
+        Up::start_with_env(dir, extra, &[])
+    }
+
+    /// The process id of `sluice up`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// [`Up::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Up {
         let started = std::time::SystemTime::now();
         let log = std::fs::File::create(dir.with_extension("up.log")).unwrap();
         let child = Command::new(SLUICE)
@@ -48,6 +58,7 @@ impl Up {
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("SLUICE_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -421,4 +432,17 @@ pub fn until_line(
             }
         }
     }
+}
+
+/// A TLS channel to `endpoint` (a service of the cluster whose data
+/// directory is `dir`), checked against the CA in its client.toml.
+pub async fn channel(dir: &Path, endpoint: &str) -> tonic::transport::Channel {
+    let file = sluice_client::ClientFile::read(dir)
+        .unwrap()
+        .expect("the cluster's client.toml");
+    sluice_client::endpoint(endpoint, file.ca.as_deref(), &Default::default())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {endpoint}: {e}"))
 }

@@ -16,4 +16,5 @@ mod readme;
 mod scheduler;
 mod soak;
 mod tailll;
+mod trust;
 mod up;

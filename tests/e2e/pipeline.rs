@@ -94,9 +94,14 @@ struct Workload {
 }
 
 /// An absolute path to a Python 3 (the tasks run it without the test's
-/// environment): `SLUICE_PYTHON`, else `python3`.
+/// environment, confined to the system's files): the system's
+/// `/usr/bin/python3`, else `SLUICE_PYTHON`, else `python3`.
 fn python() -> String {
-    let candidate = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let candidate = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3".to_string()
+    } else {
+        std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into())
+    };
     let out = Command::new(&candidate)
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
@@ -111,6 +116,9 @@ fn python() -> String {
 fn write_job(tmp: &Path, w: Workload) -> String {
     let generator = tmp.join("gen.py");
     std::fs::write(&generator, GENERATOR).unwrap();
+    // Task users (the node runs as root) pass through to read it.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o711)).unwrap();
     let spec = tmp.join("gen.yaml");
     std::fs::write(
         &spec,
@@ -238,6 +246,8 @@ impl Daemon {
             .env_remove("SLUICE_TOKEN")
             .env_remove("SLUICE_BUS")
             .env_remove("SLUICE_STORE")
+            // The tasks may read the generator (`--task-read`).
+            .env("SLUICE_TASK_READ", self.log.with_file_name("gen.py"))
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

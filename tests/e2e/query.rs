@@ -134,6 +134,7 @@ fn query_search_context_and_events_through_the_service() {
             .arg(tmp.path().join("elsewhere"))
             .env("SLUICE_ADDR", &endpoint)
             .env("SLUICE_TOKEN", token)
+            .env("SLUICE_TLS_CA", up.dir.join("tls/ca.pem"))
             .stdin(Stdio::null())
             .output()
             .unwrap()

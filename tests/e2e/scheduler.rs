@@ -263,7 +263,7 @@ instances: 2
 resources: {cpu: 0.1, ram_mb: 16, disk_mb: 64}
 processes:
   - name: main
-    cmd: echo started >> ../starts; while true; do echo tick {{instance}}; sleep 0.2; done
+    cmd: echo started >> starts; while true; do echo tick {{instance}}; sleep 0.2; done
 "#,
     );
     sluice_ok(&["job", "submit", &spec, "--data-dir", up.data_dir()]);
@@ -287,7 +287,7 @@ processes:
             .join(a["host"].as_str().unwrap())
             .join("sandboxes")
             .join(a["task_id"].as_str().unwrap());
-        let starts = std::fs::read_to_string(sandbox.join("starts")).unwrap();
+        let starts = std::fs::read_to_string(sandbox.join("work/starts")).unwrap();
         assert_eq!(starts.lines().count(), 1, "started once: {starts}");
     }
     sluice_ok(&["job", "kill", "www/prod/svc", "--data-dir", up.data_dir()]);

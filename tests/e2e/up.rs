@@ -4,7 +4,6 @@ use serde_json::Value;
 use sluice_schema::auth::BearerInterceptor;
 use sluice_schema::pb::StatusRequest;
 use sluice_schema::pb::admin_client::AdminClient;
-use tonic::transport::Channel;
 
 use crate::harness::{Up, sluice, sluice_ok};
 
@@ -23,7 +22,7 @@ fn up_writes_client_toml_and_bus_status_answers_while_it_runs() {
         client["endpoint"]
             .as_str()
             .unwrap()
-            .starts_with("http://127.0.0.1:")
+            .starts_with("https://127.0.0.1:")
     );
     assert_eq!(
         client["bus"].as_str().unwrap(),
@@ -108,11 +107,7 @@ async fn the_admin_service_refuses_calls_without_a_valid_token() {
     let up = Up::start(&dir, &[]);
     let client = client_toml(&dir);
     let endpoint = client["endpoint"].as_str().unwrap().to_string();
-    let channel = Channel::from_shared(endpoint)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = crate::harness::channel(&dir, &endpoint).await;
 
     let err = AdminClient::new(channel.clone())
         .status(StatusRequest {})
@@ -257,11 +252,7 @@ async fn up_runs_a_shipper_per_node_with_its_tail_service() {
     std::fs::write(&log, "first\nsecond\n").unwrap();
 
     let token = client_toml(&dir)["token"].as_str().unwrap().to_string();
-    let channel = Channel::from_shared(node1["tail"].as_str().unwrap().to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = crate::harness::channel(&dir, node1["tail"].as_str().unwrap()).await;
     let refused = TailClient::new(channel.clone())
         .follow(FollowRequest::default())
         .await

@@ -25,13 +25,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
+
+use crate::audit::{Audit, Call, code_name, method_of};
 
 /// The role wildcard: a principal holding it may act on every role.
 pub const ANY_ROLE: &str = "*";
@@ -158,7 +160,19 @@ pub struct Tokens {
 impl Tokens {
     /// Parses a token file's text; errors name the entry and what is wrong.
     pub fn parse(text: &str) -> Result<Tokens, AuthError> {
-        let file: TokenFile = toml::from_str(text).map_err(|e| AuthError::Syntax(e.to_string()))?;
+        // The path of a wrong field (`tokens[1].roles`) comes first; TOML's
+        // own message says where and what.
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| AuthError::Syntax(e.to_string()))?;
+        let file: TokenFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." || path.is_empty() {
+                AuthError::Syntax(inner)
+            } else {
+                AuthError::Syntax(format!("{path}: {inner}"))
+            }
+        })?;
         let mut tokens = Tokens::default();
         for (index, entry) in file.tokens.into_iter().enumerate() {
             let bad = |problem: String| AuthError::Entry {
@@ -178,11 +192,13 @@ impl Tokens {
                     .ok_or_else(|| bad("`sha256` must be 64 hexadecimal digits".into()))?,
                 _ => return Err(bad("needs exactly one of `token` or `sha256`".into())),
             };
-            for role in entry.roles.iter().chain(&entry.read_roles) {
-                if role != ANY_ROLE && !is_valid_role(role) {
-                    return Err(bad(format!(
-                        "role {role:?} is not `*` or a name of [A-Za-z0-9_.-]"
-                    )));
+            for (field, roles) in [("roles", &entry.roles), ("read_roles", &entry.read_roles)] {
+                for role in roles {
+                    if role != ANY_ROLE && !is_valid_role(role) {
+                        return Err(bad(format!(
+                            "{field}: role {role:?} is not `*` or a name of [A-Za-z0-9_.-]"
+                        )));
+                    }
                 }
             }
             let principal = Principal::new(&entry.user, &entry.roles, &entry.read_roles);
@@ -277,22 +293,69 @@ fn parse_hex_digest(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Server side: refuses calls without a valid `authorization: Bearer …`
-/// header with `Unauthenticated`, and hands the [`Principal`] to handlers
-/// through the request's extensions.
-#[derive(Clone, Debug)]
-pub struct AuthInterceptor {
-    tokens: Arc<Tokens>,
+/// The tokens a server accepts now. Cheap to clone: every clone sees a
+/// [`TokenStore::replace`], so a server revokes a token by replacing the
+/// table (the binary reloads the token file when it changes and on SIGHUP)
+/// without a restart.
+#[derive(Clone, Debug, Default)]
+pub struct TokenStore {
+    current: Arc<RwLock<Arc<Tokens>>>,
 }
 
-impl AuthInterceptor {
-    pub fn new(tokens: Arc<Tokens>) -> Self {
-        AuthInterceptor { tokens }
+impl TokenStore {
+    pub fn new(tokens: Tokens) -> TokenStore {
+        TokenStore {
+            current: Arc::new(RwLock::new(Arc::new(tokens))),
+        }
+    }
+
+    /// The table in force.
+    pub fn current(&self) -> Arc<Tokens> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts `tokens` in force for every call from now on.
+    pub fn replace(&self, tokens: Tokens) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+    }
+
+    /// The principal a token belongs to, in the table in force.
+    pub fn authenticate(&self, token: &str) -> Option<Arc<Principal>> {
+        self.current().authenticate(token)
     }
 }
 
-impl Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+impl From<Tokens> for TokenStore {
+    fn from(tokens: Tokens) -> TokenStore {
+        TokenStore::new(tokens)
+    }
+}
+
+/// Server side: refuses calls without a valid `authorization: Bearer …`
+/// header with `Unauthenticated`, and hands the [`Principal`] to handlers
+/// through the request's extensions. With an [`Audit`], refusals are on the
+/// audit trail (rate-limited).
+#[derive(Clone, Debug)]
+pub struct AuthInterceptor {
+    tokens: TokenStore,
+    audit: Option<(Arc<Audit>, &'static str)>,
+}
+
+impl AuthInterceptor {
+    pub fn new(tokens: impl Into<TokenStore>) -> Self {
+        AuthInterceptor {
+            tokens: tokens.into(),
+            audit: None,
+        }
+    }
+
+    /// Records refused calls of `service` (`sluice.v1.Query`) in `audit`.
+    pub fn with_audit(mut self, audit: Arc<Audit>, service: &'static str) -> Self {
+        self.audit = Some((audit, service));
+        self
+    }
+
+    fn check(&self, request: &Request<()>) -> Result<Arc<Principal>, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -304,13 +367,41 @@ impl Interceptor for AuthInterceptor {
             .ok_or_else(|| {
                 Status::unauthenticated("authorization header is not `Bearer <token>`")
             })?;
-        let principal = self
-            .tokens
+        self.tokens
             .authenticate(token.trim())
-            .ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
-        request.extensions_mut().insert(principal);
-        Ok(request)
+            .ok_or_else(|| Status::unauthenticated("invalid bearer token"))
     }
+}
+
+impl Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        match self.check(&request) {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                Ok(request)
+            }
+            Err(status) => {
+                if let Some((audit, service)) = &self.audit {
+                    let call = Call {
+                        actor: crate::audit::ANONYMOUS.to_string(),
+                        method: method_of(&request, &format!("/{service}")),
+                        target: String::new(),
+                        job: String::new(),
+                        outcome: format!("{}: {}", code_name(status.code()), status.message()),
+                        peer: request.remote_addr(),
+                    };
+                    audit.refused(call, now_unix_nanos());
+                }
+                Err(status)
+            }
+        }
+    }
+}
+
+fn now_unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The caller of a request that passed [`AuthInterceptor`].
@@ -422,6 +513,14 @@ mod tests {
                 "unknown field `role`",
             ),
             (
+                "[[tokens]]\nuser = \"a\"\ntoken = \"0123456789abcdef\"\n[[tokens]]\nuser = \"b\"\ntoken = \"0123456789abcdeg\"\nroles = \"x\"",
+                "tokens[1].roles: TOML parse error at line 7, column 9",
+            ),
+            (
+                "[[tokens]]\nuser = \"a\"\ntoken = \"0123456789abcdef\"\nread_roles = [\"a b\"]",
+                "tokens[0] (user \"a\"): read_roles: role \"a b\" is not",
+            ),
+            (
                 "[[tokens]]\nuser = \"a\"\ntoken = \"0123456789abcdef\"\n[[tokens]]\nuser = \"b\"\ntoken = \"0123456789abcdef\"",
                 "tokens[1] (user \"b\"): the same token is listed twice",
             ),
@@ -454,7 +553,7 @@ mod tests {
 
     #[test]
     fn interceptor_refuses_missing_and_wrong_tokens() {
-        let mut server = AuthInterceptor::new(Arc::new(tokens()));
+        let mut server = AuthInterceptor::new(tokens());
         let err = server.call(Request::new(())).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         assert_eq!(err.message(), "missing bearer token");

@@ -6,7 +6,8 @@
 //!   services, generated from `proto/sluice/v1/`.
 //! - [`topics`]: bus topic names and how records are keyed.
 //! - [`auth`]: bearer tokens, principals and the tonic interceptors every
-//!   service shares.
+//!   service shares; [`audit`]: the API's audit trail; [`limits`]: per-user
+//!   limits on running calls.
 //! - [`glob`]: job key globs (`www/prod/*`), shared by `tailll`, the Tail
 //!   service and the scheduler.
 //! - [`sandbox`]: the native sandbox layout and its manifest, shared by the
@@ -16,9 +17,11 @@
 //! to it is a change to one crate with its own compatibility tests.
 
 pub mod archive;
+pub mod audit;
 pub mod auth;
 pub mod events;
 pub mod glob;
+pub mod limits;
 pub mod metrics;
 pub mod sandbox;
 pub mod time;

@@ -41,8 +41,9 @@ use crate::store::Store;
 /// Limits of every query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Memory the operators of one query may hold (sorts and aggregations
-    /// spill or fail beyond it).
+    /// Memory the operators of all running queries may hold together:
+    /// one pool, so that many queries at once cannot take more than one
+    /// could (sorts and aggregations spill or fail beyond it).
     pub memory_limit_bytes: usize,
     pub timeout: Duration,
     /// Rows returned at most (a `LIMIT` on top of the query).
@@ -104,7 +105,9 @@ pub enum QueryError {
     Forbidden(String),
     #[error("the query did not finish within {0:?}")]
     Timeout(Duration),
-    #[error("the query needed more than its memory limit of {limit_mib} MiB: {detail}")]
+    #[error(
+        "limit query memory: the query needed more than is left of the memory limit of {limit_mib} MiB that all running queries share: {detail}"
+    )]
     Memory { limit_mib: usize, detail: String },
     /// A split of the archive cannot be read.
     #[error("split {key} cannot be read: {problem} (--skip-corrupt reads the rest)")]
@@ -123,6 +126,8 @@ pub struct QueryEngine {
     indexes: Arc<cache::IndexCache>,
     config: EngineConfig,
     metrics: Arc<QueryMetrics>,
+    /// The memory every query's operators draw from.
+    memory: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
 }
 
 /// What the engine has answered, for `/metrics`.
@@ -176,6 +181,9 @@ impl QueryEngine {
             url,
             catalog: tokio::sync::Mutex::new(catalog),
             indexes: Arc::new(cache::IndexCache::new(config.index_cache_bytes)),
+            memory: Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(
+                config.memory_limit_bytes,
+            )),
             config,
             metrics: Arc::default(),
         })
@@ -183,6 +191,11 @@ impl QueryEngine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The memory pool every query of this engine draws from.
+    pub fn memory_pool(&self) -> &Arc<dyn datafusion::execution::memory_pool::MemoryPool> {
+        &self.memory
     }
 
     /// The live splits of the freshest committed catalog.
@@ -264,7 +277,7 @@ impl QueryEngine {
             .with_target_partitions(partitions)
             .with_information_schema(true);
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.config.memory_limit_bytes, 1.0)
+            .with_memory_pool(self.memory.clone())
             .build_arc()
             .map_err(|e| QueryError::Execution(e.to_string()))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);

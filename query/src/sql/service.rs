@@ -11,7 +11,9 @@ use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::Stream;
+use sluice_schema::audit::{Audit, Call, method_of, outcome, sql_target};
 use sluice_schema::auth;
+use sluice_schema::limits::{PerUser, check_size};
 use sluice_schema::pb;
 use tonic::{Request, Response, Status};
 
@@ -24,14 +26,75 @@ use super::{
 /// 4 MiB clients accept by default).
 const REPLY_BYTES: usize = 1 << 20;
 
+/// Queries one user may run at once, by default.
+pub const DEFAULT_QUERIES_PER_USER: usize = 4;
+/// The longest SQL text a query may have.
+pub const MAX_SQL_BYTES: usize = 64 << 10;
+
+/// `sluice.v1.Query`. Every query and context call is on the audit trail
+/// (when the service has an [`Audit`]); a user runs at most so many at once.
 pub struct QueryService {
     engine: Arc<QueryEngine>,
+    audit: Option<Arc<Audit>>,
+    running: PerUser,
 }
 
 impl QueryService {
     pub fn new(engine: Arc<QueryEngine>) -> QueryService {
-        QueryService { engine }
+        QueryService {
+            engine,
+            audit: None,
+            running: PerUser::new(
+                "queries",
+                "--max-queries-per-user",
+                DEFAULT_QUERIES_PER_USER,
+            ),
+        }
     }
+
+    /// Records each call in `audit`.
+    pub fn with_audit(mut self, audit: Arc<Audit>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// At most `max` queries (and context calls) at once per user.
+    pub fn with_queries_per_user(mut self, max: usize) -> Self {
+        self.running = PerUser::new("queries", "--max-queries-per-user", max);
+        self
+    }
+
+    /// The per-user count of running queries.
+    pub fn running(&self) -> &PerUser {
+        &self.running
+    }
+
+    fn audit<T>(
+        &self,
+        user: &str,
+        method: String,
+        target: String,
+        peer: Option<std::net::SocketAddr>,
+        result: &Result<T, Status>,
+    ) {
+        if let Some(audit) = &self.audit {
+            let call = Call {
+                actor: user.to_string(),
+                method,
+                target,
+                job: String::new(),
+                outcome: outcome(result),
+                peer,
+            };
+            audit.record(call, now_unix_nanos());
+        }
+    }
+}
+
+fn now_unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 fn time_range(from: i64, to: i64) -> TimeRange {
@@ -110,7 +173,42 @@ impl pb::query_server::Query for QueryService {
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<Self::RunStream>, Status> {
         let principal = auth::principal(&request)?;
-        let req = request.into_inner();
+        let method = method_of(&request, "/sluice.v1.Query/Run");
+        let peer = request.remote_addr();
+        let target = sql_target(&request.get_ref().sql);
+        let result = self.run_query(&principal, request.into_inner()).await;
+        self.audit(&principal.user, method, target, peer, &result);
+        result
+    }
+
+    async fn context(
+        &self,
+        request: Request<pb::ContextRequest>,
+    ) -> Result<Response<pb::ContextReply>, Status> {
+        let principal = auth::principal(&request)?;
+        let method = method_of(&request, "/sluice.v1.Query/Context");
+        let peer = request.remote_addr();
+        let req = request.get_ref();
+        let target = format!(
+            "{} hits, {} before, {} after",
+            req.hits.len(),
+            req.before,
+            req.after
+        );
+        let result = self.run_context(&principal, request.into_inner()).await;
+        self.audit(&principal.user, method, target, peer, &result);
+        result
+    }
+}
+
+impl QueryService {
+    async fn run_query(
+        &self,
+        principal: &auth::Principal,
+        req: pb::QueryRequest,
+    ) -> Result<Response<ReplyStream>, Status> {
+        check_size("sql", req.sql.len(), MAX_SQL_BYTES)?;
+        let _running = self.running.acquire(&principal.user)?;
         let query = QueryRequest {
             sql: req.sql,
             restrictions: Restrictions {
@@ -144,12 +242,12 @@ impl pb::query_server::Query for QueryService {
         Ok(Response::new(Box::pin(futures::stream::iter(replies))))
     }
 
-    async fn context(
+    async fn run_context(
         &self,
-        request: Request<pb::ContextRequest>,
+        principal: &auth::Principal,
+        req: pb::ContextRequest,
     ) -> Result<Response<pb::ContextReply>, Status> {
-        let principal = auth::principal(&request)?;
-        let req = request.into_inner();
+        let _running = self.running.acquire(&principal.user)?;
         let restrictions = Restrictions {
             time: time_range(req.from_unix_nanos, req.to_unix_nanos),
             roles: principal.readable_roles(),

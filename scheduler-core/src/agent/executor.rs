@@ -20,13 +20,17 @@
 //! **Processes.** `/bin/sh -c CMD` (placeholders rendered for the run), in
 //! a process group of its own, working directory `<sandbox>/work`, stdin
 //! `/dev/null`, stdout and stderr appended to
-//! `logs/run-<n>/<process>.stdout|.stderr` (created before the process
-//! starts, so they exist even if it writes nothing). The environment is the
-//! executor's without `SLUICE_*` variables (the cluster's settings and
-//! tokens are not the task's), plus `SLUICE_TASK_ID`, `SLUICE_INSTANCE`,
-//! `SLUICE_RUN`, `SLUICE_SANDBOX` (absolute) and `PORT_<NAME>` for each
-//! allocated port (the name upper-cased, characters other than letters and
-//! digits made `_`: port `admin-v2` is `PORT_ADMIN_V2`). When a process
+//! `logs/run-<n>/<process>.stdout|.stderr` (opened by the executor before
+//! the process starts, so they exist even if it writes nothing, and handed
+//! to it as descriptors: the process cannot open them by name). Between
+//! fork and exec the process is confined ([`super::confine`]: another user
+//! when the node is root, Landlock, `no_new_privs`). The environment is
+//! fresh, nothing of the node's (no `SLUICE_*` settings or tokens, no
+//! credentials): `PATH`, `HOME`, `TMPDIR`, `USER`, the locale, plus
+//! `SLUICE_TASK_ID`, `SLUICE_INSTANCE`, `SLUICE_RUN`, `SLUICE_SANDBOX`
+//! (absolute) and `PORT_<NAME>` for each allocated port (the name
+//! upper-cased, characters other than letters and digits made `_`: port
+//! `admin-v2` is `PORT_ADMIN_V2`). When a process
 //! exits, whatever it left running in its process group is SIGKILLed; when
 //! the task ends, so is whatever is left in the executor's session.
 //!
@@ -49,13 +53,13 @@
 //! it, the executor takes the lock itself, and refuses to run a sandbox
 //! another executor runs.
 
-use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -65,7 +69,7 @@ use super::files::{
     self, ExecState, FORMAT_VERSION, KILL_FILE, KillRequest, LOCK_FILE, STATUS_FILE, Status,
     TaskFile,
 };
-use super::proc;
+use super::{confine, proc};
 use crate::spec::{Policy, Process, RestartPolicy, TaskContext};
 use crate::{Error, Result};
 
@@ -113,17 +117,22 @@ pub fn run(sandbox: &Path) -> Result<()> {
             return Err(e);
         }
     };
-    let hidden = std::env::vars_os()
-        .map(|(key, _)| key)
-        .filter(|key| key.as_encoded_bytes().starts_with(b"SLUICE_"))
-        .collect();
+    let confinement = match confine::Prepared::new(&task.confinement, &dir) {
+        Ok(prepared) => Arc::new(prepared),
+        Err(e) => {
+            status.state = ExecState::Failed;
+            status.reason = format!("cannot confine the task: {e}");
+            write_status(&dir, &mut status);
+            return Err(e);
+        }
+    };
     let mut executor = Executor {
         grace: Duration::from_millis(task.kill_grace_ms),
         dir,
         task,
         waker,
         status,
-        hidden,
+        confinement,
     };
     write_status(&executor.dir, &mut executor.status);
     tracing::info!(task = %executor.task.task_id, "executor started");
@@ -137,8 +146,8 @@ struct Executor {
     waker: Waker,
     status: Status,
     grace: Duration,
-    /// Environment variables the processes do not get.
-    hidden: Vec<OsString>,
+    /// Applied to every process, between fork and exec.
+    confinement: Arc<confine::Prepared>,
 }
 
 /// How a run ended.
@@ -293,16 +302,28 @@ impl Executor {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
-        for key in &self.hidden {
-            command.env_remove(key);
-        }
-        command
-            .env("SLUICE_TASK_ID", &task.task_id)
-            .env("SLUICE_INSTANCE", task.instance.to_string())
-            .env("SLUICE_RUN", run.to_string())
-            .env("SLUICE_SANDBOX", &self.dir);
-        for (name, port) in &task.ports {
-            command.env(port_var(name), port.to_string());
+        let own = [
+            ("SLUICE_TASK_ID".to_string(), task.task_id.clone()),
+            ("SLUICE_INSTANCE".to_string(), task.instance.to_string()),
+            ("SLUICE_RUN".to_string(), run.to_string()),
+            ("SLUICE_SANDBOX".to_string(), self.dir.display().to_string()),
+        ]
+        .into_iter()
+        .chain(
+            task.ports
+                .iter()
+                .map(|(name, port)| (port_var(name), port.to_string())),
+        );
+        command.env_clear().envs(confine::environment(
+            &self.dir,
+            self.confinement.user(),
+            own,
+        ));
+        let confinement = Arc::clone(&self.confinement);
+        // SAFETY: the closure only makes system calls (no allocation, no
+        // lock), as is required between fork and exec.
+        unsafe {
+            command.pre_exec(move || confinement.apply_in_child());
         }
         command.spawn()
     }

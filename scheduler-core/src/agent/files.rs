@@ -64,6 +64,9 @@ pub struct TaskFile {
     /// How long a killed process has between SIGTERM and SIGKILL.
     pub kill_grace_ms: u64,
     pub created_unix_ms: u64,
+    /// How the task is confined (the node's decision).
+    #[serde(default)]
+    pub confinement: super::confine::Confinement,
 }
 
 impl TaskFile {
@@ -302,6 +305,7 @@ mod tests {
             node: "n1".into(),
             kill_grace_ms: 1000,
             created_unix_ms: 1,
+            confinement: Default::default(),
         }
     }
 

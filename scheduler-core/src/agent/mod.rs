@@ -16,6 +16,7 @@
 //! crash or restart without stopping them; a new agent finds them again.
 
 mod collect;
+pub mod confine;
 pub mod executor;
 pub mod files;
 pub mod metrics;
@@ -31,6 +32,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use sluice_schema::audit::{Audit, Call, method_of, outcome};
 use sluice_schema::auth::{BearerInterceptor, principal};
 use sluice_schema::events::{EventIds, EventSink};
 use sluice_schema::pb::node_server::Node;
@@ -59,8 +61,12 @@ pub struct AgentConfig {
     pub node: String,
     /// The sandbox root (the shipper tails it in the native layout).
     pub root: PathBuf,
-    /// `http://HOST:PORT` of the scheduler.
+    /// `https://HOST:PORT` (or `http://`) of the scheduler.
     pub scheduler: String,
+    /// PEM of the CA the scheduler's certificate is checked against
+    /// (`https://` schedulers).
+    #[serde(default)]
+    pub scheduler_ca: Option<String>,
     /// `http://HOST:PORT` of this node's Tail service.
     pub tail_endpoint: String,
     /// What the node offers the scheduler.
@@ -78,6 +84,9 @@ pub struct AgentConfig {
     pub kill_grace_ms: u64,
     #[serde(default)]
     pub gc: GcConfig,
+    /// How tasks are confined (flags, not part of a config file).
+    #[serde(skip)]
+    pub tasks: confine::Policy,
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -141,6 +150,7 @@ impl Agent {
         handle: tokio::runtime::Handle,
     ) -> Result<Agent> {
         config.validate()?;
+        config.tasks.check()?;
         std::fs::create_dir_all(&config.root)
             .map_err(|e| Error::io("failed to create the sandbox root", &config.root, e))?;
         let runtime = TaskRuntime::open(
@@ -150,15 +160,29 @@ impl Agent {
                 executor,
                 kill_grace: Duration::from_millis(config.kill_grace_ms),
                 disk_watch_interval: config.gc.disk_watch_interval(),
+                tasks: config.tasks.clone(),
             },
             events.clone(),
         )?;
         let auth =
             BearerInterceptor::new(token).map_err(|e| Error::Config(format!("token: {e}")))?;
-        let channel = Channel::from_shared(config.scheduler.clone())
+        let mut endpoint = Channel::from_shared(config.scheduler.clone())
             .map_err(|e| Error::Config(format!("scheduler: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .connect_timeout(Duration::from_secs(5));
+        if config.scheduler.starts_with("https://") {
+            let ca = config.scheduler_ca.as_deref().ok_or_else(|| {
+                Error::Config(format!(
+                    "scheduler_ca: {} is https but no CA is given to check it",
+                    config.scheduler
+                ))
+            })?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::Config(format!("scheduler_ca: {e}")))?;
+        }
+        let channel = endpoint.connect_lazy();
         let client = SchedulerClient::with_interceptor(channel, auth);
         let (commands, inbox) = mpsc::channel();
         let node = config.node.clone();
@@ -207,6 +231,7 @@ impl Agent {
     pub fn service(self: &Arc<Self>) -> NodeService {
         NodeService {
             agent: self.clone(),
+            audit: None,
         }
     }
 
@@ -479,24 +504,52 @@ fn now_nanos() -> i64 {
 #[derive(Clone)]
 pub struct NodeService {
     agent: Arc<Agent>,
+    audit: Option<Arc<Audit>>,
+}
+
+impl NodeService {
+    /// Records each garbage collection asked for (not dry runs, which
+    /// change nothing) in `audit`.
+    pub fn with_audit(mut self, audit: Arc<Audit>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
 }
 
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn gc(&self, request: Request<GcRequest>) -> Result<Response<GcReply>, Status> {
-        principal(&request)?.require_admin()?;
-        let dry_run = request.into_inner().dry_run;
-        let outcome = self
-            .agent
-            .gc(dry_run)
-            .await
-            .ok_or_else(|| Status::unavailable("the agent is stopping"))?;
-        Ok(Response::new(GcReply {
-            node: self.agent.node.clone(),
-            plan_json: serde_json::to_string(&outcome.plan)
-                .map_err(|e| Status::internal(e.to_string()))?,
-            applied: outcome.applied,
-            freed_bytes: outcome.freed_bytes,
-        }))
+        let caller = principal(&request)?;
+        let method = method_of(&request, "/sluice.v1.Node/Gc");
+        let peer = request.remote_addr();
+        let dry_run = request.get_ref().dry_run;
+        let result = async {
+            caller.require_admin()?;
+            let outcome = self
+                .agent
+                .gc(dry_run)
+                .await
+                .ok_or_else(|| Status::unavailable("the agent is stopping"))?;
+            Ok(Response::new(GcReply {
+                node: self.agent.node.clone(),
+                plan_json: serde_json::to_string(&outcome.plan)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                applied: outcome.applied,
+                freed_bytes: outcome.freed_bytes,
+            }))
+        }
+        .await;
+        if let Some(audit) = self.audit.as_ref().filter(|_| !dry_run || result.is_err()) {
+            let call = Call {
+                actor: caller.user.clone(),
+                method,
+                target: format!("node {}", self.agent.node),
+                job: String::new(),
+                outcome: outcome(&result),
+                peer,
+            };
+            audit.record(call, now_nanos());
+        }
+        result
     }
 }

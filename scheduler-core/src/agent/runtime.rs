@@ -46,12 +46,12 @@ use sluice_schema::events::{EventIds, EventSink};
 use sluice_schema::pb::{ClusterEvent, EventKind, TaskReport, TaskState};
 use sluice_schema::sandbox::{LOGS_DIR, MANIFEST, WORK_DIR};
 
-use super::executor;
 use super::files::{
     self, AGENT_FILE, AgentRecord, FORMAT_VERSION, KILL_FILE, KillRequest, LOCK_FILE, STATUS_FILE,
     Status, TASK_FILE, TaskFile,
 };
 use super::proc;
+use super::{confine, executor};
 use crate::disk::{self, DISK_QUOTA_EXCEEDED};
 use crate::spec::{JobKey, JobSpec, valid_name};
 use crate::{Error, Result};
@@ -75,6 +75,8 @@ pub struct RuntimeConfig {
     pub kill_grace: Duration,
     /// How often sandboxes are measured against their quotas.
     pub disk_watch_interval: Duration,
+    /// How tasks are confined.
+    pub tasks: confine::Policy,
 }
 
 /// A task the scheduler gave this node.
@@ -302,11 +304,20 @@ impl TaskRuntime {
             return Err(Error::spec("key", message));
         }
         a.spec.validate()?;
+        let confinement = self.cx.config.tasks.confinement(&a.job.role, &[], &[])?;
         let dir = self.cx.config.root.join(&a.task_id);
-        for sub in [WORK_DIR, LOGS_DIR] {
+        for sub in [WORK_DIR, LOGS_DIR, confine::TMP_DIR] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path)
                 .map_err(|e| Error::io("failed to create sandbox directory", path, e))?;
+        }
+        // The task's user gets work/ and tmp/; the rest of the sandbox (the
+        // manifest, the logs) stays the node's, out of the task's reach.
+        if let Some(user) = &confinement.user {
+            confine::set_mode(&dir, 0o711)?;
+            confine::set_mode(&dir.join(LOGS_DIR), 0o700)?;
+            confine::hand_over(&dir.join(WORK_DIR), user)?;
+            confine::hand_over(&dir.join(confine::TMP_DIR), user)?;
         }
         let file = TaskFile {
             version: FORMAT_VERSION,
@@ -318,6 +329,7 @@ impl TaskRuntime {
             node: self.cx.config.node.clone(),
             kill_grace_ms: self.cx.config.kill_grace.as_millis() as u64,
             created_unix_ms: files::now_unix_ms(),
+            confinement,
         };
         files::write_json(&dir, MANIFEST, &executor::manifest(&file, 0))?;
         files::write_json(&dir, TASK_FILE, &file)?;

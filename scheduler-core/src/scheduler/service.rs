@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_schema::auth::{AuthInterceptor, Tokens, principal};
+use sluice_schema::audit::{ANONYMOUS, Audit, Call, method_of, outcome};
+use sluice_schema::auth::{AuthInterceptor, principal};
 use sluice_schema::events::EventSink;
 use sluice_schema::glob::JobGlob;
 use sluice_schema::pb::scheduler_server::{Scheduler, SchedulerServer};
@@ -44,6 +45,8 @@ pub struct SchedulerService {
 
 struct Inner {
     core: Mutex<SchedulerCore>,
+    /// Submits, updates and kills, accepted or refused.
+    audit: Audit,
     state_file: PathBuf,
     /// The version last written; held while writing, so writes are ordered.
     written: Mutex<u64>,
@@ -62,10 +65,12 @@ impl SchedulerService {
     pub fn start(config: SchedulerConfig, events: Arc<dyn EventSink>) -> Result<SchedulerService> {
         let tick = config.tick();
         let state_file = config.state_file.clone();
+        let audit = Audit::new(events.clone(), "scheduler", now_unix_nanos());
         let core = SchedulerCore::open(config, events, now_unix_nanos())?;
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {
             core: Mutex::new(core),
+            audit,
             state_file,
             written: Mutex::new(0),
             stop,
@@ -76,9 +81,33 @@ impl SchedulerService {
         Ok(SchedulerService { inner })
     }
 
-    /// The service wrapped in the authentication every Sluice service uses.
-    pub fn server(&self, tokens: Arc<Tokens>) -> AuthedSchedulerServer {
-        SchedulerServer::with_interceptor(self.clone(), AuthInterceptor::new(tokens))
+    /// The service wrapped in `auth`, the authentication every Sluice
+    /// service uses, taking messages of up to `max_message_bytes`.
+    pub fn server(&self, auth: AuthInterceptor, max_message_bytes: usize) -> AuthedSchedulerServer {
+        InterceptedService::new(
+            SchedulerServer::new(self.clone()).max_decoding_message_size(max_message_bytes),
+            auth,
+        )
+    }
+
+    /// Records a changing call on the audit trail.
+    fn audit<T, U>(
+        &self,
+        request: &Request<U>,
+        method: &str,
+        job: &str,
+        result: &Result<T, Status>,
+    ) {
+        let actor = principal(request).map_or_else(|_| ANONYMOUS.to_string(), |p| p.user.clone());
+        let call = Call {
+            actor,
+            method: method_of(request, method),
+            target: job.to_string(),
+            job: job.to_string(),
+            outcome: outcome(result),
+            peer: request.remote_addr(),
+        };
+        self.inner.audit.record(call, now_unix_nanos());
     }
 
     /// Runs `f` on the scheduler core (for status pages and tests).
@@ -178,12 +207,7 @@ pub fn now_unix_nanos() -> i64 {
 }
 
 fn parse_spec(request: &SubmitJobRequest) -> Result<JobSpec, Status> {
-    if request.spec_yaml.len() > MAX_SPEC_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "spec_yaml: is {} bytes, at most {MAX_SPEC_BYTES}",
-            request.spec_yaml.len()
-        )));
-    }
+    sluice_schema::limits::check_size("spec_yaml", request.spec_yaml.len(), MAX_SPEC_BYTES)?;
     let stage = Some(request.stage.as_str()).filter(|s| !s.is_empty());
     spec::parse(&request.spec_yaml, stage).map_err(|e| Status::invalid_argument(e.to_string()))
 }
@@ -203,45 +227,65 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<SubmitJobRequest>,
     ) -> Result<Response<JobStatus>, Status> {
-        let caller = principal(&request)?;
-        let spec = parse_spec(request.get_ref())?;
-        caller.require_write(&spec.key.role)?;
-        let status = self
-            .inner
-            .core()
-            .submit(spec, &caller.user, now_unix_nanos())?;
-        self.persist_for_call().await?;
-        Ok(Response::new(status))
+        let mut job = String::new();
+        let result = async {
+            let caller = principal(&request)?;
+            let spec = parse_spec(request.get_ref())?;
+            job = spec.key.to_string();
+            caller.require_write(&spec.key.role)?;
+            let status = self
+                .inner
+                .core()
+                .submit(spec, &caller.user, now_unix_nanos())?;
+            self.persist_for_call().await?;
+            Ok(Response::new(status))
+        }
+        .await;
+        self.audit(&request, "/sluice.v1.Scheduler/SubmitJob", &job, &result);
+        result
     }
 
     async fn update_job(
         &self,
         request: Request<SubmitJobRequest>,
     ) -> Result<Response<JobStatus>, Status> {
-        let caller = principal(&request)?;
-        let spec = parse_spec(request.get_ref())?;
-        caller.require_write(&spec.key.role)?;
-        let status = self
-            .inner
-            .core()
-            .update(spec, &caller.user, now_unix_nanos())?;
-        self.persist_for_call().await?;
-        Ok(Response::new(status))
+        let mut job = String::new();
+        let result = async {
+            let caller = principal(&request)?;
+            let spec = parse_spec(request.get_ref())?;
+            job = spec.key.to_string();
+            caller.require_write(&spec.key.role)?;
+            let status = self
+                .inner
+                .core()
+                .update(spec, &caller.user, now_unix_nanos())?;
+            self.persist_for_call().await?;
+            Ok(Response::new(status))
+        }
+        .await;
+        self.audit(&request, "/sluice.v1.Scheduler/UpdateJob", &job, &result);
+        result
     }
 
     async fn kill_job(
         &self,
         request: Request<JobKeyRequest>,
     ) -> Result<Response<JobStatus>, Status> {
-        let caller = principal(&request)?;
-        let key = parse_key(&request.get_ref().job)?;
-        caller.require_write(&key.role)?;
-        let status = self
-            .inner
-            .core()
-            .kill(&key, &caller.user, now_unix_nanos())?;
-        self.persist_for_call().await?;
-        Ok(Response::new(status))
+        let job = request.get_ref().job.clone();
+        let result = async {
+            let caller = principal(&request)?;
+            let key = parse_key(&request.get_ref().job)?;
+            caller.require_write(&key.role)?;
+            let status = self
+                .inner
+                .core()
+                .kill(&key, &caller.user, now_unix_nanos())?;
+            self.persist_for_call().await?;
+            Ok(Response::new(status))
+        }
+        .await;
+        self.audit(&request, "/sluice.v1.Scheduler/KillJob", &job, &result);
+        result
     }
 
     async fn describe_job(

@@ -87,6 +87,11 @@ impl Layout for Native {
         }
 
         let manifest_path = root.join(task_dir).join(MANIFEST);
+        // Whose lines these are is the node's word, never the task's: the
+        // file and the manifest must be the node's own, which a confined
+        // task can neither change nor make.
+        node_owned(path, "log file")?;
+        node_owned(&manifest_path, "manifest")?;
         let manifest = read_manifest(&manifest_path, task_dir)?;
         if !manifest.processes.iter().any(|p| p == process) {
             return Err(LayoutError::new(
@@ -113,6 +118,50 @@ impl Layout for Native {
         let parts = plain_components(root, path)?;
         Some(root.join(parts.first()?))
     }
+}
+
+/// Refuses a file that is a symbolic link, belongs to another user than
+/// this process, or that others may write.
+fn node_owned(path: &Path, what: &str) -> Result<(), LayoutError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        // Gone already, or never there: reading it says so.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(LayoutError::new(
+                path,
+                format!("{what} cannot be read: {e}"),
+            ));
+        }
+    };
+    if meta.file_type().is_symlink() {
+        return Err(LayoutError::new(
+            path,
+            format!("{what} is a symbolic link: not shipped (a sandbox's files are the node's)"),
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(LayoutError::new(
+            path,
+            format!(
+                "{what} belongs to uid {}, not the node's ({me}): not shipped (a task may not name its own lines)",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(LayoutError::new(
+            path,
+            format!(
+                "{what} is writable by others (mode {:o}): not shipped",
+                meta.mode() & 0o777
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The manifest at `path`, checked against the sandbox directory name.
@@ -320,6 +369,50 @@ mod tests {
             assert_eq!(err.path, manifest_path);
             assert!(err.problem.starts_with(problem), "{err}");
             assert!(err.to_string().contains("sandbox.json: manifest "), "{err}");
+        }
+    }
+
+    /// What a task could make of its sandbox if it were not confined: a
+    /// symlink for a log, a file or manifest of its own, a manifest others
+    /// may write. None of it is shipped.
+    #[test]
+    fn only_the_node_s_own_files_name_lines() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = sandbox(&manifest());
+        let root = dir.path();
+        let log = format!("{TASK}/logs/run-1/setup.stdout");
+        identify(root, &log).unwrap();
+
+        let link = format!("{TASK}/logs/run-1/hello_world.stderr");
+        fs::remove_file(root.join(&link)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join(&link)).unwrap();
+        let err = identify(root, &link).unwrap_err();
+        assert!(err.problem.contains("is a symbolic link"), "{err}");
+
+        let manifest_path = root.join(TASK).join(MANIFEST);
+        fs::set_permissions(&manifest_path, fs::Permissions::from_mode(0o666)).unwrap();
+        let err = identify(root, &log).unwrap_err();
+        assert!(
+            err.problem.contains("manifest is writable by others"),
+            "{err}"
+        );
+        fs::set_permissions(&manifest_path, fs::Permissions::from_mode(0o644)).unwrap();
+
+        // As root, files of another user are refused (a task's user).
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(root.join(&log), Some(65534), None).unwrap();
+            let err = identify(root, &log).unwrap_err();
+            assert!(
+                err.problem.contains("log file belongs to uid 65534"),
+                "{err}"
+            );
+            std::os::unix::fs::chown(root.join(&log), Some(0), None).unwrap();
+            std::os::unix::fs::chown(&manifest_path, Some(65534), None).unwrap();
+            let err = identify(root, &log).unwrap_err();
+            assert!(
+                err.problem.contains("manifest belongs to uid 65534"),
+                "{err}"
+            );
         }
     }
 

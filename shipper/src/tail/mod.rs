@@ -37,6 +37,9 @@ use tokio::sync::mpsc as async_mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::files::tracker::Hint;
+use sluice_schema::audit::{Audit, Call, method_of, outcome};
+use sluice_schema::limits::PerUser;
+
 use crate::layout::Framing;
 use crate::metrics::Metrics;
 use tap::Tap;
@@ -54,18 +57,42 @@ pub(crate) struct TailShared {
     pub metrics: Arc<Metrics>,
 }
 
+/// Tail streams one user may have open at once on one node, by default.
+pub const DEFAULT_STREAMS_PER_USER: usize = 32;
+
 /// The gRPC service; wrap it in `TailServer::with_interceptor(service,
-/// AuthInterceptor::new(tokens))`.
+/// AuthInterceptor::new(tokens))`. Every stream opened (or refused) is on
+/// the audit trail when the service has an [`Audit`].
 #[derive(Clone)]
 pub struct TailService {
     shared: Arc<TailShared>,
+    audit: Option<Arc<Audit>>,
+    streams: PerUser,
 }
 
 impl TailService {
     pub(crate) fn new(shared: TailShared) -> Self {
         TailService {
             shared: Arc::new(shared),
+            audit: None,
+            streams: PerUser::new(
+                "tail streams",
+                "--max-tail-streams-per-user",
+                DEFAULT_STREAMS_PER_USER,
+            ),
         }
+    }
+
+    /// Records each `Follow` in `audit`.
+    pub fn with_audit(mut self, audit: Arc<Audit>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// At most `max` streams open at once per user.
+    pub fn with_streams_per_user(mut self, max: usize) -> Self {
+        self.streams = PerUser::new("tail streams", "--max-tail-streams-per-user", max);
+        self
     }
 }
 
@@ -80,12 +107,46 @@ impl Tail for TailService {
         request: Request<FollowRequest>,
     ) -> Result<Response<FollowStream>, Status> {
         let caller = principal(&request)?;
-        let plan = follow::Plan::new(request.into_inner(), caller.clone())?;
-        if let Some(role) = plan.glob.exact_role() {
-            caller.require_read(role)?;
+        let method = method_of(&request, "/sluice.v1.Tail/Follow");
+        let peer = request.remote_addr();
+        let glob = request
+            .get_ref()
+            .selector
+            .as_ref()
+            .map(|s| s.job.clone())
+            .unwrap_or_default();
+        let opened = (|| {
+            let plan = follow::Plan::new(request.into_inner(), caller.clone())?;
+            if let Some(role) = plan.glob.exact_role() {
+                caller.require_read(role)?;
+            }
+            let permit = self.streams.acquire(&caller.user)?;
+            Ok::<_, Status>((plan, permit))
+        })();
+        if let Some(audit) = &self.audit {
+            let job = if glob.contains(['*', '?', '[']) || glob.matches('/').count() != 2 {
+                String::new()
+            } else {
+                glob.clone()
+            };
+            let call = Call {
+                actor: caller.user.clone(),
+                method,
+                target: glob,
+                job,
+                outcome: outcome(&opened),
+                peer,
+            };
+            audit.record(call, crate::files::tracker::now_nanos());
         }
+        let (plan, permit) = opened?;
         let (tx, rx) = async_mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(follow::run(self.shared.clone(), plan, tx));
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            // The stream's place is taken until it ends.
+            let _permit = permit;
+            follow::run(shared, plan, tx).await;
+        });
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });

@@ -154,6 +154,7 @@ fn config(root: &Path, executor: &[OsString], disk_watch: Duration) -> RuntimeCo
         executor: executor.to_vec(),
         kill_grace: Duration::from_millis(300),
         disk_watch_interval: disk_watch,
+        tasks: Default::default(),
     }
 }
 
@@ -324,13 +325,13 @@ fn kills_reach_the_process_group_and_sigkill_after_the_grace() {
     node.launch(
         "t-polite",
         0,
-        "processes: [{name: p, cmd: 'trap \"echo term > ../term.marker; exit 0\" TERM; sleep 30 & wait'}]\n",
+        "processes: [{name: p, cmd: 'trap \"echo term > term.marker; exit 0\" TERM; sleep 30 & wait'}]\n",
     );
     // Ignores TERM (and so does its sleep).
     node.launch(
         "t-stubborn",
         0,
-        "processes: [{name: p, cmd: 'echo $$ > ../pid; trap \"\" TERM; sleep 30'}]\n",
+        "processes: [{name: p, cmd: 'echo $$ > pid; trap \"\" TERM; sleep 30'}]\n",
     );
     node.wait("t-polite", TaskState::Running);
     node.wait("t-stubborn", TaskState::Running);
@@ -345,14 +346,14 @@ fn kills_reach_the_process_group_and_sigkill_after_the_grace() {
         started.elapsed() >= Duration::from_millis(300),
         "grace respected"
     );
-    assert_eq!(node.read("t-polite", "term.marker"), "term\n");
+    assert_eq!(node.read("t-polite", "work/term.marker"), "term\n");
     assert_eq!(
         (polite.reason.as_str(), polite.exit_code),
         ("user request", Some(0))
     );
     assert_eq!(stubborn.reason, "update");
     assert_eq!(node.status("t-stubborn").signal, Some(libc::SIGKILL));
-    let pid: i32 = node.read("t-stubborn", "pid").trim().parse().unwrap();
+    let pid: i32 = node.read("t-stubborn", "work/pid").trim().parse().unwrap();
     assert!(process_is_gone(pid));
 
     let last = node.changes("t-polite").pop().unwrap();
@@ -401,12 +402,12 @@ fn a_new_runtime_adopts_live_tasks_and_loses_dead_ones() {
     node.launch(
         "t-live",
         0,
-        "processes: [{name: p, cmd: 'echo $$ >> ../pids; sleep 30'}]\n",
+        "processes: [{name: p, cmd: 'echo $$ >> pids; sleep 30'}]\n",
     );
     node.launch(
         "t-dead",
         1,
-        "processes: [{name: p, cmd: 'echo $$ > ../pid; sleep 30'}]\n",
+        "processes: [{name: p, cmd: 'echo $$ > pid; sleep 30'}]\n",
     );
     node.wait("t-live", TaskState::Running);
     node.wait("t-dead", TaskState::Running);
@@ -423,7 +424,7 @@ fn a_new_runtime_adopts_live_tasks_and_loses_dead_ones() {
     let report = node.report("t-dead");
     assert_eq!(report.state, TaskState::Lost as i32, "{report:?}");
     assert_eq!(report.reason, "executor died");
-    let pid: i32 = node.read("t-dead", "pid").trim().parse().unwrap();
+    let pid: i32 = node.read("t-dead", "work/pid").trim().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     while !process_is_gone(pid) {
         assert!(
@@ -447,7 +448,7 @@ fn a_new_runtime_adopts_live_tasks_and_loses_dead_ones() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
-        node.read("t-live", "pids").lines().count(),
+        node.read("t-live", "work/pids").lines().count(),
         1,
         "started once"
     );
@@ -599,6 +600,7 @@ fn damaged_sandboxes_are_reported_lost() {
         node: "node-1".into(),
         kill_grace_ms: 100,
         created_unix_ms: 0,
+        confinement: Default::default(),
     };
     for (id, task_json, status_json) in [
         ("t-garbage", "{not json", None),
