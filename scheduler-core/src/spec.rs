@@ -23,6 +23,10 @@
 //! #   limit: 10              # restarts allowed; leave out for no limit
 //! cron: "*/15 * * * *"       # optional: one run per tick, never overlapping
 //! labels: {team: search}     # optional, for the sandbox manifest
+//! filesystem:                # optional: paths beyond the sandbox's work/ and tmp/
+//!   read: [/srv/models]      #   read and run (the system's /usr, /etc … always)
+//!   write: [/srv/scratch]    #   read and write; neither may reach the node's data
+//!                            #   directory (the node refuses the task, naming the path)
 //! envs:                      # optional per-stage overrides, chosen by --stage
 //!   prod:
 //!     instances: 12
@@ -222,7 +226,23 @@ pub struct JobSpec {
     pub cron: Option<Schedule>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Paths the task may use beyond its sandbox.
+    #[serde(default)]
+    pub filesystem: Filesystem,
 }
+
+/// What a task may reach beyond its sandbox (absolute paths).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filesystem {
+    #[serde(default)]
+    pub read: Vec<std::path::PathBuf>,
+    #[serde(default)]
+    pub write: Vec<std::path::PathBuf>,
+}
+
+/// Most paths in `filesystem.read` or `filesystem.write`.
+pub const MAX_FILESYSTEM_PATHS: usize = 32;
 
 /// Resources of one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -506,6 +526,30 @@ impl JobSpec {
                 format!("must be at most {MAX_LABEL_LEN} bytes without control characters"),
             )?;
         }
+        for (name, paths) in [
+            ("read", &self.filesystem.read),
+            ("write", &self.filesystem.write),
+        ] {
+            let field = format!("filesystem.{name}");
+            ensure(
+                paths.len() <= MAX_FILESYSTEM_PATHS,
+                field.clone(),
+                format!("has {} paths, at most {MAX_FILESYSTEM_PATHS}", paths.len()),
+            )?;
+            for (i, path) in paths.iter().enumerate() {
+                let text = path.to_string_lossy();
+                ensure(
+                    path.is_absolute()
+                        && text.len() <= 4096
+                        && !text.contains('\0')
+                        && !path
+                            .components()
+                            .any(|c| c == std::path::Component::ParentDir),
+                    format!("{field}[{i}]"),
+                    format!("{text:?} must be an absolute path without `..`"),
+                )?;
+            }
+        }
         Ok(())
     }
 }
@@ -662,6 +706,7 @@ fn resolve(
         restart: restart_policy(raw.restart, cron.is_some())?,
         cron,
         labels: raw.labels.unwrap_or_default(),
+        filesystem: raw.filesystem.unwrap_or_default(),
     };
     spec.validate()?;
     Ok(spec)
@@ -785,6 +830,7 @@ struct RawSpec {
     restart: Option<RawRestart>,
     cron: Option<String>,
     labels: Option<BTreeMap<String, String>>,
+    filesystem: Option<Filesystem>,
     envs: Option<BTreeMap<String, RawSpec>>,
 }
 
@@ -932,6 +978,7 @@ labels: {team: search}
             },
             cron: None,
             labels: BTreeMap::from([("team".into(), "search".into())]),
+            filesystem: Filesystem::default(),
         };
         assert_eq!(spec, expected);
         let json = serde_json::to_string(&spec).unwrap();
@@ -1160,6 +1207,9 @@ labels: {team: search}
         ("labels: {'a b': x}", "labels", "key"),
         ("labels: {team: \"a\\nb\"}", "labels.team", "control"),
         ("labels: {team: 3}", "labels.team", "string"),
+        ("filesystem: {read: [relative/path]}", "filesystem.read[0]", "absolute"),
+        ("filesystem: {write: [/srv, /srv/../etc]}", "filesystem.write[1]", "`..`"),
+        ("filesystem: {reed: [/srv]}", "filesystem.reed", "unknown"),
     ];
 
     #[test]

@@ -304,7 +304,12 @@ impl TaskRuntime {
             return Err(Error::spec("key", message));
         }
         a.spec.validate()?;
-        let confinement = self.cx.config.tasks.confinement(&a.job.role, &[], &[])?;
+        let fs = &a.spec.filesystem;
+        let confinement = self
+            .cx
+            .config
+            .tasks
+            .confinement(&a.job.role, &fs.read, &fs.write)?;
         let dir = self.cx.config.root.join(&a.task_id);
         for sub in [WORK_DIR, LOGS_DIR, confine::TMP_DIR] {
             let path = dir.join(sub);

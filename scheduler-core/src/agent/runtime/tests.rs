@@ -286,6 +286,83 @@ fn failed_runs_restart_into_new_run_directories_until_the_limit() {
     assert_eq!((last.0.as_str(), last.1), ("failed", 2));
 }
 
+/// A job's `filesystem.read` paths are the only way to files beyond the
+/// system's, and no job may be given the node's data directory.
+#[test]
+fn a_job_s_filesystem_paths_are_given_and_the_data_directory_is_not() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    for dir in [root.path(), shared.path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    std::fs::write(shared.path().join("model.txt"), "weights\n").unwrap();
+    let mut config = config(
+        root.path(),
+        &[sluice_bin().into(), "executor".into()],
+        Duration::from_secs(60),
+    );
+    config.tasks.protected = vec![root.path().to_path_buf()];
+    let sink = Arc::new(VecSink::default());
+    let mut rt = TaskRuntime::open(config, sink).unwrap();
+    let model = shared.path().join("model.txt");
+    let given = format!(
+        "restart: never\nfilesystem: {{read: [{}]}}\nprocesses: [{{name: p, cmd: 'cat {}'}}]\n",
+        shared.path().display(),
+        model.display()
+    );
+    let not_given = format!(
+        "restart: never\nprocesses: [{{name: p, cmd: 'cat {}'}}]\n",
+        model.display()
+    );
+    rt.launch(&assignment("t-given", 0, &given)).unwrap();
+    rt.launch(&assignment("t-not-given", 0, &not_given))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let ended = |rt: &mut TaskRuntime| {
+        let reports = rt.poll();
+        ["t-given", "t-not-given"].iter().all(|id| {
+            reports.iter().any(|r| {
+                r.task_id == *id
+                    && r.state != TaskState::Starting as i32
+                    && r.state != TaskState::Running as i32
+            })
+        })
+    };
+    while !ended(&mut rt) {
+        assert!(std::time::Instant::now() < deadline, "tasks did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = |id: &str| {
+        std::fs::read_to_string(root.path().join(id).join("logs/run-0/p.stdout")).unwrap()
+    };
+    assert_eq!(out("t-given"), "weights\n");
+    assert_eq!(out("t-not-given"), "");
+
+    for (field, yaml) in [
+        (
+            "filesystem.write",
+            format!(
+                "filesystem: {{write: [{}]}}\nprocesses: [{{name: p, cmd: 'true'}}]\n",
+                root.path().display()
+            ),
+        ),
+        (
+            "filesystem.read",
+            "filesystem: {read: [/]}\nprocesses: [{name: p, cmd: 'true'}]\n".to_string(),
+        ),
+    ] {
+        let err = rt
+            .launch(&assignment("t-greedy", 0, &yaml))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(field) && err.contains("data directory"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn never_restarting_tasks_fail_at_once() {
     let mut node = Node::new();
