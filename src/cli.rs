@@ -2,15 +2,10 @@
 //! through `--data-dir` (or `SLUICE_DATA_DIR`), whose `client.toml` `sluice
 //! up` writes; `SLUICE_ADDR` and `SLUICE_TOKEN` point at a remote cluster.
 
-use std::path::PathBuf;
-
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{
-    admin, archive_cmd, bench, bench_archive, bench_e2e, bench_gc, bench_query, bench_shipper,
-    bench_tailll, bus_cmd, executor_cmd, job_cmd, node_cmd, query_cmd, scheduler_cmd, shipper_cmd,
-    up,
-};
+use crate::cmd::{archive, bus, executor, job, node, query, scheduler, shipper, status, up};
+use crate::shared::args::ColorArg;
 
 /// Printed after `sluice --help`: how `sluice` ends.
 const EXIT_CODES: &str = "\
@@ -44,33 +39,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// `--color`.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColorArg {
-    Auto,
-    Always,
-    Never,
-}
-
-impl ColorArg {
-    /// Whether to colour a stream: `always` wins over `NO_COLOR`, as
-    /// no-color.org asks; `auto` colours a terminal unless `NO_COLOR` is set
-    /// and not empty.
-    pub fn enabled(self, terminal: bool) -> bool {
-        match self {
-            ColorArg::Always => true,
-            ColorArg::Never => false,
-            ColorArg::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-        }
-    }
-
-    /// Whether standard output gets colour.
-    pub fn stdout(self) -> bool {
-        use std::io::IsTerminal as _;
-        self.enabled(std::io::stdout().is_terminal())
-    }
-}
-
 impl Cli {
     pub fn log_level(&self) -> &'static str {
         match self.verbose {
@@ -78,6 +46,18 @@ impl Cli {
             1 => "debug",
             _ => "trace",
         }
+    }
+
+    /// Where the process's own log goes: `sluice up`'s services log to
+    /// `DATA_DIR/logs/sluice.log` (unless `--log-stderr`), everything else
+    /// to standard error.
+    pub fn log_file(&self) -> anyhow::Result<Option<std::path::PathBuf>> {
+        Ok(match &self.command {
+            Command::Up(args) if !args.log_stderr => Some(crate::shared::logs::file_of(
+                &std::path::absolute(&args.dir.data_dir)?,
+            )),
+            _ => None,
+        })
     }
 }
 
@@ -91,61 +71,61 @@ pub enum Command {
     Up(up::UpArgs),
     /// Inspect the bus: topics, offsets, consumer lag, records.
     #[command(subcommand)]
-    Bus(BusCommand),
+    Bus(bus::BusCommand),
     /// Ask a running cluster how it is.
     #[command(
         after_help = "Examples:\n  sluice status\n  sluice status --json | jq .detail.archive"
     )]
-    Status(StatusArgs),
+    Status(status::StatusArgs),
     /// Run a shipper: tail the sandboxes under a root and publish to the bus.
     #[command(
         after_help = "Examples:\n  sluice shipper --layout kubernetes --root /var/log/pods --bus kafka://k1:9092 --listen 0.0.0.0:7401"
     )]
-    Shipper(shipper_cmd::ShipperArgs),
+    Shipper(shipper::ShipperArgs),
     /// Run an archiver: the bus into Parquet + index splits on object storage,
     /// with compaction and retention in the background.
     #[command(
         after_help = "Examples:\n  sluice archiver --bus kafka://k1:9092 --store s3://logs-bucket/sluice --retention 30d"
     )]
-    Archiver(archive_cmd::ArchiverArgs),
+    Archiver(archive::ArchiverArgs),
     /// Inspect the archive; compact it or apply retention now.
     #[command(subcommand)]
-    Archive(archive_cmd::ArchiveCommand),
+    Archive(archive::ArchiveCommand),
     /// Run SQL over the archive (tables logs and events; search(line, '…')
     /// for full text).
     #[command(
         after_help = "Examples:\n  sluice query --since 1h \"SELECT job, count(*) FROM logs GROUP BY job\"\n  sluice query --since 1d -B 3 \"SELECT * FROM logs WHERE search(line, 'OutOfMemoryError')\""
     )]
-    Query(query_cmd::QueryArgs),
+    Query(query::QueryArgs),
     /// The audit trail: cluster events (task states, kills, quota kills,
     /// collections, data loss, API calls) with who asked.
     #[command(
         after_help = "Examples:\n  sluice events --job 'www/prod/*' --since 1h\n  sluice events --kind quota_kill --since 7d"
     )]
-    Events(query_cmd::EventsArgs),
+    Events(query::EventsArgs),
     /// Submit, update, kill and inspect jobs.
     #[command(subcommand)]
-    Job(job_cmd::JobCommand),
+    Job(job::JobCommand),
     /// Run the scheduler alone (nodes join with `sluice node --scheduler`).
     #[command(
         after_help = "Examples:\n  sluice scheduler --listen 0.0.0.0:7400 --bus kafka://k1:9092"
     )]
-    Scheduler(scheduler_cmd::SchedulerArgs),
+    Scheduler(scheduler::SchedulerArgs),
     /// Run a node: the agent that runs the scheduler's tasks, and the
     /// shipper that tails them.
     #[command(
         after_help = "Examples:\n  sluice node --scheduler http://sched:7400 --bus kafka://k1:9092 --listen 0.0.0.0:7401"
     )]
-    Node(node_cmd::NodeArgs),
+    Node(node::NodeArgs),
     /// Collect sandboxes on the nodes now, or say what would be collected.
     #[command(after_help = "Examples:\n  sluice gc --dry-run\n  sluice gc --node node-1")]
-    Gc(node_cmd::GcArgs),
+    Gc(node::GcArgs),
     /// Run one task's processes in its sandbox (started by a node agent).
     #[command(hide = true)]
-    Executor(executor_cmd::ExecutorArgs),
+    Executor(executor::ExecutorArgs),
     /// Measure a component; results go to docs/PERFORMANCE.md.
     #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(sluice_bench::BenchCommand),
     /// Print a shell completion script for `sluice`.
     #[command(
         after_help = "Examples:\n  sluice completions bash > ~/.local/share/bash-completion/completions/sluice\n  sluice completions zsh > \"${fpath[1]}/_sluice\"\n  sluice completions fish > ~/.config/fish/completions/sluice.fish"
@@ -160,81 +140,6 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Publish → consume throughput and acknowledgement latency of a bus.
-    #[command(
-        after_help = "Examples:\n  sluice bench bus --mb 256\n  sluice bench bus --bus kafka://localhost:9092 --mb 256"
-    )]
-    Bus(bench::BusBenchArgs),
-    /// Files → bus throughput of the shipper, next to cat and zstd.
-    #[command(
-        after_help = "Examples:\n  sluice bench shipper --mb 256\n  sluice bench shipper --corpus ../shared/corpus/loghub"
-    )]
-    Shipper(bench_shipper::ShipperBenchArgs),
-    /// The garbage-collection policy on a simulated node.
-    #[command(after_help = "Examples:\n  sluice bench gc")]
-    Gc(bench_gc::GcBenchArgs),
-    /// Archiver throughput and archive size, next to zstd -3.
-    #[command(
-        after_help = "Examples:\n  sluice bench archive --mb 1024\n  sluice bench archive --mb 256 --corpus ../shared/corpus/loghub"
-    )]
-    Archive(bench_archive::ArchiveBenchArgs),
-    /// Needle, regex, count per hour and top errors over the archive, next
-    /// to zstd -dc | grep and DuckDB.
-    #[command(after_help = "Examples:\n  sluice bench query --mb 1024")]
-    Query(bench_query::QueryBenchArgs),
-    /// Append → display latency of `tailll`, and its throughput into a pipe.
-    #[command(after_help = "Examples:\n  sluice bench tailll")]
-    Tailll(bench_tailll::TaillBenchArgs),
-    /// Sandboxes → queryable archive under a steady load: freshness, CPU per
-    /// MB, tailll's latency meanwhile.
-    #[command(after_help = "Examples:\n  sluice bench e2e --plot docs/img/e2e-freshness.svg")]
-    E2e(bench_e2e::E2eBenchArgs),
-    /// Write the generated corpus the benches use to files.
-    #[command(
-        after_help = "Examples:\n  sluice bench corpus /tmp/corpus\n  sluice bench corpus /tmp/java --formats java,json --events 100000 --seed 7"
-    )]
-    Corpus(bench::CorpusArgs),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BusCommand {
-    /// Topics, partitions, end offsets and consumer-group lag.
-    #[command(after_help = "Examples:\n  sluice bus status\n  sluice bus status --json")]
-    Status(bus_cmd::StatusArgs),
-    /// Print records as text or JSON lines.
-    #[command(
-        after_help = "Examples:\n  sluice bus dump --topic sluice.logs --json --max 5\n  sluice bus dump --topic sluice.events --from-beginning --follow"
-    )]
-    Dump(bus_cmd::DumpArgs),
-}
-
-/// Where the cluster is: shared by every client command.
-#[derive(Args, Debug, Clone)]
-pub struct DataDirArg {
-    /// The data directory of a `sluice up`; its `client.toml` says the rest.
-    #[arg(
-        long,
-        env = "SLUICE_DATA_DIR",
-        default_value = "./sluice-data",
-        global = true
-    )]
-    pub data_dir: PathBuf,
-    /// The CA (PEM) the services' certificates are checked against
-    /// [default: client.toml's].
-    #[arg(long, env = "SLUICE_TLS_CA", value_name = "FILE", global = true)]
-    pub tls_ca: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    pub dir: DataDirArg,
-    #[arg(long)]
-    pub json: bool,
-}
-
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
@@ -244,27 +149,19 @@ pub enum Format {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
-        Command::Bus(BusCommand::Status(args)) => bus_cmd::status(args).await,
-        Command::Bus(BusCommand::Dump(args)) => bus_cmd::dump(args).await,
-        Command::Status(args) => admin::status(args, cli.color.stdout()).await,
-        Command::Shipper(args) => shipper_cmd::run(args).await,
-        Command::Job(command) => job_cmd::run(command).await,
-        Command::Archiver(args) => archive_cmd::run(args).await,
-        Command::Archive(command) => archive_cmd::command(command).await,
-        Command::Query(args) => query_cmd::query(args).await,
-        Command::Events(args) => query_cmd::events(args).await,
-        Command::Executor(args) => executor_cmd::run(args),
-        Command::Node(args) => node_cmd::node(args).await,
-        Command::Scheduler(args) => scheduler_cmd::run(args).await,
-        Command::Gc(args) => node_cmd::gc(args).await,
-        Command::Bench(BenchCommand::Bus(args)) => bench::bus(args).await,
-        Command::Bench(BenchCommand::Shipper(args)) => bench_shipper::run(args).await,
-        Command::Bench(BenchCommand::Gc(args)) => bench_gc::run(args),
-        Command::Bench(BenchCommand::Archive(args)) => bench_archive::run(args).await,
-        Command::Bench(BenchCommand::Query(args)) => bench_query::run(args).await,
-        Command::Bench(BenchCommand::Tailll(args)) => bench_tailll::run(args).await,
-        Command::Bench(BenchCommand::E2e(args)) => bench_e2e::run(args).await,
-        Command::Bench(BenchCommand::Corpus(args)) => bench::corpus(args),
+        Command::Bus(command) => bus::run(command).await,
+        Command::Status(args) => status::run(args, cli.color.stdout()).await,
+        Command::Shipper(args) => shipper::run(args).await,
+        Command::Job(command) => job::run(command).await,
+        Command::Archiver(args) => archive::run(args).await,
+        Command::Archive(command) => archive::command(command).await,
+        Command::Query(args) => query::query(args).await,
+        Command::Events(args) => query::events(args).await,
+        Command::Executor(args) => executor::run(args),
+        Command::Node(args) => node::node(args).await,
+        Command::Scheduler(args) => scheduler::run(args).await,
+        Command::Gc(args) => node::gc(args).await,
+        Command::Bench(command) => sluice_bench::run(command).await,
         Command::Completions(args) => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(args.shell, &mut command, "sluice", &mut std::io::stdout());

@@ -1,33 +1,9 @@
 //! `sluice`: runs and inspects a Sluice cluster. Flags are parsed in `cli`;
 //! each command is a module that wires the libraries together.
 
-mod admin;
-mod archive_cmd;
-mod bench;
-mod bench_archive;
-mod bench_e2e;
-mod bench_gc;
-mod bench_query;
-mod bench_shipper;
-mod bench_tailll;
-mod bus_cmd;
 mod cli;
-mod client;
-mod demo;
-mod executor_cmd;
-mod job_cmd;
-mod logs;
-mod metrics_http;
-mod node;
-mod node_cmd;
-mod progress;
-mod query_cmd;
-mod scheduler_cmd;
-mod serve;
-mod shipper_cmd;
-mod tls;
-mod tokens;
-mod up;
+mod cmd;
+mod shared;
 
 use std::process::ExitCode;
 
@@ -35,8 +11,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    tls::install_provider();
-    if let Err(e) = logs::init(&cli) {
+    shared::tls::install_provider();
+    let log_file = match cli.log_file() {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = shared::logs::init(cli.log_level(), cli.color, log_file.as_deref()) {
         eprintln!("sluice: {e:#}");
         return ExitCode::from(1);
     }

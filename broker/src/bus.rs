@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{BusStatus, Result};
 
@@ -18,12 +18,15 @@ use crate::{BusStatus, Result};
 pub struct Record {
     /// Records with equal keys go to one partition and keep their order.
     pub key: Bytes,
+    /// The record's body, opaque to the bus (on Sluice's topics, a protobuf `LogChunk` or
+    /// `ClusterEvent`).
     pub payload: Bytes,
     /// Milliseconds since the Unix epoch; the time of the record's content.
     pub timestamp_ms: i64,
 }
 
 impl Record {
+    /// A record with `key`, `payload` and `timestamp_ms` (milliseconds since the Unix epoch).
     pub fn new(key: impl Into<Bytes>, payload: impl Into<Bytes>, timestamp_ms: i64) -> Self {
         Record {
             key: key.into(),
@@ -36,7 +39,9 @@ impl Record {
 /// Where an acknowledged record was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Delivery {
+    /// Partition the record went to, chosen from its key.
     pub partition: u32,
+    /// Offset the record got in that partition.
     pub offset: u64,
 }
 
@@ -50,11 +55,17 @@ pub type Ack = Pin<Box<dyn std::future::Future<Output = Result<Delivery>> + Send
 /// A consumed record.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Topic the record was read from.
     pub topic: String,
+    /// Partition of the topic it was read from.
     pub partition: u32,
+    /// Its offset in the partition; commit [`next_position`](Self::next_position), one past it.
     pub offset: u64,
+    /// The key it was published with (see [`Record::key`]).
     pub key: Bytes,
+    /// The body it was published with.
     pub payload: Bytes,
+    /// Milliseconds since the Unix epoch, as published; 0 when Kafka returns no timestamp.
     pub timestamp_ms: i64,
 }
 
@@ -82,31 +93,11 @@ impl Message {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: u32,
-}
+pub use sluice_schema::topics::{Position, TopicPartition};
 
-/// A partition and an offset in it: a commit (the next offset to read) or a
-/// seek target.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Position {
-    pub topic: String,
-    pub partition: u32,
-    pub offset: u64,
-}
-
-impl Position {
-    pub fn new(topic: impl Into<String>, partition: u32, offset: u64) -> Self {
-        Position {
-            topic: topic.into(),
-            partition,
-            offset,
-        }
-    }
-}
-
+/// A message bus: publishes records to topics and hands out consumers in groups.
+/// Implemented by [`KafkaBus`](crate::kafka::KafkaBus) and
+/// [`EmbeddedBus`](crate::embedded::EmbeddedBus); [`open`](crate::open) picks one from a bus URL.
 #[async_trait]
 pub trait Bus: Send + Sync + fmt::Debug {
     /// The URL this bus was opened with, for messages and status.
@@ -140,6 +131,8 @@ pub trait Bus: Send + Sync + fmt::Debug {
     async fn flush(&self, timeout: Duration) -> Result<()>;
 }
 
+/// One member of a consumer group, made by [`Bus::consumer`]: reads its assigned partitions and
+/// commits how far it got.
 #[async_trait]
 pub trait Consumer: Send {
     /// Up to `max` records, waiting at most `timeout` for the first; an empty

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// Which bus to use, parsed from `embedded:///ABSOLUTE/PATH` or `kafka://HOST:PORT[,HOST:PORT…]`;
+/// serialized back as that URL string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum BusUrl {
@@ -87,14 +89,19 @@ impl fmt::Display for BusUrl {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
+    /// Which bus to open; picks whether [`embedded`](Self::embedded) or [`kafka`](Self::kafka)
+    /// applies.
     pub url: BusUrl,
+    /// Settings used when `url` is `embedded://`, ignored otherwise; defaults when absent.
     #[serde(default)]
     pub embedded: EmbeddedConfig,
+    /// Settings used when `url` is `kafka://`, ignored otherwise; defaults when absent.
     #[serde(default)]
     pub kafka: KafkaConfig,
 }
 
 impl BusConfig {
+    /// A config for `url` with default settings for both implementations.
     pub fn new(url: BusUrl) -> Self {
         BusConfig {
             url,
@@ -103,6 +110,8 @@ impl BusConfig {
         }
     }
 
+    /// Checks both settings sections (even the one `url` does not use); [`Error::Config`] names the
+    /// first bad field.
     pub fn validate(&self) -> Result<()> {
         self.embedded.validate()?;
         self.kafka.validate()
@@ -124,12 +133,16 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// Settings of the embedded bus, [`BusConfig::embedded`]; missing fields take their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedConfig {
     /// Partitions of a topic created on first use.
     pub partitions: u32,
+    /// When records are synced to disk; default [`FsyncPolicy::Batch`].
     pub fsync: FsyncPolicy,
+    /// Milliseconds between syncs with `fsync = "interval"` (must then be positive); unused
+    /// otherwise. Default 200.
     pub fsync_interval_ms: u64,
     /// With `fsync = "batch"`: once an append arrives, the writer waits up
     /// to this long for more before writing and syncing, so many small
@@ -161,6 +174,7 @@ impl Default for EmbeddedConfig {
 }
 
 impl EmbeddedConfig {
+    /// Checks each field's range; [`Error::Config`] names the first bad one as `embedded.<field>`.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: &str| Err(Error::Config(format!("embedded.{field}: {why}")));
         if self.partitions == 0 || self.partitions > 1024 {
@@ -190,11 +204,13 @@ impl EmbeddedConfig {
         Ok(())
     }
 
+    /// [`retention_hours`](Self::retention_hours) as a `Duration`.
     pub fn retention_age(&self) -> Duration {
         Duration::from_secs(self.retention_hours * 3600)
     }
 }
 
+/// Settings of the Kafka bus, [`BusConfig::kafka`]; missing fields take their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -229,6 +245,8 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// Checks each field's range and property names; [`Error::Config`] names the first bad one as
+    /// `kafka.<field>`.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: &str| Err(Error::Config(format!("kafka.{field}: {why}")));
         if self.partitions == 0 {
@@ -254,9 +272,19 @@ impl KafkaConfig {
         Ok(())
     }
 
+    /// [`timeout_ms`](Self::timeout_ms) as a `Duration`.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+}
+
+/// `KEY=VALUE` (a `--kafka-property` flag) as a pair; the error quotes the
+/// text.
+pub fn parse_property(text: &str) -> std::result::Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! An [`EventSink`] that publishes cluster events to `sluice.events`, for
-//! components that do not run beside a shipper (the scheduler).
+//! An [`EventSink`] that publishes cluster events to `sluice.events`: the
+//! one way events reach the bus (the scheduler's, the agents' and the
+//! shippers' alike).
 //!
 //! Emitting never blocks: events wait in a bounded queue and one task sends
 //! them in order, retrying with backoff while the bus is down. Past the
@@ -21,14 +22,20 @@ use crate::{Bus, Record};
 /// Events kept while the bus is down.
 const MAX_QUEUED: usize = 100_000;
 
+/// An [`EventSink`] that queues events in memory (at most 100,000; past that the
+/// oldest are dropped) and publishes them in order to [`topics::EVENTS`] from a
+/// background task, keyed by [`topics::event_key`].
+#[derive(Debug)]
 pub struct BusEventSink {
     queue: Arc<Queue>,
 }
 
+#[derive(Debug)]
 struct Queue {
     events: Mutex<VecDeque<ClusterEvent>>,
     ready: Notify,
     dropped: std::sync::atomic::AtomicU64,
+    published: std::sync::atomic::AtomicU64,
 }
 
 impl BusEventSink {
@@ -38,9 +45,24 @@ impl BusEventSink {
             events: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
             dropped: Default::default(),
+            published: Default::default(),
         });
         tokio::spawn(send(bus, queue.clone()));
         Arc::new(BusEventSink { queue })
+    }
+
+    /// Events the bus has taken so far.
+    pub fn published(&self) -> u64 {
+        self.queue
+            .published
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Events dropped because the queue was full while the bus was down.
+    pub fn dropped(&self) -> u64 {
+        self.queue
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Events waiting for the bus.
@@ -105,6 +127,8 @@ async fn send(bus: Arc<dyn Bus>, q: Arc<Queue>) {
             if events.front().is_some_and(|e| e.id == event.id) {
                 events.pop_front();
             }
+            q.published
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             backoff = Duration::from_millis(100);
         } else {
             tracing::warn!(retry_in = ?backoff, "bus did not take a cluster event; retrying");

@@ -27,7 +27,7 @@ mod status;
 pub use bus::{
     Ack, Bus, Consumer, Delivery, Message, Position, Record, TopicPartition, poll_until,
 };
-pub use config::{BusConfig, BusUrl, EmbeddedConfig, FsyncPolicy, KafkaConfig};
+pub use config::{BusConfig, BusUrl, EmbeddedConfig, FsyncPolicy, KafkaConfig, parse_property};
 pub use error::{Error, Result};
 pub use events::BusEventSink;
 pub use status::{BusStatus, GroupOffset, GroupStatus, PartitionStatus, TopicStatus};

@@ -25,34 +25,72 @@ pub const FILE_NAME: &str = "client.toml";
 /// What went wrong finding or reaching a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// `client.toml` exists but could not be read.
     #[error("failed to read {path}: {source}")]
     Read {
+        /// The `client.toml` that could not be read.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// `client.toml` is not a valid [`ClientFile`] (or could not be written
+    /// as TOML).
     #[error("invalid {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The `client.toml` at fault.
+        path: PathBuf,
+        /// The TOML parser's (or serializer's) message.
+        message: String,
+    },
+    /// `client.toml` could not be written or renamed into place.
     #[error("failed to write {path}: {source}")]
     Write {
+        /// The `client.toml` being written.
         path: PathBuf,
+        /// Why it could not be written.
         source: std::io::Error,
     },
+    /// Neither `client.toml` nor the overrides give both an endpoint and a
+    /// token.
     #[error(
         "no cluster found: {path} does not exist or lacks `endpoint`/`token` (start one with `sluice up --data-dir {dir}`, or pass --data-dir) and SLUICE_ADDR/SLUICE_TOKEN are not both set"
     )]
-    NoCluster { path: PathBuf, dir: PathBuf },
+    NoCluster {
+        /// The `client.toml` looked for.
+        path: PathBuf,
+        /// The data directory it was looked for in (`--data-dir`).
+        dir: PathBuf,
+    },
+    /// The endpoint is not a valid URI, or its TLS settings were refused.
     #[error("invalid endpoint {endpoint:?}: {message}")]
-    Endpoint { endpoint: String, message: String },
+    Endpoint {
+        /// The endpoint, with its scheme added if it had none.
+        endpoint: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The endpoint is `https://` but no CA was given to check its certificate.
     #[error(
         "{endpoint} is https but no CA is known to check its certificate: pass --tls-ca FILE (or SLUICE_TLS_CA), or use the data directory's client.toml"
     )]
-    NoCa { endpoint: String },
+    NoCa {
+        /// The `https://` endpoint.
+        endpoint: String,
+    },
+    /// The token cannot be sent in a header (it is not printable ASCII).
     #[error("invalid token: {0}")]
     Token(String),
+    /// Connecting failed (refused, timed out, TLS handshake).
     #[error("failed to connect to {endpoint}: {message}")]
-    Connect { endpoint: String, message: String },
+    Connect {
+        /// The endpoint as given to [`connect`].
+        endpoint: String,
+        /// The error and its sources, `: `-separated.
+        message: String,
+    },
 }
 
+/// This crate's result, with [`Error`] by default.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `client.toml`.
@@ -75,6 +113,7 @@ pub struct ClientFile {
 }
 
 impl ClientFile {
+    /// Where the file is in `data_dir`: `DATA_DIR/client.toml`.
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join(FILE_NAME)
     }
@@ -139,7 +178,10 @@ pub struct Overrides {
 /// Where a cluster is and who we are to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
+    /// The services' URL, always with a scheme (a bare `HOST:PORT` becomes
+    /// `https://HOST:PORT`).
     pub endpoint: String,
+    /// Bearer token sent with every call.
     pub token: String,
     /// PEM of the CA that signed the cluster's certificates.
     pub ca: Option<String>,
@@ -201,6 +243,7 @@ pub type AuthedChannel = InterceptedService<Channel, BearerInterceptor>;
 /// How a connection is made.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
+    /// Longest a connection attempt may take; 5 s by default.
     pub connect_timeout: Duration,
     /// HTTP/2 keep-alive pings (long streams such as Tail).
     pub keep_alive: Option<Duration>,

@@ -82,11 +82,17 @@ impl Format {
 /// format writes a level word).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Level {
+    /// Finest detail; only the raw format's hex frame dumps use it.
     Trace,
+    /// Diagnostic detail (debug messages, base64 body dumps).
     Debug,
+    /// Normal operation; most events.
     Info,
+    /// Something looks wrong but the work goes on (a 4xx response, say).
     Warn,
+    /// A request or task failed (a 5xx response, say).
     Error,
+    /// The application cannot go on; rare.
     Fatal,
 }
 
@@ -109,6 +115,7 @@ impl Level {
 pub struct Event {
     /// The event's lines without their newlines; never empty.
     pub lines: Vec<Vec<u8>>,
+    /// How severe the event is; [`Truths`] counts its lines per level.
     pub level: Level,
     /// The needle this event holds (in its first line), if any.
     pub needle: Option<String>,
@@ -160,6 +167,7 @@ impl Generator {
         self
     }
 
+    /// The format this generator writes.
     pub fn format(&self) -> Format {
         self.format
     }
@@ -210,7 +218,9 @@ impl Generator {
 pub struct Stream {
     /// `role/env/name`.
     pub job: String,
+    /// Instance number, from 0.
     pub instance: u32,
+    /// The format this instance logs in (its job's).
     pub format: Format,
     /// `(ts_unix_nanos, event)` in time order.
     pub events: Vec<(i64, Event)>,
@@ -228,9 +238,12 @@ impl Stream {
 /// How a [`Cluster`] is laid out.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
+    /// Seed of the whole cluster; each stream's generator seed is derived from
+    /// it and the stream's job and instance.
     pub seed: u64,
     /// `(job, format)`; each job has `instances` instances.
     pub jobs: Vec<(String, Format)>,
+    /// Instances per job, numbered from 0.
     pub instances: u32,
     /// The first event's time.
     pub start_unix_nanos: i64,
@@ -245,6 +258,8 @@ pub struct ClusterSpec {
 /// The logs of a few jobs, instance by instance.
 #[derive(Debug, Clone)]
 pub struct Cluster {
+    /// One stream per instance, job by job in the spec's order, instances
+    /// ascending.
     pub streams: Vec<Stream>,
 }
 

@@ -15,12 +15,16 @@ const HOUR: i64 = 3_600_000_000_000;
 /// Where a needle is: one line of one stream.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NeedleHit {
+    /// The line's time (its event's), in Unix nanoseconds.
     pub ts: i64,
+    /// Job key `role/env/name`.
     pub job: String,
+    /// Which instance of `job` logged the line.
     pub instance: u32,
     /// The line's byte offset in the stream written as a file, each line
     /// ended by `\n`.
     pub offset: u64,
+    /// The line's bytes, without the newline.
     pub line: Vec<u8>,
 }
 

@@ -6,9 +6,9 @@
 //! The fixture is built the way a cluster builds an archive: the generated
 //! corpus (`sluice-corpus`, seed 1) gives seven jobs of four roles, one log
 //! format each, two instances a job, one event every 9 s from 2026-11-21
-//! 07:00 UTC (two and a half hours), sent as `LogChunk`s into an embedded
-//! bus with some cluster events, and archived by the real archiver, one
-//! commit per job (so a job's rows are in splits of their own). Besides the
+//! 07:00 UTC (two and a half hours), with some cluster events, committed to
+//! the catalog as the archiver commits them: a split per job and hour (so a
+//! job's rows are in splits of their own), the events in one split. Besides the
 //! blessed files, the corpus's own truths (lines per job and hour, words,
 //! needles) are checked against the engine's answers, so a wrong answer
 //! cannot be blessed in unnoticed.
@@ -16,29 +16,23 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type, UInt64Type};
 use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
-use prost::Message as _;
-use sluice_broker::embedded::EmbeddedBus;
-use sluice_broker::{Bus, EmbeddedConfig, Record};
+use sluice_archive::split::{EventRow, LogRow, RowSource};
+use sluice_archive::store::{Store, StoreUrl};
 use sluice_corpus::{Cluster, ClusterSpec, Format, Truths};
-use sluice_query::archiver::{Archiver, ArchiverConfig};
-use sluice_query::sql::{EngineConfig, QueryEngine, QueryOutput, QueryRequest};
-use sluice_query::store::{Store, StoreUrl};
-use sluice_schema::pb::{ClusterEvent, EventKind, Line, LogChunk, Source};
-use sluice_schema::topics;
+use sluice_query::{EngineConfig, QueryEngine, QueryOutput, QueryRequest};
+use sluice_schema::pb::{ClusterEvent, EventKind};
+use sluice_testkit::archive::{add_event_split, add_split};
 
 const SECOND: i64 = 1_000_000_000;
 const MINUTE: i64 = 60 * SECOND;
 const HOUR: i64 = 60 * MINUTE;
 /// 2026-11-21 07:00 UTC.
 const T0: i64 = 1_795_244_400 * SECOND;
-/// Lines per `LogChunk`.
-const CHUNK_LINES: usize = 200;
 
 /// The jobs of the fixture and the format each one logs.
 const JOBS: [(&str, Format); 7] = [
@@ -89,26 +83,6 @@ impl Fixture {
             .await
             .unwrap()
     }
-}
-
-async fn send(bus: &Arc<dyn Bus>, topic: &str, key: String, payload: Vec<u8>) {
-    bus.send(topic, Record::new(key, payload, 0))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
-
-/// Steps the archiver and commits until `done` says everything sent is in.
-async fn archive_until(archiver: &mut Archiver, done: impl Fn() -> bool) {
-    for _ in 0..100 {
-        archiver.step().await.unwrap();
-        archiver.flush().await.unwrap();
-        if done() {
-            return;
-        }
-    }
-    panic!("the archiver did not archive everything sent in 100 steps");
 }
 
 /// The cluster's events: submissions, starts, a failure and restart, a
@@ -239,91 +213,59 @@ fn task_id(job: &str, instance: u32) -> String {
     format!("{}-{instance}-0", job.replace('/', "-"))
 }
 
-/// Archives the fixture into a local store.
+/// Archives the fixture into a local store: each job's lines split by hour,
+/// one split and one commit each, as the archiver commits them; the events
+/// in one split of their day.
 async fn fixture(corpus: &Cluster) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let bus: Arc<dyn Bus> =
-        Arc::new(EmbeddedBus::open(&dir.path().join("bus"), EmbeddedConfig::default()).unwrap());
-    bus.ensure_topics(&topics::ALL).await.unwrap();
     let store = StoreUrl::File(dir.path().join("archive"))
         .open(&[])
         .unwrap();
-    // Splits are cut by `flush` only, so the layout does not depend on timing.
-    let config = ArchiverConfig {
-        cut_ms: 3_600_000,
-        cut_bytes: 1 << 30,
-        ..ArchiverConfig::default()
-    };
-    let mut archiver = Archiver::open(config, bus.clone(), store.clone())
-        .await
-        .unwrap();
-    let metrics = archiver.metrics();
     let mut sent = 0u64;
     for (j, (job, _)) in JOBS.iter().enumerate() {
+        let mut by_hour: BTreeMap<i64, Vec<LogRow>> = BTreeMap::new();
         for stream in corpus.streams.iter().filter(|s| s.job == *job) {
             let instance = stream.instance;
-            let source_id = (2 * j) as u64 + u64::from(instance) + 1;
-            let lines: Vec<(i64, &[u8])> = stream.lines().collect();
+            let source = Arc::new(RowSource {
+                host: format!("node-{}", (2 * j + instance as usize) % 3),
+                job: job.to_string(),
+                instance,
+                task_id: task_id(job, instance),
+                process: "main".into(),
+                stream: 1,
+                path: format!(
+                    "/var/lib/sluice/sandboxes/{}/stdout",
+                    task_id(job, instance)
+                ),
+                source_id: (2 * j) as u64 + u64::from(instance) + 1,
+                labels_json: "{}".into(),
+                ..RowSource::default()
+            });
             let mut offset = 0u64;
-            for chunk_lines in lines.chunks(CHUNK_LINES) {
-                let mut chunk = LogChunk {
-                    source: Some(Source {
-                        host: format!("node-{}", (2 * j + instance as usize) % 3),
-                        job: job.to_string(),
-                        instance,
-                        task_id: task_id(job, instance),
-                        process: "main".into(),
-                        stream: 1,
-                        source_id,
-                        path: format!(
-                            "/var/lib/sluice/sandboxes/{}/stdout",
-                            task_id(job, instance)
-                        ),
-                        ..Default::default()
-                    }),
-                    shipped_at_unix_nanos: T0,
-                    ..Default::default()
-                };
-                for (ts, text) in chunk_lines {
-                    let raw_len = text.len() as u32 + 1;
-                    chunk.lines.push(Line {
+            for (ts, text) in stream.lines() {
+                let raw_len = text.len() as u32 + 1;
+                by_hour
+                    .entry(ts - ts.rem_euclid(HOUR))
+                    .or_default()
+                    .push(LogRow {
+                        source: source.clone(),
+                        ts_unix_nanos: ts,
                         offset,
                         raw_len,
-                        ts_unix_nanos: *ts,
                         text: Bytes::copy_from_slice(text),
-                        ..Default::default()
+                        partial: false,
+                        truncated: false,
+                        unterminated: false,
                     });
-                    offset += u64::from(raw_len);
-                }
-                sent += chunk.lines.len() as u64;
-                send(
-                    &bus,
-                    topics::LOGS,
-                    topics::chunk_key(&chunk),
-                    chunk.encode_to_vec(),
-                )
-                .await;
+                offset += u64::from(raw_len);
             }
         }
-        archive_until(&mut archiver, || {
-            metrics.lines_archived.load(Ordering::Relaxed) == sent
-        })
-        .await;
+        for rows in by_hour.into_values() {
+            sent += rows.len() as u64;
+            add_split(&store, rows).await;
+        }
     }
-    let events = events();
-    for event in &events {
-        send(
-            &bus,
-            topics::EVENTS,
-            topics::event_key(event),
-            event.encode_to_vec(),
-        )
-        .await;
-    }
-    archive_until(&mut archiver, || {
-        metrics.events_archived.load(Ordering::Relaxed) == events.len() as u64
-    })
-    .await;
+    add_event_split(&store, events().into_iter().map(EventRow::from).collect()).await;
     Fixture {
         _dir: dir,
         store,

@@ -8,13 +8,12 @@ use std::collections::BTreeSet;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use object_store::{ObjectStoreExt, PutPayload};
-use sluice_query::sql::{
+use sluice_archive::store::Store;
+use sluice_query::{
     EngineConfig, Hit, QueryEngine, QueryError, QueryOutput, QueryRequest, Restrictions, TimeRange,
 };
-use sluice_query::store::Store;
 
-mod common;
-use common::{add_split, memory_store, rows};
+use sluice_testkit::archive::{add_split, memory_store, rows};
 
 const HOUR: i64 = 3600 * 1_000_000_000;
 /// 2026-11-21 07:00 UTC.
@@ -459,7 +458,7 @@ async fn queries_share_one_memory_pool() {
 /// limit; another user is not held back.
 #[tokio::test]
 async fn a_user_over_the_query_limit_is_refused() {
-    use sluice_query::sql::service::QueryService;
+    use sluice_query::service::QueryService;
     use sluice_schema::auth::Principal;
     use sluice_schema::pb::query_server::Query as _;
     use std::sync::Arc;

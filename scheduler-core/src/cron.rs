@@ -330,32 +330,12 @@ fn next_bit(bits: u64, from: u32) -> Option<u32> {
     (rest != 0).then(|| from + rest.trailing_zeros())
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's
-/// `days_from_civil`).
+/// Days since 1970-01-01 of a proleptic Gregorian date.
 pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    sluice_schema::time::days_from_civil(year, i64::from(month), i64::from(day))
 }
 
-/// The date `(year, month 1..=12, day 1..=31)` of a day count since
-/// 1970-01-01 (Hinnant's `civil_from_days`).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+pub(crate) use sluice_schema::time::civil_from_days;
 
 /// Weekday of a day count since 1970-01-01 (a Thursday), 0 = Sunday.
 fn weekday(days: i64) -> u32 {

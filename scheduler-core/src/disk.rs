@@ -181,7 +181,10 @@ pub fn fs_usage(path: &Path) -> Result<FsUsage> {
 pub enum Punched {
     /// The hole was punched; `bytes` is how much the file's allocation
     /// shrank (0 when the range held no whole block, or was already a hole).
-    Freed { bytes: u64 },
+    Freed {
+        /// Bytes the file's allocation shrank by; 0 if nothing was freed.
+        bytes: u64,
+    },
     /// The filesystem cannot punch holes (`EOPNOTSUPP`, `ENOSYS`): say so
     /// once, and do not try that filesystem again.
     Unsupported,

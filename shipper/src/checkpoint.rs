@@ -22,13 +22,23 @@ use crate::{Error, Result};
 
 const FILE_NAME: &str = "checkpoints.json";
 
+/// Where to resume one file generation: written by the tracker, read back
+/// when the file is found again after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
+    /// Device and inode of the file; the store's key.
     pub key: FileKey,
+    /// Birth time in unix nanoseconds; `None` where the filesystem records none.
     pub birth: Option<i64>,
+    /// Bumped on each truncation, or when the inode's content is found replaced;
+    /// wraps at `u32::MAX`. Hashed into `source_id`.
     pub generation: u32,
+    /// Name of this generation's lines, sent with each line's offset;
+    /// reused on resume so re-sent lines are dropped downstream.
     pub source_id: u64,
+    /// Fingerprint of the file's first bytes (up to `PREFIX_BYTES`): a file
+    /// that no longer starts with them is a new generation.
     pub prefix: Prefix,
     /// Every line before this offset is acknowledged by the bus.
     pub offset: u64,
@@ -45,11 +55,17 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TruncationRecord {
+    /// Directory of the truncated file, where its copy is looked for.
     pub dir: PathBuf,
+    /// `source_id` of the generation that was truncated; its copy keeps it.
     pub source_id: u64,
+    /// Fingerprint of the truncated file's first bytes: a new file in `dir`
+    /// that starts with them is taken as its copy.
     pub prefix: Prefix,
     /// Every line of the original before this offset was acknowledged.
     pub offset: u64,
+    /// When the truncation was seen, in unix milliseconds; records older than
+    /// twice the copy wait are dropped.
     pub at_unix_ms: i64,
 }
 
@@ -61,6 +77,8 @@ struct FileFormat {
     truncations: Vec<TruncationRecord>,
 }
 
+/// The checkpoints of every tracked file generation plus the recent
+/// truncations, in memory, written back to `<dir>/checkpoints.json` by `save`.
 #[derive(Debug)]
 pub struct CheckpointStore {
     dir: PathBuf,
@@ -100,10 +118,13 @@ impl CheckpointStore {
         })
     }
 
+    /// The checkpoint recorded for this device and inode, as loaded or last `put`.
     pub fn get(&self, key: &FileKey) -> Option<&Checkpoint> {
         self.entries.get(key)
     }
 
+    /// Records `checkpoint` under its key, replacing the previous one; written
+    /// to disk at the next `save`, and only if it differs.
     pub fn put(&mut self, checkpoint: Checkpoint) {
         if self.entries.get(&checkpoint.key) != Some(&checkpoint) {
             self.entries.insert(checkpoint.key, checkpoint);
@@ -111,12 +132,15 @@ impl CheckpointStore {
         }
     }
 
+    /// Forgets the checkpoint of `key`, if any; written to disk at the next `save`.
     pub fn remove(&mut self, key: &FileKey) {
         if self.entries.remove(key).is_some() {
             self.dirty = true;
         }
     }
 
+    /// Truncations recorded so far, oldest first; stale ones are dropped by the
+    /// tracker, not here.
     pub fn truncations(&self) -> &[TruncationRecord] {
         &self.truncations
     }
@@ -129,14 +153,18 @@ impl CheckpointStore {
         }
     }
 
+    /// Keys of every checkpointed file, in key order; the rescan uses them to
+    /// forget files that no longer exist.
     pub fn keys(&self) -> Vec<FileKey> {
         self.entries.keys().copied().collect()
     }
 
+    /// Number of file generations with a checkpoint (truncation records not counted).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// True when no file generation has a checkpoint (also after a corrupt file was moved aside).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::layout::LayoutKind;
 use crate::{Error, Result};
 
+/// Settings of one shipper (the `[shipper]` table of `sluice shipper --config`).
+/// `Shipper::start` refuses it unless `validate` passes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShipperConfig {
     /// This node's name, recorded on every line.
     pub host: String,
+    /// Which cluster manager's sandbox layout is under `root`.
     pub layout: LayoutKind,
     /// Where the layout's sandboxes are (e.g. `/var/log/pods`).
     pub root: PathBuf,
@@ -127,6 +130,8 @@ impl ShipperConfig {
         }
     }
 
+    /// Checks every field's range and relations (e.g. `state_dir` outside
+    /// `root`); the error is `Error::Config` naming the first bad field.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: &str| Err(Error::Config(format!("{field}: {why}")));
         if self.host.trim().is_empty() {
@@ -175,22 +180,30 @@ impl ShipperConfig {
         Ok(())
     }
 
+    /// `quiet_ms` as a duration: how long an unterminated last line waits
+    /// for more bytes before it is shipped.
     pub fn quiet(&self) -> Duration {
         Duration::from_millis(self.quiet_ms)
     }
+    /// `coalesce_ms` as a duration; zero reads as soon as inotify reports growth.
     pub fn coalesce(&self) -> Duration {
         Duration::from_millis(self.coalesce_ms)
     }
 
+    /// `poll_ms` as a duration: the interval between checks of open files.
     pub fn poll(&self) -> Duration {
         Duration::from_millis(self.poll_ms)
     }
+    /// `rescan_ms` as a duration: the interval between full walks of the root.
     pub fn rescan(&self) -> Duration {
         Duration::from_millis(self.rescan_ms)
     }
+    /// `rotated_grace_ms` as a duration: how long a rotated or deleted file
+    /// stays open after its last growth.
     pub fn rotated_grace(&self) -> Duration {
         Duration::from_millis(self.rotated_grace_ms)
     }
+    /// `checkpoint_ms` as a duration: the interval between checkpoint saves.
     pub fn checkpoint_every(&self) -> Duration {
         Duration::from_millis(self.checkpoint_ms)
     }

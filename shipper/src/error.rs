@@ -2,18 +2,25 @@
 
 use std::path::PathBuf;
 
+/// A `Result` whose error defaults to the shipper's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What can fail when the shipper starts or keeps its state.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A configuration value is wrong; names the field.
     #[error("invalid shipper configuration: {0}")]
     Config(String),
 
+    /// A file system operation failed: creating the state directory, reading
+    /// or writing checkpoints, or starting the tracker thread.
     #[error("{context} {}: {source}", path.display())]
     Io {
+        /// What was being done, e.g. `failed to write checkpoints`; printed before the path.
         context: &'static str,
+        /// The file or directory the operation was on.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -22,13 +29,17 @@ pub enum Error {
     /// JSON is well formed, the field (`checkpoints[2].offset`).
     #[error("corrupt {what} {}: {}{message}", path.display(), field_prefix(field))]
     Corrupt {
+        /// Kind of file, e.g. `checkpoint file`; follows "corrupt" in the message.
         what: &'static str,
+        /// The file that failed to decode.
         path: PathBuf,
         /// Path of the offending field, `""` for the whole file.
         field: String,
+        /// The decoder's own message, without file or field.
         message: String,
     },
 
+    /// A call to the bus failed; the broker's error, unchanged.
     #[error(transparent)]
     Bus(#[from] sluice_broker::Error),
 }
@@ -54,6 +65,8 @@ impl Error {
         }
     }
 
+    /// Whether the same call may succeed if tried again: only a transient bus
+    /// error (unavailable, rebalancing, some I/O kinds), as the broker decides.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Bus(e) => e.is_retryable(),

@@ -17,6 +17,8 @@ pub mod layout;
 pub mod metrics;
 #[cfg(test)]
 mod mutate;
+
+mod pipeline;
 pub mod progress;
 mod publish;
 mod shipper;

@@ -16,8 +16,10 @@ use serde::Serialize;
 use crate::files::source::FileKey;
 use crate::layout::Layout;
 
+/// Ship progress of one log file in a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileProgress {
+    /// Path of the file as found in the sandbox.
     pub path: PathBuf,
     /// Bytes in the file now.
     pub size: u64,
@@ -26,18 +28,29 @@ pub struct FileProgress {
 }
 
 impl FileProgress {
+    /// Bytes not yet acknowledged; 0 also when the file shrank below `acked`.
     pub fn unshipped(&self) -> u64 {
         self.size.saturating_sub(self.acked)
     }
 }
 
+/// How much of one sandbox's logs the bus has acknowledged, as
+/// [`Progress::sandbox`] finds it on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SandboxProgress {
+    /// The sandbox directory asked about.
     pub sandbox: PathBuf,
+    /// Its log files, sorted by path, as found on disk now; files whose identity
+    /// failed are included, and being never shipped, a non-empty one keeps the
+    /// sandbox unshipped.
     pub files: Vec<FileProgress>,
+    /// Sum of the files' sizes, in bytes.
     pub written: u64,
+    /// Sum of the files' acknowledged bytes (each capped at its size).
     pub acked: u64,
+    /// Sum of the files' [`FileProgress::unshipped`] bytes.
     pub unshipped: u64,
+    /// `unshipped == 0`: the garbage collector may delete the sandbox.
     pub fully_shipped: bool,
 }
 

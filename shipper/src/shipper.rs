@@ -1,11 +1,13 @@
 //! The shipper as one thing to start and stop: the tracker thread, the
-//! publisher task and the inotify watcher, joined by channels.
+//! publisher task, the event sink and the inotify watcher, joined by
+//! channels.
 //!
 //! ```text
-//! inotify ──hints──▶ tracker (thread) ──chunks, events──▶ publisher (task) ──▶ Bus
-//!                       ▲                                     │
-//!                       └──────────── acknowledgements ───────┘
-//! scheduler-core ──EventSink──────────────────────────────────▶
+//! inotify ──hints──▶ tracker (thread) ──chunks──▶ publisher (task) ──▶ Bus
+//!                       ▲  │                          │
+//!                       └──┼──── acknowledgements ────┘
+//!                          └─ file events ──▶ BusEventSink ──▶ Bus
+//! scheduler-core ──EventSink (the Tail tap, then BusEventSink)──▶
 //! ```
 
 use std::path::Path;
@@ -13,14 +15,16 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use notify::{RecursiveMode, Watcher};
-use sluice_broker::Bus;
+use sluice_broker::{Bus, BusEventSink};
 use sluice_schema::events::{EventIds, EventSink};
 use sluice_schema::pb::ClusterEvent;
+use sluice_schema::time::now_unix_nanos as now_nanos;
 
-use crate::files::tracker::{Hint, Outgoing, Tracker, TrackerParts, now_nanos};
+use crate::files::tracker::{Tracker, TrackerParts};
 use crate::metrics::Metrics;
+use crate::pipeline::Hint;
+use crate::pipeline::tap::{Tap, TapItem};
 use crate::progress::Progress;
-use crate::tail::tap::{Tap, TapItem};
 use crate::tail::{TailService, TailShared};
 use crate::{Error, Result, ShipperConfig, publish};
 
@@ -53,7 +57,9 @@ impl Shipper {
         }
         let layout: Arc<dyn crate::layout::Layout> = Arc::from(config.layout.layout());
         let progress = Arc::new(Progress::new(config.root.clone(), layout.clone()));
+        let sink = BusEventSink::start(bus.clone());
         let metrics = Arc::new(Metrics::default());
+        let _ = metrics.events.set(sink.clone());
         let (out, input) = tokio::sync::mpsc::unbounded_channel();
         let (hints, hint_rx) = mpsc::channel();
         let tap = Tap::new(config.tail_buffer);
@@ -66,7 +72,8 @@ impl Shipper {
             layout,
             progress: progress.clone(),
             metrics: metrics.clone(),
-            out: out.clone(),
+            out,
+            events: sink.clone(),
             hints: hint_rx,
             event_ids,
             tap: tap.clone(),
@@ -87,7 +94,7 @@ impl Shipper {
         tracing::info!(host = %config.host, layout = config.layout.name(), root = %config.root.display(), "shipper started");
         Ok(Shipper {
             events: Arc::new(BusEvents {
-                out,
+                sink,
                 tap: tap.clone(),
             }),
             tap,
@@ -102,6 +109,7 @@ impl Shipper {
         })
     }
 
+    /// The configuration the shipper was started with, as validated.
     pub fn config(&self) -> &ShipperConfig {
         &self.config
     }
@@ -111,6 +119,8 @@ impl Shipper {
         self.progress.clone()
     }
 
+    /// The live metrics, shared with the tracker, publisher and Tail service; render them
+    /// with [`Metrics::write`].
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
@@ -163,6 +173,17 @@ impl Shipper {
         if let Some(publisher) = self.publisher.take() {
             let _ = publisher.await;
         }
+        if !self
+            .events
+            .sink
+            .flush(std::time::Duration::from_secs(5))
+            .await
+        {
+            tracing::warn!(
+                events = self.events.sink.queued(),
+                "shutting down with cluster events the bus has not taken"
+            );
+        }
         tracing::info!(host = %self.config.host, "shipper stopped");
     }
 }
@@ -175,6 +196,8 @@ pub struct ShipperHandle {
 }
 
 impl ShipperHandle {
+    /// The shipper's progress record, to ask [`Progress::sandbox`] before
+    /// deleting a sandbox; it keeps updating while the shipper runs.
     pub fn progress(&self) -> &Progress {
         &self.progress
     }
@@ -227,9 +250,10 @@ fn watch(root: &Path, hints: mpsc::Sender<Hint>) -> Option<notify::RecommendedWa
     }
 }
 
-/// Publishes events through the shipper's publisher.
+/// The cluster's events as the node sees them: shown to Tail streams, then
+/// published.
 struct BusEvents {
-    out: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    sink: Arc<BusEventSink>,
     tap: Tap,
 }
 
@@ -238,8 +262,6 @@ impl EventSink for BusEvents {
         if self.tap.active() {
             self.tap.send(TapItem::Event(Arc::new(event.clone())));
         }
-        if self.out.send(Outgoing::Event(event)).is_err() {
-            tracing::warn!("shipper stopped: cluster event not published");
-        }
+        self.sink.emit(event);
     }
 }

@@ -10,6 +10,7 @@ use sluice_schema::glob::JobGlob;
 /// Most instances a `-i` list may name (the scheduler's own limit).
 pub const MAX_LISTED_INSTANCES: usize = 10_000;
 
+/// `tailll`'s command line.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "tailll",
@@ -120,23 +121,34 @@ impl Args {
     }
 }
 
+/// `--stream`: which of the processes' output streams to show.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamArg {
+    /// Standard output
     Stdout,
+    /// Standard error
     Stderr,
 }
 
+/// `--output`: how each line is printed.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputArg {
+    /// Each line after its instance in brackets: `[3] text`
     Prefixed,
+    /// The line's bytes as written, nothing added
     Raw,
+    /// One JSON object per line, with its identity and offset
     Json,
 }
 
+/// `--color`: when instance prefixes are coloured.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColorArg {
+    /// When stdout is a terminal and NO_COLOR is not set
     Auto,
+    /// Even into a pipe or with NO_COLOR set
     Always,
+    /// No colour escapes at all
     Never,
 }
 
@@ -145,6 +157,7 @@ pub enum ColorArg {
 pub struct Instances(pub Vec<u32>);
 
 impl Instances {
+    /// Whether `instance` is listed (a binary search: the list is sorted).
     pub fn contains(&self, instance: u32) -> bool {
         self.0.binary_search(&instance).is_ok()
     }
@@ -153,7 +166,9 @@ impl Instances {
 /// Where `--since` starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Since {
+    /// A duration before now (`--since 15m`).
     Ago(Duration),
+    /// An instant in Unix nanoseconds (`--since` with an RFC 3339 time).
     At(i64),
 }
 

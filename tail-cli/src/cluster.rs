@@ -31,11 +31,17 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// One selected instance's current task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
+    /// The scheduler's id of the task; a new id means a new task (rescheduled,
+    /// cron).
     pub task_id: String,
+    /// Run (restart) number of the task, from 0.
     pub run: u32,
+    /// The task's state as the scheduler last saw it (`Unspecified` if this
+    /// build does not know it).
     pub state: TaskState,
     /// Node name; empty while pending.
     pub host: String,
+    /// Why it is in this state (`exit 3`, `no node has room: …`); may be empty.
     pub reason: String,
 }
 
@@ -60,6 +66,8 @@ impl Placement {
             .collect()
     }
 
+    /// The highest selected instance number (0 when none), for the width of
+    /// prefixes.
     pub fn max_instance(&self) -> u32 {
         self.instances.keys().map(|(_, i)| *i).max().unwrap_or(0)
     }
@@ -75,6 +83,7 @@ pub enum PollError {
 }
 
 impl PollError {
+    /// The error, whether fatal or not.
     pub fn into_inner(self) -> anyhow::Error {
         match self {
             PollError::Fatal(e) | PollError::Transient(e) => e,
@@ -123,6 +132,8 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A poller of `glob`'s instances (only `instances`, if given) at the
+    /// scheduler `address` names; it connects on the first poll.
     pub fn new(address: ClusterAddress, glob: JobGlob, instances: Option<Instances>) -> Self {
         Scheduler {
             address,
@@ -132,6 +143,9 @@ impl Scheduler {
         }
     }
 
+    /// Asks the scheduler once where the selected instances are. A transient
+    /// failure drops the connection: the next poll looks the address up again
+    /// and reconnects.
     pub async fn poll(&mut self) -> Result<Placement, PollError> {
         let result = self.try_poll().await;
         if matches!(result, Err(PollError::Transient(_))) {
@@ -228,8 +242,12 @@ impl Scheduler {
 
 /// What the poller reports.
 pub enum Polled {
+    /// A poll answered: where the selected instances are now.
     Placement(Placement),
+    /// A poll failed in a way worth retrying; polling goes on.
     Failed(anyhow::Error),
+    /// The scheduler refused for good (token, permission, glob); the poller has
+    /// stopped.
     Fatal(anyhow::Error),
 }
 

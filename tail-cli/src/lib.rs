@@ -42,6 +42,7 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// What the binary learned of its surroundings, besides the flags.
 #[derive(Debug, Clone, Copy)]
 pub struct Terminal {
+    /// Standard output is a terminal (`--color auto` then colours).
     pub stdout_is_terminal: bool,
     /// `NO_COLOR` is set and not empty.
     pub no_color: bool,

@@ -27,6 +27,8 @@ struct Entry<T> {
     item: T,
 }
 
+/// The reorder window (see the module docs): per-source queues of `T`s,
+/// handed out by timestamp, none held longer than `window`.
 pub struct Merger<T> {
     window: Duration,
     queues: HashMap<QueueId, VecDeque<Entry<T>>>,
@@ -39,6 +41,7 @@ pub struct Merger<T> {
 }
 
 impl<T> Merger<T> {
+    /// An empty merger; an entry waits at most `window` after it arrived.
     pub fn new(window: Duration) -> Self {
         Merger {
             window,
@@ -50,10 +53,12 @@ impl<T> Merger<T> {
         }
     }
 
+    /// Entries held, in all queues.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

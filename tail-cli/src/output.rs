@@ -17,14 +17,19 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Buffers waiting for the writer.
 const QUEUE: usize = 8;
 
+/// How the output thread stands: still fine, or why it stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
+    /// No write has failed (the writer is running, or finished cleanly).
     Open,
     /// The reader went away.
     PipeClosed,
+    /// A write failed other than by a closed pipe; the message is for the user.
     Failed(String),
 }
 
+/// Standard output (or another writer), written by a thread of its own;
+/// see the module docs.
 pub struct Output {
     tx: Option<mpsc::Sender<Vec<u8>>>,
     end: watch::Receiver<End>,
@@ -32,10 +37,12 @@ pub struct Output {
 }
 
 impl Output {
+    /// An output to the process's standard output.
     pub fn stdout() -> Output {
         Output::new(std::io::stdout())
     }
 
+    /// Starts the thread `tailll-stdout`, which writes to `writer`.
     pub fn new<W: Write + Send + 'static>(writer: W) -> Output {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
         let (end_tx, end) = watch::channel(End::Open);

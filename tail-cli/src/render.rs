@@ -24,29 +24,45 @@ const DIM: &str = "\x1b[2m";
 /// A lifecycle line: what happened to an instance (or a node).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
+    /// When it happened, in Unix nanoseconds.
     pub ts: i64,
+    /// Job key it is about; empty for a node-wide event.
     pub job: String,
+    /// The instance it is about; `None` when about no one instance (the prefix
+    /// shows `*`).
     pub instance: Option<u32>,
+    /// What happened, without prefix: `restarted on node-2 (run 4): exit 137`.
     pub text: String,
 }
 
+/// How lines and notices are printed (`--output`, `--template`).
 #[derive(Debug, Clone)]
 pub enum Format {
+    /// `[3] text`: a prefix as [`Style`] says, then the text as lossy UTF-8.
     Prefixed,
+    /// The line's bytes unchanged; notices go to stderr.
     Raw,
+    /// One JSON object per line or notice.
     Json,
+    /// Each line through a `--template`, bytes unchanged; notices go to stderr.
     Template(Template),
 }
 
+/// What prefixed output puts in each prefix, and whether it colours it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Style {
+    /// Colour each prefix (one colour per instance) and dim notices.
     pub color: bool,
+    /// Add the node name to prefixes of lines (`-H`).
     pub host: bool,
+    /// Add the run number to prefixes of lines (`--run`).
     pub run: bool,
     /// Name the job in prefixes (the glob can match several).
     pub job: bool,
 }
 
+/// Turns lines and notices into bytes in one [`Format`], keeping prefixes
+/// aligned.
 pub struct Renderer {
     format: Format,
     style: Style,
@@ -55,6 +71,7 @@ pub struct Renderer {
 }
 
 impl Renderer {
+    /// A renderer whose prefixes start one digit wide.
     pub fn new(format: Format, style: Style) -> Self {
         Renderer {
             format,
@@ -68,6 +85,7 @@ impl Renderer {
         self.width = self.width.max(digits(max));
     }
 
+    /// Appends `line` of `source` to `out`, ended by a newline.
     pub fn line(&mut self, out: &mut Vec<u8>, source: &Source, line: &Line) {
         match &self.format {
             Format::Raw => out.extend_from_slice(&line.text),
@@ -210,6 +228,8 @@ fn is_false(b: &bool) -> bool {
     !b
 }
 
+/// A `Stream` value as JSON output and templates write it: `stdout`,
+/// `stderr` or `unknown`.
 pub fn stream_name(stream: i32) -> &'static str {
     match Stream::try_from(stream) {
         Ok(Stream::Stdout) => "stdout",
@@ -285,6 +305,7 @@ pub struct Template {
 }
 
 impl Template {
+    /// Parses a `--template`; the error names an unknown field or a lone `}`.
     pub fn parse(text: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut literal = String::new();

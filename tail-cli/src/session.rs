@@ -47,12 +47,19 @@ const TURN_BYTES: usize = 1 << 20;
 /// Event ids remembered to show each event once.
 const EVENTS_REMEMBERED: usize = 4096;
 
+/// What a [`Session`] starts with, from the flags.
 pub struct Settings {
+    /// What every node's stream asks for.
     pub plan: Arc<Plan>,
+    /// How lines and notices are printed.
     pub renderer: Renderer,
     /// `None`: `--unordered`.
     pub window: Option<Duration>,
+    /// `--quiet`: no lifecycle lines (events, placement changes); warnings
+    /// still go to stderr.
     pub quiet: bool,
+    /// How often the scheduler is polled (`--refresh`); never with
+    /// `--no-follow`.
     pub refresh: Duration,
     /// Server time at the start: nodes found later send what appeared
     /// since.
@@ -69,6 +76,8 @@ struct Running {
     stop: watch::Sender<bool>,
 }
 
+/// A running `tailll`: its followers, reorder window and renderer (see the
+/// module docs).
 pub struct Session {
     plan: Arc<Plan>,
     renderer: Renderer,
@@ -100,6 +109,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session that follows no node yet; [`Session::run`] starts following.
     pub fn new(settings: Settings) -> Session {
         let (feeds_tx, feeds) = mpsc::channel(1024);
         Session {
@@ -465,11 +475,7 @@ fn show(renderer: &mut Renderer, out: &mut Vec<u8>, err: &mut Vec<u8>, item: Ite
     }
 }
 
-pub fn now_unix_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+pub use sluice_schema::time::now_unix_nanos;
 
 /// Ctrl-C and SIGTERM, listened for from the start (before the first
 /// call to the scheduler), so either ends tailll with status 0.
@@ -479,6 +485,8 @@ pub struct Interrupts {
 }
 
 impl Interrupts {
+    /// Starts listening for SIGINT and SIGTERM; one that cannot be listened
+    /// for never arrives.
     pub fn listen() -> Interrupts {
         Interrupts {
             int: signal(SignalKind::interrupt()).ok(),
@@ -486,6 +494,7 @@ impl Interrupts {
         }
     }
 
+    /// Waits for the next SIGINT or SIGTERM.
     pub async fn recv(&mut self) {
         async fn one(s: &mut Option<Signal>) {
             match s {

@@ -49,12 +49,20 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// What every stream of the session asks for.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// Which lines the nodes send: job glob, instances, streams, processes and
+    /// `--grep`, applied on the nodes.
     pub selector: Selector,
+    /// Backfill asked of each node: the last N lines of each source; 0: none,
+    /// or with `since_unix_nanos` every line since then.
     pub backfill_lines: u32,
+    /// Backfill only lines read since this time, in Unix nanoseconds; 0: no
+    /// time bound.
     pub since_unix_nanos: i64,
+    /// `--no-follow`: each node sends its backfill, then ends the stream.
     pub no_follow: bool,
     /// Keep only the last this-many backfill lines per instance (0: all).
     pub trim: usize,
+    /// Bearer token sent to the nodes' Tail services.
     pub token: String,
     /// PEM of the CA the nodes' certificates are checked against.
     pub ca: Option<String>,
@@ -81,6 +89,7 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// A node not read yet, whose first stream starts as `start` says.
     pub fn new(start: Start) -> Self {
         HostState {
             positions: HashMap::new(),
@@ -94,11 +103,17 @@ impl HostState {
 /// What followers tell the session.
 #[derive(Debug)]
 pub enum Feed {
+    /// Lines of one source from a node, in offset order, none sent before.
     Lines {
+        /// Name of the node they came from.
         host: Arc<str>,
+        /// The file generation they are in (job, instance, run, stream, …).
         source: Arc<Source>,
+        /// The lines; never empty.
         lines: Vec<Line>,
     },
+    /// A cluster event of a selected job, sent by the node; the session shows
+    /// each event id once.
     Event(ClusterEvent),
     /// A lifecycle line of the node (a truncated file).
     Notice(Notice),
@@ -110,17 +125,27 @@ pub enum Feed {
     Broken(Arc<str>),
     /// `--no-follow`: the node sent everything (`ok`) or was given up.
     Done {
+        /// The node whose stream ended.
         host: Arc<str>,
+        /// Whether the node sent its whole backfill (`false`: given up as
+        /// unreachable).
         ok: bool,
     },
     /// A stopped follower's state.
     Parked {
+        /// The node let go of.
         host: Arc<str>,
+        /// Its positions, so that following it again resumes without a gap or
+        /// duplicate.
         state: HostState,
     },
+    /// The node refused the stream for good (token, permission); the session
+    /// ends with this error.
     Fatal(anyhow::Error),
 }
 
+/// Follows one node: a `Tail.Follow` stream, opened again where it stopped
+/// whenever it breaks.
 pub struct Follower {
     host: Arc<str>,
     endpoint: watch::Receiver<String>,
@@ -147,6 +172,9 @@ enum Outcome {
 struct Gone;
 
 impl Follower {
+    /// A follower of `host` at the address `endpoint` holds (updated as the
+    /// scheduler says), starting from `state` and telling the session through
+    /// `out`.
     pub fn new(
         host: Arc<str>,
         endpoint: watch::Receiver<String>,

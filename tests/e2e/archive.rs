@@ -239,22 +239,22 @@ fn killed_at_each_step(dir: &std::path::Path, store_url: &str, s3: &[(String, St
     // A clean run to the end: everything archived, then stopped.
     let mut last = archiver(&[]);
     let store = store_url
-        .parse::<sluice_query::store::StoreUrl>()
+        .parse::<sluice_archive::store::StoreUrl>()
         .unwrap()
         .open(s3)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let (logs, events) = loop {
         let (logs, _) = runtime
-            .block_on(sluice_query::scan::rows(
+            .block_on(sluice_archive::scan::rows(
                 &store,
-                sluice_query::catalog::SplitKind::Logs,
+                sluice_archive::catalog::SplitKind::Logs,
             ))
             .unwrap();
         let (_, events) = runtime
-            .block_on(sluice_query::scan::rows(
+            .block_on(sluice_archive::scan::rows(
                 &store,
-                sluice_query::catalog::SplitKind::Events,
+                sluice_archive::catalog::SplitKind::Events,
             ))
             .unwrap();
         if logs.len() >= want.len() || Instant::now() > deadline {
@@ -354,16 +354,16 @@ fn two_archivers_side_by_side_archive_every_line_once() {
     let _ = a.wait();
     publish(2);
     let store = store_url
-        .parse::<sluice_query::store::StoreUrl>()
+        .parse::<sluice_archive::store::StoreUrl>()
         .unwrap()
         .open(&[])
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let logs = loop {
         let (logs, _) = runtime
-            .block_on(sluice_query::scan::rows(
+            .block_on(sluice_archive::scan::rows(
                 &store,
-                sluice_query::catalog::SplitKind::Logs,
+                sluice_archive::catalog::SplitKind::Logs,
             ))
             .unwrap();
         if logs.len() >= want.len() || Instant::now() > deadline {

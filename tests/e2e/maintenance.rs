@@ -133,15 +133,15 @@ impl Archive {
     fn lines(&self) -> std::collections::BTreeSet<(u64, u64)> {
         let store = self
             .store()
-            .parse::<sluice_query::store::StoreUrl>()
+            .parse::<sluice_archive::store::StoreUrl>()
             .unwrap()
             .open(&[])
             .unwrap();
         let (rows, _) = self
             .runtime
-            .block_on(sluice_query::scan::rows(
+            .block_on(sluice_archive::scan::rows(
                 &store,
-                sluice_query::catalog::SplitKind::Logs,
+                sluice_archive::catalog::SplitKind::Logs,
             ))
             .unwrap();
         let mut seen = std::collections::BTreeSet::new();

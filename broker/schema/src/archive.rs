@@ -100,32 +100,59 @@ pub const FORMAT_VERSION: &str = "1";
 /// Key of [`FORMAT_VERSION`] in the Arrow schema (and Parquet) metadata.
 pub const FORMAT_VERSION_KEY: &str = "sluice.archive.version";
 
+/// Column of both tables: event time as Timestamp(ns, "UTC"), never null.
 pub const COL_TS: &str = "ts";
+/// Column of both tables: host the shipper runs on (`logs`), or host or empty (`events`).
 pub const COL_HOST: &str = "host";
+/// Column of both tables: job key `role/env/name`, empty for node-wide events.
 pub const COL_JOB: &str = "job";
+/// Column of both tables: first segment of the job key (see [`split_job`]).
 pub const COL_ROLE: &str = "role";
+/// Column of both tables: second segment of the job key (see [`split_job`]).
 pub const COL_ENV: &str = "env";
+/// Column of both tables: rest of the job key after its second `/` (see [`split_job`]).
 pub const COL_NAME: &str = "name";
+/// Column of both tables: instance number (UInt32); nullable only in `events`.
 pub const COL_INSTANCE: &str = "instance";
+/// Column of both tables: task id, empty in `events` when there is none.
 pub const COL_TASK_ID: &str = "task_id";
+/// Column of both tables: run (restart) number, counted from 0.
 pub const COL_RUN: &str = "run";
+/// Column of `logs`: process or container that wrote the line.
 pub const COL_PROCESS: &str = "process";
+/// Column of `logs`: `stdout`, `stderr` or empty (see [`stream_name`]).
 pub const COL_STREAM: &str = "stream";
+/// Column of `logs`: file path on the host.
 pub const COL_PATH: &str = "path";
+/// Column of `logs`: file generation (UInt64); with [`COL_OFFSET`] it names a line.
 pub const COL_SOURCE_ID: &str = "source_id";
+/// Column of `logs`: byte offset of the line in its file (UInt64).
 pub const COL_OFFSET: &str = "offset";
+/// Column of `logs`: bytes the line took in the file, framing and newline included (UInt32).
 pub const COL_RAW_LEN: &str = "raw_len";
+/// Column of `logs`: the line's text, invalid UTF-8 replaced by U+FFFD; also the indexed field.
 pub const COL_LINE: &str = "line";
+/// Column of `logs`: the line's exact bytes (Binary), null unless [`COL_LINE`] had to replace some.
 pub const COL_LINE_BYTES: &str = "line_bytes";
+/// Column of `logs`: true when the row is a piece of a longer line, continued by the next row.
 pub const COL_PARTIAL: &str = "partial";
+/// Column of `logs`: true when bytes of this line were lost.
 pub const COL_TRUNCATED: &str = "truncated";
+/// Column of `logs`: true when no newline had been written when the line was shipped.
 pub const COL_UNTERMINATED: &str = "unterminated";
+/// Column of `logs`: source labels as a JSON object with sorted keys, `{}` if none.
 pub const COL_LABELS: &str = "labels";
+/// Column of `events`: unique event id, `<origin>/<start>-<seq>`.
 pub const COL_ID: &str = "id";
+/// Column of `events`: snake_case event kind (see [`event_kind_name`]).
 pub const COL_KIND: &str = "kind";
+/// Column of `events`: user or component on whose behalf the event happened.
 pub const COL_ACTOR: &str = "actor";
+/// Column of `events`: short machine-readable reason.
 pub const COL_REASON: &str = "reason";
+/// Column of `events`: human-readable sentence.
 pub const COL_MESSAGE: &str = "message";
+/// Column of `events`: attributes as a JSON object with sorted keys, `{}` if none.
 pub const COL_ATTRIBUTES: &str = "attributes";
 
 /// Hive partition column of both tables (in the key, not the file).
@@ -290,6 +317,7 @@ pub fn event_kind_from_name(name: &str) -> Option<i32> {
 pub struct KeyError {
     /// The text that was parsed, shortened to 200 bytes.
     pub key: String,
+    /// What is wrong with it, a fixed phrase such as `"no such date"`.
     pub problem: &'static str,
 }
 
@@ -309,8 +337,11 @@ impl KeyError {
 /// A UTC calendar date, the `date` partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Date {
+    /// Calendar year, four digits in the key (`2026`).
     pub year: u16,
+    /// Month of the year, 1 to 12.
     pub month: u8,
+    /// Day of the month, from 1.
     pub day: u8,
 }
 
@@ -380,8 +411,11 @@ pub fn hour_of(unix_nanos: i64) -> u8 {
 /// Where a log split lives: its date and hour partition and its id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LogSplitKey {
+    /// UTC date of the split's rows, the `date=` directory.
     pub date: Date,
+    /// UTC hour (0–23) of the split's rows, the `hour=` directory.
     pub hour: u8,
+    /// File name without suffix, normally made by [`split_id_new`].
     pub split_id: String,
 }
 
@@ -409,7 +443,9 @@ impl LogSplitKey {
 /// Where an event split lives: its date partition and its id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventSplitKey {
+    /// UTC date of the split's rows, the `date=` directory.
     pub date: Date,
+    /// File name without suffix, normally made by [`split_id_new`].
     pub split_id: String,
 }
 
@@ -533,16 +569,9 @@ fn check_split_id(key: &str, id: &str) -> Result<(), KeyError> {
     }
 }
 
-/// A new split id created at `now_unix_nanos`, with 64 random bits from
-/// the standard library's per-process hash keys (no I/O of its own).
+/// A new split id created at `now_unix_nanos`, with 64 random bits.
 pub fn split_id_new(now_unix_nanos: i64) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_i64(now_unix_nanos);
-    hasher.write_u64(SEQUENCE.fetch_add(1, Ordering::Relaxed));
-    split_id_with(now_unix_nanos, hasher.finish())
+    split_id_with(now_unix_nanos, crate::random_u64())
 }
 
 /// The split id of `now_unix_nanos` and `random`: 16 hex digits of the
@@ -554,7 +583,9 @@ pub fn split_id_with(now_unix_nanos: i64, random: u64) -> String {
 /// The parts of a split id made by [`split_id_new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitIdParts {
+    /// When the split was created, Unix nanoseconds (the first 16 hex digits).
     pub created_unix_nanos: i64,
+    /// The 64 random bits after the `-`.
     pub random: u64,
 }
 

@@ -50,6 +50,7 @@ pub struct Audit {
     refusals: Mutex<Refusals>,
     /// Calls recorded, and refusals left out by the rate limit.
     pub recorded: AtomicU64,
+    /// Refused calls not recorded because [`REFUSALS_PER_WINDOW`] was reached; never reset.
     pub refusals_dropped: AtomicU64,
 }
 
@@ -80,6 +81,8 @@ pub struct Call {
     pub job: String,
     /// `ok`, or the gRPC code in snake case (`permission_denied`, …).
     pub outcome: String,
+    /// Client address from `Request::remote_addr`, the `peer` attribute; `None` when the transport
+    /// has none.
     pub peer: Option<SocketAddr>,
 }
 

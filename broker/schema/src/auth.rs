@@ -41,14 +41,23 @@ pub const ANY_ROLE: &str = "*";
 /// What is wrong with a token file.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// The file is not valid TOML, or a field is unknown or of the wrong type;
+    /// the text starts with the field's path.
     #[error("invalid token file: {0}")]
     Syntax(String),
+    /// One `[[tokens]]` entry is wrong: empty user, bad role, not exactly one
+    /// of `token`/`sha256`, or a token listed twice.
     #[error("invalid token file: tokens[{index}] (user {user:?}): {problem}")]
     Entry {
+        /// Position of the entry in the file's `tokens` array, from 0.
         index: usize,
+        /// The entry's `user`, possibly empty.
         user: String,
+        /// What is wrong with the entry.
         problem: String,
     },
+    /// A token is unusable: shorter than 16 characters, or not printable ASCII
+    /// without spaces.
     #[error("invalid token: {0}")]
     Token(String),
 }
@@ -75,12 +84,15 @@ struct TokenEntry {
 /// An authenticated caller and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// User name from the token file, as recorded in audit events.
     pub user: String,
     roles: BTreeSet<String>,
     read_roles: BTreeSet<String>,
 }
 
 impl Principal {
+    /// A principal that may act on `roles` and only read `read_roles`; `*` in
+    /// `roles` makes it an admin. Role names are not validated here.
     pub fn new(
         user: impl Into<String>,
         roles: impl IntoIterator<Item = impl Into<String>>,
@@ -117,6 +129,8 @@ impl Principal {
         Some(self.roles.union(&self.read_roles).cloned().collect())
     }
 
+    /// `Ok` if [`may_write`](Self::may_write) allows `role`, else a `PermissionDenied` status
+    /// naming the user.
     pub fn require_write(&self, role: &str) -> Result<(), Status> {
         if self.may_write(role) {
             Ok(())
@@ -128,6 +142,8 @@ impl Principal {
         }
     }
 
+    /// `Ok` if [`may_read`](Self::may_read) allows `role`, else a `PermissionDenied` status naming
+    /// the user.
     pub fn require_read(&self, role: &str) -> Result<(), Status> {
         if self.may_read(role) {
             Ok(())
@@ -139,6 +155,7 @@ impl Principal {
         }
     }
 
+    /// `Ok` if this principal holds the `*` role, else a `PermissionDenied` status naming the user.
     pub fn require_admin(&self) -> Result<(), Status> {
         if self.is_admin() {
             Ok(())
@@ -221,10 +238,12 @@ impl Tokens {
         Ok(tokens)
     }
 
+    /// Number of distinct tokens in the table.
     pub fn len(&self) -> usize {
         self.by_digest.len()
     }
 
+    /// True when no token is accepted, so every call is refused.
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
     }
@@ -303,6 +322,7 @@ pub struct TokenStore {
 }
 
 impl TokenStore {
+    /// A store with `tokens` in force.
     pub fn new(tokens: Tokens) -> TokenStore {
         TokenStore {
             current: Arc::new(RwLock::new(Arc::new(tokens))),
@@ -342,6 +362,8 @@ pub struct AuthInterceptor {
 }
 
 impl AuthInterceptor {
+    /// An interceptor that accepts the tokens of `tokens` and audits nothing (see
+    /// [`with_audit`](Self::with_audit)).
     pub fn new(tokens: impl Into<TokenStore>) -> Self {
         AuthInterceptor {
             tokens: tokens.into(),
@@ -398,11 +420,7 @@ impl Interceptor for AuthInterceptor {
     }
 }
 
-fn now_unix_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
+use crate::time::now_unix_nanos;
 
 /// The caller of a request that passed [`AuthInterceptor`].
 pub fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Status> {
@@ -420,6 +438,8 @@ pub struct BearerInterceptor {
 }
 
 impl BearerInterceptor {
+    /// An interceptor sending `token`; [`AuthError::Token`] if it cannot be an
+    /// ASCII header value (its length is not checked here).
     pub fn new(token: &str) -> Result<Self, AuthError> {
         let header = MetadataValue::try_from(format!("Bearer {token}"))
             .map_err(|_| AuthError::Token("a token must be printable ASCII".into()))?;

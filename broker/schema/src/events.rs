@@ -10,6 +10,7 @@ use crate::pb::ClusterEvent;
 /// Where cluster events go. Emitting never blocks on the bus: the sink
 /// queues and retries.
 pub trait EventSink: Send + Sync {
+    /// Hands one event to the sink; returns at once, without reporting whether it was delivered.
     fn emit(&self, event: ClusterEvent);
 }
 
@@ -22,6 +23,8 @@ pub struct EventIds {
 }
 
 impl EventIds {
+    /// Ids for `origin` (a host or component name) whose process started at
+    /// `start_unix_nanos`; the sequence starts at 0.
     pub fn new(origin: &str, start_unix_nanos: i64) -> Self {
         EventIds {
             prefix: format!("{origin}/{start_unix_nanos}"),
@@ -29,6 +32,8 @@ impl EventIds {
         }
     }
 
+    /// The next id, `<origin>/<start>-<n>`, with `n` counting up from 0; safe to call from many
+    /// threads.
     pub fn next(&self) -> String {
         format!(
             "{}-{}",
@@ -43,6 +48,7 @@ impl EventIds {
 pub struct VecSink(pub Mutex<Vec<ClusterEvent>>);
 
 impl VecSink {
+    /// A copy of the events emitted so far, oldest first.
     pub fn events(&self) -> Vec<ClusterEvent> {
         self.0.lock().unwrap().clone()
     }

@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+/// A parsed job key glob (see the module documentation); keeps its source text for display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobGlob {
     source: String,
@@ -19,11 +20,15 @@ pub struct JobGlob {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid job glob {glob:?}: {reason}")]
 pub struct GlobError {
+    /// The glob as given.
     pub glob: String,
+    /// Which rule it breaks, e.g. `"empty segment"`.
     pub reason: &'static str,
 }
 
 impl JobGlob {
+    /// Parses a glob of up to three non-empty `/`-separated segments of letters,
+    /// digits, `_`, `.`, `-`, `*` and `?`; `""` and `*` match every job.
     pub fn parse(glob: &str) -> Result<JobGlob, GlobError> {
         let error = |reason| GlobError {
             glob: glob.to_string(),
@@ -80,6 +85,7 @@ impl JobGlob {
             .map(String::as_str)
     }
 
+    /// The glob as parsed, `""` for the empty glob (which [`Display`](fmt::Display) shows as `*`).
     pub fn as_str(&self) -> &str {
         &self.source
     }

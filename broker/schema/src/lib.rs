@@ -35,5 +35,13 @@ pub mod pb {
 
 pub use pb::{ClusterEvent, EventKind, Layout, Line, LogChunk, Source, Stream};
 
+/// 64 random bits from the operating system (ids that must not collide
+/// across processes and machines).
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    u64::from_le_bytes(bytes)
+}
+
 /// Version of the `sluice` build, reported by services.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

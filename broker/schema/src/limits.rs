@@ -37,6 +37,7 @@ impl PerUser {
         }
     }
 
+    /// Running calls allowed per user, as given to [`PerUser::new`]; 0 refuses every call.
     pub fn max(&self) -> usize {
         self.max
     }

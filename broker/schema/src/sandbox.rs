@@ -35,12 +35,15 @@ pub struct Manifest {
     pub version: u32,
     /// Job key `role/env/name`.
     pub job: String,
+    /// Instance number of the job this task runs.
     pub instance: u32,
+    /// Task id; must equal the sandbox directory's name, or the shipper rejects the manifest.
     pub task_id: String,
     /// The current run.
     pub run: u32,
     /// Process names in start order.
     pub processes: Vec<String>,
+    /// Source labels the shipper attaches to every line of the task; empty if absent.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }

@@ -1,6 +1,7 @@
-//! RFC 3339 timestamps: rendering Unix nanoseconds for human and JSON
-//! output, and parsing the timestamps log framings carry (CRI, Docker
-//! json-file) back to Unix nanoseconds. Pure arithmetic, no clock, no I/O.
+//! Time, in one place: the clock ([`now_unix_nanos`]), RFC 3339 timestamps
+//! (rendering Unix nanoseconds for human and JSON output, parsing the
+//! timestamps log framings carry), durations (`90s`, `1h30m`) and civil
+//! dates (proleptic Gregorian, by Hinnant's arithmetic). No I/O.
 
 /// `2026-11-21T07:07:00.123456789Z` from nanoseconds since the Unix epoch.
 pub fn rfc3339_nanos(unix_nanos: i64) -> String {
@@ -69,6 +70,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 pub struct TimeError {
     /// The text that was parsed, shortened to 64 bytes.
     pub text: String,
+    /// What is wrong with it, a fixed phrase such as `"month out of range"`.
     pub problem: &'static str,
 }
 
@@ -188,6 +190,18 @@ fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
+/// Nanoseconds since the Unix epoch, now (0 if the clock is before it).
+pub fn now_unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> u64 {
+    (now_unix_nanos() / 1_000_000) as u64
+}
+
 /// The UTC (year, month, day) of an instant, proleptic Gregorian.
 pub fn utc_date(unix_nanos: i64) -> (i64, u32, u32) {
     civil_from_days(unix_nanos.div_euclid(86_400 * 1_000_000_000))
@@ -195,7 +209,7 @@ pub fn utc_date(unix_nanos: i64) -> (i64, u32, u32) {
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -210,7 +224,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// (year, month, day) to days since 1970-01-01, proleptic Gregorian
 /// (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);

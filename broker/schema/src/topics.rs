@@ -31,6 +31,41 @@ pub fn event_key(event: &ClusterEvent) -> String {
     }
 }
 
+/// A topic's partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct TopicPartition {
+    /// Topic name, such as [`LOGS`] or [`EVENTS`].
+    pub topic: String,
+    /// Partition number within the topic, from 0.
+    pub partition: u32,
+}
+
+/// A partition and an offset in it: a commit (the next offset to read) or a
+/// seek target. The archive records the positions it consumed with its
+/// commits, so the type lives here, shared by the bus and the archive.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct Position {
+    /// Topic name, such as [`LOGS`] or [`EVENTS`].
+    pub topic: String,
+    /// Partition number within the topic, from 0.
+    pub partition: u32,
+    /// Record offset in the partition; for a commit, the next offset to read.
+    pub offset: u64,
+}
+
+impl Position {
+    /// A position at `offset` of `topic`'s `partition`; nothing is checked against the bus.
+    pub fn new(topic: impl Into<String>, partition: u32, offset: u64) -> Self {
+        Position {
+            topic: topic.into(),
+            partition,
+            offset,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

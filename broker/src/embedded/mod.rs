@@ -180,6 +180,8 @@ impl EmbeddedBus {
         })
     }
 
+    /// The bus directory it was opened at, holding `LOCK`, one directory per
+    /// topic and `_groups/`.
     pub fn root(&self) -> &Path {
         &self.shared.root
     }

@@ -21,6 +21,8 @@ use crate::gc::{self, Decision, GcConfig, GcPlan, NodeDisk, Pressure, SandboxInf
 /// What the shipper knows of one log file of a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShippedFile {
+    /// The log file, under the sandbox directory; holes are punched in it
+    /// through this path.
     pub path: PathBuf,
     /// Bytes in the file now.
     pub size: u64,
@@ -52,8 +54,11 @@ pub(crate) struct Candidate {
 /// What a pass did.
 #[derive(Debug)]
 pub struct Outcome {
+    /// What the policy decided for every sandbox.
     pub plan: GcPlan,
+    /// Whether the decisions were carried out; `false` for a dry run.
     pub applied: bool,
+    /// Bytes deleting sandboxes and punching holes freed; 0 for a dry run.
     pub freed_bytes: u64,
 }
 

@@ -84,8 +84,11 @@ pub struct Confinement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskUser {
+    /// Login name, also given to the task as `USER` and `LOGNAME`.
     pub name: String,
+    /// Numeric user id the processes run as; never 0.
     pub uid: u32,
+    /// Primary group id the processes run as; supplementary groups are dropped.
     pub gid: u32,
 }
 
@@ -347,6 +350,7 @@ impl Prepared {
         })
     }
 
+    /// The user the processes run as; `None` when they keep the executor's.
     pub fn user(&self) -> Option<&TaskUser> {
         self.user.as_ref()
     }

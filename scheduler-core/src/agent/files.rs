@@ -23,7 +23,6 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -52,10 +51,15 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskFile {
+    /// Format version; [`TaskFile::validate`] accepts only [`FORMAT_VERSION`].
     pub version: u32,
+    /// The task's id, a [`valid_name`]; must equal the sandbox directory's name.
     pub task_id: String,
+    /// The job the task belongs to; must equal `spec.key`.
     pub job: JobKey,
+    /// Which of the job's instances this task runs, counted from 0.
     pub instance: u32,
+    /// The job's spec as placed; the executor runs its processes in order.
     pub spec: JobSpec,
     /// The port allocated for each name in `spec.ports`.
     pub ports: BTreeMap<String, u16>,
@@ -63,6 +67,7 @@ pub struct TaskFile {
     pub node: String,
     /// How long a killed process has between SIGTERM and SIGKILL.
     pub kill_grace_ms: u64,
+    /// When the agent wrote this file, in unix milliseconds.
     pub created_unix_ms: u64,
     /// How the task is confined (the node's decision).
     #[serde(default)]
@@ -116,13 +121,21 @@ impl TaskFile {
 pub enum ExecState {
     /// Started, or waiting out a restart backoff.
     Starting,
+    /// A run is under way: its processes run one after another.
     Running,
+    /// Terminal: every process of the last run exited 0 and no restart followed.
     Finished,
+    /// Terminal: a process failed or could not start and no restart followed,
+    /// or the task could not be read or confined.
     Failed,
+    /// Terminal: stopped on a kill request (`kill.json`) or a SIGTERM to the
+    /// executor.
     Killed,
 }
 
 impl ExecState {
+    /// Whether the executor is done with the task: `Finished`, `Failed` or
+    /// `Killed`.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -130,6 +143,7 @@ impl ExecState {
         )
     }
 
+    /// The cluster-wide [`TaskState`] this state is reported as.
     pub fn task_state(self) -> TaskState {
         match self {
             ExecState::Starting => TaskState::Starting,
@@ -145,7 +159,9 @@ impl ExecState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Status {
+    /// Format version, [`FORMAT_VERSION`] when written.
     pub version: u32,
+    /// Where the task is; the executor writes a terminal state last.
     pub state: ExecState,
     /// The current run (`logs/run-<run>/`).
     pub run: u32,
@@ -154,14 +170,21 @@ pub struct Status {
     /// The process running now, its pid (also its process group) and its
     /// start time (clock ticks since boot, `/proc/<pid>/stat` field 22).
     pub process: Option<String>,
+    /// Pid of the running process, also its process group id; `None` between
+    /// runs and once the task ended.
     pub process_pid: Option<i32>,
+    /// Start time of that process in clock ticks since boot; `None` with no
+    /// process, or when `/proc` could not be read.
     pub process_start_ticks: Option<u64>,
     /// The executor (the leader of the task's session) and its start time,
     /// which tells it from a later process given the same pid.
     pub executor_pid: i32,
+    /// Start time of the executor in clock ticks since boot.
     pub executor_start_ticks: u64,
     /// How the last process that ended did.
     pub exit_code: Option<i32>,
+    /// Signal that ended that process; `None` if it exited on its own or
+    /// none has ended.
     pub signal: Option<i32>,
     /// `exit 3`, `signal 9`, `restart limit reached`, a kill's reason…
     pub reason: String,
@@ -169,6 +192,8 @@ pub struct Status {
     pub actor: String,
     /// While backing off: when the next run starts.
     pub next_restart_unix_ms: Option<u64>,
+    /// When the executor last wrote this file, in unix milliseconds; for a
+    /// terminal state, when the task ended.
     pub updated_unix_ms: u64,
 }
 
@@ -176,8 +201,12 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KillRequest {
+    /// Who asked for the kill (a user, or `system:agent`); the killed task's
+    /// actor.
     pub actor: String,
+    /// Why, such as `disk_quota_exceeded` or `lost`; the killed task's reason.
     pub reason: String,
+    /// When the agent wrote the request, in unix milliseconds.
     pub requested_unix_ms: u64,
 }
 
@@ -188,25 +217,29 @@ pub struct KillRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentRecord {
+    /// Format version, [`FORMAT_VERSION`] when written.
     pub version: u32,
     /// `TASK_STATE_*` name.
     pub state: String,
+    /// The run the state belongs to; read back as the restart count too.
     pub run: u32,
     /// The agent decided this terminal state; `status.json` no longer counts.
     pub decided: bool,
+    /// Why the task is in `state` (`exit 3`, `executor died`, a kill's reason).
     pub reason: String,
+    /// Who caused the state: a kill's requester, otherwise `system:agent`.
     pub actor: String,
+    /// Exit code of the last process that ended; `None` if a signal ended it
+    /// or none has ended.
     pub exit_code: Option<i32>,
+    /// Signal that ended the last process that ended, if a signal did.
     pub signal: Option<i32>,
+    /// When the task reached a terminal state, in unix milliseconds; `None`
+    /// while it is not terminal.
     pub terminated_unix_ms: Option<u64>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use sluice_schema::time::now_unix_ms;
 
 /// Writes `value` as JSON to `dir/name` atomically.
 pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {

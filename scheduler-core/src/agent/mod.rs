@@ -54,6 +54,8 @@ use crate::{Error, Result};
 /// How often the agent polls its tasks.
 const POLL: Duration = Duration::from_millis(200);
 
+/// How a node agent runs: its identity, the scheduler it reports to, what it
+/// offers for placement, and its timers; checked by [`AgentConfig::validate`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -71,17 +73,25 @@ pub struct AgentConfig {
     pub tail_endpoint: String,
     /// What the node offers the scheduler.
     pub cpu: f64,
+    /// Memory offered, in MiB; must be positive.
     pub ram_mb: u64,
+    /// Disk offered for sandboxes, in MiB; must be positive.
     pub disk_mb: u64,
     /// For garbage collection, treat the node's disk as this many bytes
     /// holding only the sandboxes (small test nodes, or a share of a disk
     /// used for other things); default: the filesystem of `root`.
     #[serde(default)]
     pub disk_capacity_bytes: Option<u64>,
+    /// Milliseconds between heartbeats to the scheduler, 100 to 60000;
+    /// default 1000.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// Milliseconds a killed task's processes get between SIGTERM and SIGKILL;
+    /// default 10000.
     #[serde(default = "default_kill_grace_ms")]
     pub kill_grace_ms: u64,
+    /// When sandboxes are garbage-collected; its `disk_watch_interval` also
+    /// sets how often quotas are checked.
     #[serde(default)]
     pub gc: GcConfig,
     /// How tasks are confined (flags, not part of a config file).
@@ -98,6 +108,8 @@ fn default_kill_grace_ms() -> u64 {
 }
 
 impl AgentConfig {
+    /// Checks the values a config file could get wrong; the error is
+    /// [`Error::Config`] naming the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: &str| Err(Error::Config(format!("{field}: {why}")));
         crate::spec::valid_name("node", &self.node)
@@ -494,11 +506,7 @@ fn is_terminal(state: i32) -> bool {
     )
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
+use sluice_schema::time::now_unix_nanos as now_nanos;
 
 /// `sluice.v1.Node`: garbage collection on demand (admin only).
 #[derive(Clone)]

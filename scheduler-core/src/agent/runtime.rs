@@ -84,8 +84,12 @@ pub struct RuntimeConfig {
 pub struct Assignment {
     /// A [`valid_name`]; also the sandbox directory's name.
     pub task_id: String,
+    /// The job the task belongs to; must equal `spec.key`.
     pub job: JobKey,
+    /// Which of the job's instances the task runs, counted from 0.
     pub instance: u32,
+    /// The job's spec: what to run, its disk quota, ports and filesystem
+    /// access.
     pub spec: JobSpec,
 }
 
@@ -815,11 +819,7 @@ impl Context {
     }
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
+use sluice_schema::time::now_unix_nanos as now_nanos;
 
 #[cfg(test)]
 mod tests;

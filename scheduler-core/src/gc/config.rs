@@ -132,12 +132,16 @@ impl GcConfig {
         Ok(())
     }
 
+    /// `disk_watch_interval_secs`: time between quota checks and GC passes.
     pub fn disk_watch_interval(&self) -> Duration {
         Duration::from_secs(self.disk_watch_interval_secs)
     }
+    /// `gc_delay_secs`: collection age of a terminated sandbox on an empty disk.
     pub fn gc_delay(&self) -> Duration {
         Duration::from_secs(self.gc_delay_secs)
     }
+    /// `max_wait_secs`: how long an old enough sandbox waits for the shipper
+    /// before it is deleted anyway.
     pub fn max_wait(&self) -> Duration {
         Duration::from_secs(self.max_wait_secs)
     }

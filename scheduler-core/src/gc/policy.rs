@@ -52,6 +52,7 @@ use super::config::GcConfig;
 pub struct SandboxInfo {
     /// The task id; unique on the node.
     pub id: String,
+    /// Running, or terminated since when; only terminated sandboxes are deleted.
     pub state: SandboxState,
     /// Bytes the sandbox holds ([`crate::disk::DirUsage::allocated_bytes`]).
     pub allocated_bytes: u64,
@@ -67,11 +68,19 @@ pub struct SandboxInfo {
     pub quota_bytes: Option<u64>,
 }
 
+/// Whether a sandbox's task still runs, which decides between deleting the
+/// sandbox and punching its logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {
+    /// The task is not terminal: the sandbox is never deleted, at most punched.
     Running,
-    Terminated { at_unix_ms: u64 },
+    /// The task reached a terminal state: the sandbox is deleted once old enough.
+    Terminated {
+        /// When the task terminated, in unix milliseconds; its age counts
+        /// from here.
+        at_unix_ms: u64,
+    },
 }
 
 /// The filesystem holding the sandboxes. Build it from
@@ -80,6 +89,7 @@ pub enum SandboxState {
 pub struct NodeDisk {
     /// What can be filled: used plus available to tasks.
     pub total_bytes: u64,
+    /// Bytes in use, by the sandboxes and anything else on the disk.
     pub used_bytes: u64,
 }
 
@@ -130,16 +140,22 @@ pub enum PunchReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepReason {
+    /// The sandbox's task still runs and nothing of it needed punching.
     Running,
     /// Younger than the threshold age; collectable from `eligible_at_unix_ms`
     /// if usage stays as the pass leaves it.
     TooYoung {
+        /// Termination time plus the threshold age at the usage after the pass,
+        /// in unix milliseconds.
         eligible_at_unix_ms: u64,
     },
     /// Old enough, but the shipper has not finished; deleted anyway from
     /// `forced_at_unix_ms`, or earlier if the disk turns critical.
     NotShipped {
+        /// Log bytes the bus has not acknowledged yet.
         unshipped_bytes: u64,
+        /// When `max_wait` runs out and the sandbox is deleted regardless, in
+        /// unix milliseconds.
         forced_at_unix_ms: u64,
     },
 }
@@ -152,20 +168,31 @@ pub enum Decision {
     /// sandbox with `unshipped_bytes > 0` must emit a `data_loss` event
     /// naming `unshipped_files`.
     Delete {
+        /// The sandbox's task id.
         id: String,
+        /// Bytes the sandbox holds (allocated), all freed by the deletion.
         bytes: u64,
+        /// Why it is deleted with logs unshipped; `None` when fully shipped.
         forced: Option<Forced>,
+        /// Log bytes lost with the sandbox; 0 unless `forced`.
         unshipped_bytes: u64,
+        /// Paths of the files holding those bytes, each with its unshipped count.
         unshipped_files: Vec<(String, u64)>,
     },
     /// Punch the shipped prefixes of a running sandbox's logs; it stays.
     PunchHoles {
+        /// The running sandbox's task id.
         id: String,
+        /// Shipped log bytes not yet punched out, all freed by the punch.
         bytes: u64,
+        /// What made the punch necessary.
         reason: PunchReason,
     },
+    /// Leave the sandbox as it is this pass.
     Keep {
+        /// The sandbox's task id.
         id: String,
+        /// Why it stays, and when that may change.
         reason: KeepReason,
     },
 }
@@ -194,13 +221,21 @@ impl Decision {
 /// applied, then the `Keep`s (terminated oldest first, then running by id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcPlan {
+    /// One per sandbox: the actions in the order to apply them, then the
+    /// `Keep`s.
     pub decisions: Vec<Decision>,
+    /// How full the disk was when the pass started.
     pub pressure: Pressure,
+    /// Bytes in use on the disk when the pass started.
     pub used_before: u64,
     /// `used_before` minus what the actions free.
     pub expected_used_after: u64,
+    /// Capacity of the disk in bytes; 0 when unknown, which means no pressure.
     pub total_bytes: u64,
+    /// Used bytes above which the disk is under pressure.
     pub pressure_line_bytes: u64,
+    /// Used bytes at or above which the disk is critical and unshipped
+    /// sandboxes are deleted too.
     pub critical_bytes: u64,
     /// The Mesos threshold age at `used_before`.
     pub threshold_age_ms: u64,
@@ -214,6 +249,8 @@ impl GcPlan {
             .filter(|d| !matches!(d, Decision::Keep { .. }))
     }
 
+    /// Bytes the actions are expected to free, the sum of
+    /// [`Decision::bytes_freed`] over every decision.
     pub fn bytes_to_free(&self) -> u64 {
         self.decisions.iter().map(Decision::bytes_freed).sum()
     }

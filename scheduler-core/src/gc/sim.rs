@@ -29,6 +29,7 @@ use super::policy::{self, Decision, Forced, NodeDisk, SandboxInfo, SandboxState}
 pub struct Stall {
     /// From the start of the simulation.
     pub start: Duration,
+    /// How long the shipper ships nothing from `start`.
     pub length: Duration,
 }
 
@@ -46,6 +47,7 @@ pub struct SimConfig {
     pub capacity_bytes: u64,
     /// Bytes used by other things than sandboxes.
     pub base_used_bytes: u64,
+    /// Simulated time to run; one pass per whole `pass_interval` in it.
     pub duration: Duration,
     /// The GC pass interval (`disk_watch_interval`).
     pub pass_interval: Duration,
@@ -61,11 +63,16 @@ pub struct SimConfig {
     pub initial_max_age: Duration,
     /// Fraction of tasks whose logs the shipper never finishes.
     pub stuck_fraction: f64,
+    /// The shipper's throughput, shared among sandboxes with a backlog.
     pub shipper_bytes_per_sec: u64,
     /// Bytes are shippable this long after they are written.
     pub shipper_lag: Duration,
+    /// Windows in which the shipper ships nothing.
     pub stalls: Vec<Stall>,
+    /// The garbage-collection settings under test.
     pub gc: GcConfig,
+    /// Seeds the workload; the same seed gives the same run, decision times
+    /// apart.
     pub seed: u64,
     /// Wall-clock time of the simulation's start (only shifts timestamps).
     pub start_unix_ms: u64,
@@ -116,17 +123,25 @@ impl Default for SimConfig {
 pub struct PassStats {
     /// Simulated seconds since the start.
     pub t_secs: u64,
+    /// Sandboxes on the node when the pass started.
     pub sandboxes: usize,
     /// Used bytes when the pass started, and its fraction of capacity.
     pub used_bytes: u64,
+    /// `used_bytes` ÷ capacity.
     pub used_fraction: f64,
+    /// Used bytes once the pass's actions were applied.
     pub used_after_bytes: u64,
+    /// The pressure the plan reported at the pass's start.
     pub pressure: policy::Pressure,
+    /// Sandboxes the pass deleted.
     pub deleted: usize,
     /// Deleted plus punched.
     pub freed_bytes: u64,
+    /// Bytes freed by punching shipped log prefixes.
     pub punched_bytes: u64,
+    /// Deletions forced by a critical disk ([`Forced::CriticalDisk`]).
     pub forced_critical: usize,
+    /// Deletions forced by `max_wait` ([`Forced::MaxWait`]).
     pub forced_max_wait: usize,
     /// Unshipped bytes of forced deletions (each a `data_loss` event).
     pub forced_unshipped_bytes: u64,
@@ -139,21 +154,38 @@ pub struct PassStats {
 /// Totals over a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimSummary {
+    /// GC passes run.
     pub passes: usize,
+    /// Most sandboxes on the node at the start of a pass.
     pub sandboxes_max: usize,
+    /// Mean sandboxes on the node at the start of a pass.
     pub sandboxes_mean: f64,
+    /// Median time of `policy::plan`, microseconds (measured, not simulated).
     pub decision_us_p50: f64,
+    /// 99th percentile time of `policy::plan`, microseconds.
     pub decision_us_p99: f64,
+    /// Longest time of `policy::plan`, microseconds.
     pub decision_us_max: f64,
+    /// Sandboxes deleted over the run.
     pub deleted: usize,
+    /// Bytes freed over the run, deletions and punches.
     pub freed_bytes: u64,
+    /// Bytes freed by punches over the run.
     pub punched_bytes: u64,
+    /// Deletions forced by a critical disk over the run.
     pub forced_critical: usize,
+    /// Deletions forced by `max_wait` over the run.
     pub forced_max_wait: usize,
+    /// Unshipped bytes lost to forced deletions over the run.
     pub forced_unshipped_bytes: u64,
+    /// Unshipped bytes deleted without `forced` over the run: a policy bug,
+    /// must be 0.
     pub unforced_unshipped_bytes: u64,
+    /// Highest used fraction of capacity at the start of a pass.
     pub peak_used_fraction: f64,
+    /// Passes that started above the pressure line.
     pub passes_over_pressure_line: usize,
+    /// Passes that started at or above the critical mark.
     pub passes_at_critical: usize,
     /// Passes that started with the disk full (tasks would have failed).
     pub passes_full: usize,
@@ -162,10 +194,16 @@ pub struct SimSummary {
 /// What a run measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimReport {
+    /// One entry per pass, in time order.
     pub passes: Vec<PassStats>,
+    /// Totals and extremes over all passes.
     pub summary: SimSummary,
+    /// The simulated disk's capacity ([`SimConfig::capacity_bytes`]).
     pub capacity_bytes: u64,
+    /// Fraction of capacity above which the disk is under pressure,
+    /// `1 − gc_disk_headroom`.
     pub pressure_line: f64,
+    /// Fraction of capacity at or above which the disk is critical.
     pub critical_mark: f64,
     /// Stall windows, in simulated seconds.
     pub stalls_secs: Vec<(u64, u64)>,

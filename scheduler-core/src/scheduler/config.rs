@@ -53,14 +53,19 @@ impl SchedulerConfig {
         }
     }
 
+    /// The JSON file the scheduler's jobs and tasks are saved to.
     pub fn state_file(&self) -> &Path {
         &self.state_file
     }
 
+    /// `agent_timeout_ms`: how long a node may go without heartbeating
+    /// before its tasks are LOST.
     pub fn agent_timeout(&self) -> Duration {
         Duration::from_millis(self.agent_timeout_ms)
     }
 
+    /// `tick_ms`: how often timeouts, cron ticks and pending placements are
+    /// checked.
     pub fn tick(&self) -> Duration {
         Duration::from_millis(self.tick_ms)
     }

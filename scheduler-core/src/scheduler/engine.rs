@@ -33,12 +33,16 @@ const NANOS_PER_MS: i64 = 1_000_000;
 /// Why a request was refused; each maps to a gRPC status code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// No job has the key the request names.
     #[error("{0}")]
     NotFound(String),
+    /// A submitted job's key belongs to a job that is not killed.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The job's state forbids the request, such as updating a killed job.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A request field is malformed, such as a heartbeat's node name.
     #[error("{0}")]
     InvalidArgument(String),
 }
@@ -60,6 +64,7 @@ pub struct Snapshot {
     /// Increases with every change; a snapshot older than one already
     /// written is dropped.
     pub version: u64,
+    /// The whole state file: every job as one JSON document, newline-terminated.
     pub bytes: Vec<u8>,
 }
 
@@ -203,6 +208,7 @@ impl SchedulerCore {
         })
     }
 
+    /// The configuration the core was opened with.
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
     }
@@ -397,6 +403,8 @@ impl SchedulerCore {
         Ok(self.status(key))
     }
 
+    /// The status of the job `key`, with its instances; `NotFound` if there
+    /// is none.
     pub fn describe(&self, key: &JobKey) -> Result<JobStatus, RequestError> {
         match self.jobs.contains_key(key) {
             true => Ok(self.status(key)),
@@ -413,6 +421,7 @@ impl SchedulerCore {
             .collect()
     }
 
+    /// The job `key` as stored, with its task history; `None` if unknown.
     pub fn job(&self, key: &JobKey) -> Option<&Job> {
         self.jobs.get(key)
     }

@@ -15,11 +15,17 @@ use crate::spec::Resources;
 /// A node agent as its heartbeats describe it. Not persisted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
+    /// The node's name, as it heartbeats; unique in the cluster.
     pub name: String,
+    /// URL of the node's Tail service, from its last heartbeat; copied into
+    /// its tasks for log tailing.
     pub tail_endpoint: String,
+    /// What the node offers, from its last heartbeat.
     pub capacity: Capacity,
     /// The cpu it reported, as reported (for display).
     pub cpu: f64,
+    /// When its last heartbeat arrived, unix nanoseconds; older than the
+    /// agent timeout makes it not alive.
     pub last_heartbeat_unix_nanos: i64,
     /// Heard from within the agent timeout.
     pub alive: bool,
@@ -28,8 +34,11 @@ pub struct Agent {
 /// Resources in placement units: cpu in thousandths of a core.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Capacity {
+    /// CPU in thousandths of a core; 0 for a negative or non-finite cpu.
     pub millicpu: u64,
+    /// Memory, in MiB.
     pub ram_mb: u64,
+    /// Disk, in MiB.
     pub disk_mb: u64,
 }
 
@@ -48,6 +57,7 @@ impl Capacity {
         Capacity::new(resources.cpu, resources.ram_mb, resources.disk_mb)
     }
 
+    /// The sum, dimension by dimension, saturating instead of overflowing.
     pub fn plus(self, other: Capacity) -> Capacity {
         Capacity {
             millicpu: self.millicpu.saturating_add(other.millicpu),
@@ -76,6 +86,7 @@ fn millicpu(cpu: f64) -> u64 {
 /// What the tasks on one node use.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Load {
+    /// Resources the node's non-terminal tasks hold.
     pub used: Capacity,
     /// Non-terminal tasks on the node.
     pub tasks: u32,
@@ -84,6 +95,7 @@ pub struct Load {
 }
 
 impl Load {
+    /// Counts one more non-terminal task of `job` holding `need`.
     pub fn add(&mut self, job: &str, need: Capacity) {
         self.used = self.used.plus(need);
         self.tasks += 1;

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sluice_schema::audit::{ANONYMOUS, Audit, Call, method_of, outcome};
 use sluice_schema::auth::{AuthInterceptor, principal};
@@ -198,13 +198,7 @@ async fn run_ticker(inner: Weak<Inner>, tick: Duration, mut stop: watch::Receive
     }
 }
 
-/// Unix nanoseconds now.
-pub fn now_unix_nanos() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
-}
+pub use sluice_schema::time::now_unix_nanos;
 
 fn parse_spec(request: &SubmitJobRequest) -> Result<JobSpec, Status> {
     sluice_schema::limits::check_size("spec_yaml", request.spec_yaml.len(), MAX_SPEC_BYTES)?;

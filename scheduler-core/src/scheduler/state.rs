@@ -50,10 +50,15 @@ pub(crate) struct StateFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
+    /// The spec as last submitted or updated.
     pub spec: JobSpec,
     /// Who submitted or last updated it.
     pub actor: String,
+    /// When the job was submitted, unix nanoseconds; a killed job submitted
+    /// again starts over.
     pub created_unix_nanos: i64,
+    /// When it was last submitted, updated or killed, unix nanoseconds; task
+    /// changes do not count.
     pub updated_unix_nanos: i64,
     /// Bumped by each update that changes what a task runs; a task started
     /// under an older generation is restarted.
@@ -64,6 +69,8 @@ pub struct Job {
     /// A cron job's next tick, Unix seconds.
     #[serde(default)]
     pub next_cron_secs: Option<i64>,
+    /// Its instances by index, `0..spec.instances`, plus instances removed by
+    /// an update until their tasks end.
     pub instances: BTreeMap<u32, Instance>,
 }
 
@@ -87,11 +94,14 @@ pub struct Instance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Task {
+    /// Unique id from [`new_task_id`](super::engine::new_task_id); also the
+    /// name of its sandbox on the node.
     pub id: String,
     /// The job's generation it runs.
     pub generation: u64,
     /// What it holds on its node (the spec's when it was created).
     pub resources: Resources,
+    /// Where the task is; stored by its lowercase name (`running`).
     #[serde(with = "state_serde")]
     pub state: TaskState,
     /// The node, empty while pending.
@@ -100,17 +110,28 @@ pub struct Task {
     /// The node's Tail service when it was last heard of.
     #[serde(default)]
     pub tail_endpoint: String,
+    /// The executor's current run, counted from 0, as last reported by the
+    /// node.
     #[serde(default)]
     pub run: u32,
+    /// Exit code of the task's last process to end, as reported; `None` if
+    /// none exited on its own.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Why the task is in its state: the node's reason (`exit 3`), or the
+    /// scheduler's (a kill's reason, `node … no longer reports it`).
     #[serde(default)]
     pub reason: String,
+    /// Bytes its sandbox holds on the node, as last reported; 0 before that.
     #[serde(default)]
     pub sandbox_bytes: u64,
+    /// Times the executor restarted the task's processes, as reported.
     #[serde(default)]
     pub restarts: u32,
+    /// When the scheduler created the task (PENDING), unix nanoseconds.
     pub created_unix_nanos: i64,
+    /// When its state, run, exit code, restarts or reason last changed, unix
+    /// nanoseconds.
     pub updated_unix_nanos: i64,
     /// A kill ordered by the scheduler, sent to the node until it reports
     /// the task terminal.
@@ -122,8 +143,11 @@ pub struct Task {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KillRequest {
+    /// Who killed or updated the job, causing the kill.
     pub actor: String,
+    /// `job killed`, `updated` or `instance removed`.
     pub reason: String,
+    /// When the kill was asked for, unix nanoseconds.
     pub unix_nanos: i64,
 }
 
@@ -172,10 +196,13 @@ mod state_serde {
 }
 
 impl Instance {
+    /// The newest task, the only one that may be non-terminal; `None` if the
+    /// instance never had a task.
     pub fn current(&self) -> Option<&Task> {
         self.tasks.last()
     }
 
+    /// [`Instance::current`], mutable.
     pub fn current_mut(&mut self) -> Option<&mut Task> {
         self.tasks.last_mut()
     }

@@ -22,13 +22,25 @@ use crate::layout::Framing;
 /// One line as the assembler emits it, borrowing its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineRef<'a> {
+    /// File offset of the line's first byte; with `source_id`, the line's
+    /// unique name.
     pub offset: u64,
+    /// File bytes this line accounts for, framing and `\n` included; 1 for
+    /// each piece but the last of a cut framed line.
     pub raw_len: u32,
     /// From the framing, when it has one.
     pub ts_unix_nanos: Option<i64>,
+    /// Stdout or stderr from the framing; `None` for plain text and
+    /// undecodable frames.
     pub stream: Option<Stream>,
+    /// The message: without `\n`, and for CRI and Docker without the framing;
+    /// raw bytes when a frame did not decode.
     pub text: &'a [u8],
+    /// The line was cut at `max_line_bytes` (or its frames stopped decoding)
+    /// and continues in the next line.
     pub partial: bool,
+    /// Shipped by `flush` with no `\n` after it (quiet period, task ended,
+    /// or frames that said more follows and nothing did).
     pub unterminated: bool,
     /// `end()` is a place reading may resume from. False only inside a
     /// framed line cut into pieces: resuming there would split a frame.
@@ -36,6 +48,7 @@ pub struct LineRef<'a> {
 }
 
 impl LineRef<'_> {
+    /// File offset just past this line: where the next line starts.
     pub fn end(&self) -> u64 {
         self.offset + self.raw_len as u64
     }
@@ -44,23 +57,33 @@ impl LineRef<'_> {
 /// Where assembled lines go. The tracker encodes them straight into chunks;
 /// a `Vec<LineOut>` collects owned copies (tests, tools).
 pub trait LineSink {
+    /// Takes one line; called in file order.
     fn line(&mut self, line: LineRef<'_>);
 }
 
 /// An owned [`LineRef`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineOut {
+    /// File offset of the line's first byte.
     pub offset: u64,
+    /// See [`LineRef::raw_len`].
     pub raw_len: u32,
+    /// Time from the framing, unix nanoseconds; `None` for plain text.
     pub ts_unix_nanos: Option<i64>,
+    /// See [`LineRef::stream`].
     pub stream: Option<Stream>,
+    /// The line's text, copied.
     pub text: Bytes,
+    /// See [`LineRef::partial`].
     pub partial: bool,
+    /// See [`LineRef::unterminated`].
     pub unterminated: bool,
+    /// See [`LineRef::resume`].
     pub resume: bool,
 }
 
 impl LineOut {
+    /// File offset just past this line: where the next line starts.
     pub fn end(&self) -> u64 {
         self.offset + self.raw_len as u64
     }
@@ -90,6 +113,9 @@ struct Joining {
     stream: Option<Stream>,
 }
 
+/// Cuts one file generation's bytes into lines, fed in file order; holds
+/// an incomplete last line (and frames being joined) until it completes or
+/// is flushed.
 #[derive(Debug)]
 pub struct LineAssembler {
     framing: Framing,
@@ -114,6 +140,11 @@ impl LineAssembler {
             joining: None,
             framing_errors: 0,
         }
+    }
+
+    /// Framing errors counted since the last call, for the shipper's counter.
+    pub fn take_framing_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.framing_errors)
     }
 
     /// Offset of the first byte not yet part of an emitted line: where
@@ -478,5 +509,11 @@ mod tests {
         let out = feed(&mut a, &[b"not cri at all\n"]);
         assert_eq!(texts(&out), ["not cri at all"]);
         assert_eq!(a.framing_errors, 1);
+        // The shipper's counter takes what is new since it last looked, so
+        // every file's errors add up instead of the last file's replacing them.
+        assert_eq!(a.take_framing_errors(), 1);
+        assert_eq!(a.take_framing_errors(), 0);
+        feed(&mut a, &[b"again not cri\n", b"nor this\n"]);
+        assert_eq!(a.take_framing_errors(), 2);
     }
 }

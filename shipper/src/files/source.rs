@@ -20,13 +20,19 @@ use serde::{Deserialize, Serialize};
 /// by copytruncate is recognised as the continuation of its original.
 pub const PREFIX_BYTES: u64 = 256;
 
+/// Device and inode: how a tracked file is known while it exists, across
+/// renames. The key of checkpoints and ship progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FileKey {
+    /// Device the file is on (`st_dev`).
     pub dev: u64,
+    /// Inode number (`st_ino`).
     pub ino: u64,
 }
 
 impl FileKey {
+    /// The key of the file `meta` describes; metadata of a symlink gives the
+    /// link's key, not its target's.
     pub fn of(meta: &Metadata) -> FileKey {
         FileKey {
             dev: meta.dev(),
@@ -42,6 +48,8 @@ pub fn birth_nanos(meta: &Metadata) -> Option<i64> {
     i64::try_from(since.as_nanos()).ok()
 }
 
+/// The `source_id` of one file generation: FNV-1a of host, device, inode,
+/// birth time (-1 when `None`) and truncation count, stable across restarts.
 pub fn source_id(host: &str, key: FileKey, birth: Option<i64>, generation: u32) -> u64 {
     let mut h = Fnv::new();
     h.write(host.as_bytes());
@@ -96,11 +104,15 @@ pub fn tail(file: &File, end: u64) -> io::Result<Prefix> {
 /// before an offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Prefix {
+    /// Number of bytes hashed; 0 for an empty file, `u64::MAX` from [`tail`]
+    /// when the file ended early (so it matches no real fingerprint).
     pub len: u64,
+    /// FNV-1a hash of those bytes.
     pub hash: u64,
 }
 
 impl Prefix {
+    /// Fingerprint of `bytes`, all of them (callers cut to `PREFIX_BYTES`).
     pub fn of(bytes: &[u8]) -> Prefix {
         let mut h = Fnv::new();
         h.write(bytes);
@@ -110,6 +122,8 @@ impl Prefix {
         }
     }
 
+    /// Whether all `PREFIX_BYTES` are covered, i.e. the file was at least
+    /// that long when fingerprinted.
     pub fn is_complete(&self) -> bool {
         self.len >= PREFIX_BYTES
     }

@@ -59,6 +59,8 @@ const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
 
+/// The [`Layout`] for Docker's json-file driver: one sandbox per container
+/// directory `<root>/<id>`, identity from `config.v2.json` when present.
 #[derive(Debug)]
 pub struct Docker;
 

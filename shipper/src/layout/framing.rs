@@ -18,10 +18,17 @@ use serde::Deserialize;
 use sluice_schema::pb::Stream;
 use sluice_schema::time::parse_rfc3339_nanos;
 
+/// How a layout's files encode lines; chosen by [`Layout::framing`](super::Layout::framing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
+    /// Newline-delimited text, no time or stream in the line (native,
+    /// Thermos, Mesos and Nomad layouts).
     Plain,
+    /// CRI: `<time> <stream> <P|F> <message>`, `P` continuing in the next
+    /// line (the Kubernetes layout).
     Cri,
+    /// Docker json-file: one JSON object per line, `log` without a trailing
+    /// newline continues in the next (the Docker layout).
     DockerJson,
 }
 
@@ -43,7 +50,9 @@ pub struct Frame<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{framing:?} framing: {problem}")]
 pub struct FramingError {
+    /// The framing the line was decoded with.
     pub framing: Framing,
+    /// What does not match, e.g. an unknown CRI tag or invalid JSON; may quote part of the line.
     pub problem: String,
 }
 

@@ -49,6 +49,8 @@ use super::{Framing, Identity, Layout, LayoutError};
 /// Characters of the random suffix the API server gives `generateName`.
 const SUFFIX_ALPHABET: &str = "bcdfghjklmnpqrstvwxz2456789";
 
+/// The [`Layout`] for the kubelet's `/var/log/pods`: CRI-framed files, one
+/// sandbox per pod directory, identity read off the pod directory name.
 #[derive(Debug)]
 pub struct Kubernetes;
 

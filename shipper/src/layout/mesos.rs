@@ -45,6 +45,8 @@ const LATEST: &str = "latest";
 /// Prefix of the executor ids Aurora gives its Thermos executors.
 const THERMOS_PREFIX: &str = "thermos-";
 
+/// The [`Layout`] for a Mesos agent's work directory: one sandbox per
+/// executor run (`runs/<container>`), identity from the executor id.
 #[derive(Debug)]
 pub struct Mesos;
 

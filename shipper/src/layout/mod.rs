@@ -33,7 +33,11 @@ pub use framing::{Frame, Framing, FramingError};
 pub struct Identity {
     /// Job key `role/env/name`.
     pub job: String,
+    /// Instance number within the job (StatefulSet ordinal, Aurora
+    /// instance, ...); 0 where the layout has none.
     pub instance: u32,
+    /// The cluster manager's id for the task: manifest task id, pod uid,
+    /// container id, allocation id or executor id.
     pub task_id: String,
     /// Run (restart) number of the instance.
     pub run: u32,
@@ -42,6 +46,8 @@ pub struct Identity {
     /// `Unspecified` when the file holds both streams and its framing says
     /// which each line is (Kubernetes CRI, Docker json-file).
     pub stream: Stream,
+    /// Labels the layout found (manifest labels, pod namespace, container
+    /// id, ...); they override the configured labels of the same name.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -55,10 +61,12 @@ pub struct LayoutError {
     /// The field of that file at fault (`Config.Labels`), `""` when the
     /// problem is not one field's.
     pub field: String,
+    /// What is wrong, e.g. a missing manifest or one whose task id differs from its directory.
     pub problem: String,
 }
 
 impl LayoutError {
+    /// An error about `path` as a whole; add a field with [`in_field`](Self::in_field).
     pub fn new(path: &Path, problem: impl Into<String>) -> Self {
         LayoutError {
             path: path.to_path_buf(),
@@ -78,15 +86,22 @@ impl LayoutError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LayoutKind {
+    /// Sandboxes made by scheduler-core's node agent, with a `sandbox.json` manifest.
     Native,
+    /// Aurora/Thermos sandboxes: `<task_id>/.logs/<process>/<run>/`.
     Thermos,
+    /// A Mesos agent's work directory: each executor run's `stdout` and `stderr`.
     Mesos,
+    /// The kubelet's `/var/log/pods`, CRI-framed files.
     Kubernetes,
+    /// Docker's containers directory, json-file log driver.
     Docker,
+    /// A Nomad client's `alloc` directory, `logmon`'s numbered files.
     Nomad,
 }
 
 impl LayoutKind {
+    /// Every layout, in the order an unknown-layout error lists them.
     pub const ALL: [LayoutKind; 6] = [
         LayoutKind::Native,
         LayoutKind::Thermos,
@@ -96,6 +111,8 @@ impl LayoutKind {
         LayoutKind::Nomad,
     ];
 
+    /// The lowercase name used in configuration, `--layout` and logs; what
+    /// `from_str` accepts.
     pub fn name(self) -> &'static str {
         match self {
             LayoutKind::Native => "native",
@@ -107,6 +124,7 @@ impl LayoutKind {
         }
     }
 
+    /// A new instance of this layout's [`Layout`] implementation.
     pub fn layout(self) -> Box<dyn Layout> {
         match self {
             LayoutKind::Native => Box::new(native::Native),
@@ -136,6 +154,9 @@ impl std::str::FromStr for LayoutKind {
     }
 }
 
+/// One cluster manager's log layout: which files under the root are logs,
+/// who wrote each, its sandbox and framing. Stateless; shared by the
+/// tracker and ship progress.
 pub trait Layout: Send + Sync + fmt::Debug {
     /// The layout as recorded in each line's `Source`.
     fn kind(&self) -> LayoutProto;

@@ -41,6 +41,8 @@ use super::{Framing, Identity, Layout, LayoutError};
 /// The manifest format version this shipper reads.
 const MANIFEST_VERSION: u32 = 1;
 
+/// The [`Layout`] for scheduler-core's own sandboxes: identity from each
+/// sandbox's `sandbox.json` manifest, re-read on every call.
 #[derive(Debug)]
 pub struct Native;
 

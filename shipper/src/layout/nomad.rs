@@ -33,6 +33,8 @@ use sluice_schema::pb::{Layout as LayoutProto, Stream};
 use super::names::{is_plain, job_key, labels, parse_index, parse_stream, plain_components};
 use super::{Framing, Identity, Layout, LayoutError};
 
+/// The [`Layout`] for a Nomad client's `alloc` directory: one sandbox per
+/// allocation, `logmon`'s numbered files under `alloc/logs`.
 #[derive(Debug)]
 pub struct Nomad;
 

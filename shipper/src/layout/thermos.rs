@@ -49,6 +49,8 @@ use super::{Framing, Identity, Layout, LayoutError};
 /// Thermos' log directory inside a sandbox.
 const LOGS_DIR: &str = ".logs";
 
+/// The [`Layout`] for Aurora/Thermos sandboxes: identity parsed from the
+/// Aurora task id directory name.
 #[derive(Debug)]
 pub struct Thermos;
 

@@ -27,9 +27,10 @@ use tonic::Status;
 
 use super::TailShared;
 use super::backfill;
-use super::tap::{SnapshotRequest, SourceView, TapItem};
 use crate::files::lines::{LineAssembler, LineOut};
-use crate::files::tracker::{Hint, now_nanos};
+use crate::pipeline::Hint;
+use crate::pipeline::tap::{SnapshotRequest, SourceView, TapItem};
+use sluice_schema::time::now_unix_nanos as now_nanos;
 
 /// A source appearing this close before the resume point counts as new
 /// (clocks of one host; this is the slack for the send/receive race).

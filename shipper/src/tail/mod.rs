@@ -23,7 +23,6 @@
 
 mod backfill;
 mod follow;
-pub(crate) mod tap;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,13 +35,13 @@ use sluice_schema::pb::{FollowRequest, TailMessage};
 use tokio::sync::mpsc as async_mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::files::tracker::Hint;
+use crate::pipeline::Hint;
 use sluice_schema::audit::{Audit, Call, method_of, outcome};
 use sluice_schema::limits::PerUser;
 
 use crate::layout::Framing;
 use crate::metrics::Metrics;
-use tap::Tap;
+use crate::pipeline::tap::Tap;
 
 /// Messages buffered per stream before the stream waits for its client
 /// (and, if the client stays slow, falls behind the tap and catches up).
@@ -137,7 +136,7 @@ impl Tail for TailService {
                 outcome: outcome(&opened),
                 peer,
             };
-            audit.record(call, crate::files::tracker::now_nanos());
+            audit.record(call, sluice_schema::time::now_unix_nanos());
         }
         let (plan, permit) = opened?;
         let (tx, rx) = async_mpsc::channel(STREAM_BUFFER);

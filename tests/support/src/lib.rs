@@ -6,6 +6,8 @@
 //! is installed the Kafka tests skip with a message, unless
 //! `SLUICE_REQUIRE_KAFKA=1` (set by the test script) makes that a failure.
 
+pub mod archive;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -224,10 +226,12 @@ impl TestS3 {
         Some(moto)
     }
 
+    /// Base URL of the server, `http://127.0.0.1:<port>`, for an S3 endpoint setting.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Everything moto has written to stdout and stderr so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }

@@ -1,0 +1,207 @@
+//! `sluice shipper`: one shipper on its own.
+//!
+//! `--layout` and `--root` cover the common case; `--config FILE` (TOML)
+//! holds the rest: a `[shipper]` table with any `ShipperConfig` field and a
+//! `[bus]` table (`url`, `embedded`, `kafka`). Flags override the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use sluice_broker::{BusConfig, BusUrl};
+use sluice_shipper::layout::LayoutKind;
+use sluice_shipper::{Shipper, ShipperConfig};
+
+use crate::shared::args::DataDirArg;
+use crate::shared::node::hostname;
+use crate::shared::{client, metrics_http, node};
+
+#[derive(Args, Debug)]
+pub struct ShipperArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// native, thermos, mesos, kubernetes, docker or nomad.
+    #[arg(long, env = "SLUICE_LAYOUT")]
+    pub layout: Option<LayoutKind>,
+    /// Where the sandboxes are.
+    #[arg(long, env = "SLUICE_ROOT")]
+    pub root: Option<PathBuf>,
+    /// The bus [default: the data directory's].
+    #[arg(long, env = "SLUICE_BUS")]
+    pub bus: Option<BusUrl>,
+    /// This node's name [default: the machine's host name].
+    #[arg(long, env = "SLUICE_HOST")]
+    pub host: Option<String>,
+    /// Where checkpoints are kept [default: DATA_DIR/shipper/HOST].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// TOML file with `[shipper]` and `[bus]` tables.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve the Tail service (for `tailll`) on ADDR.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Who may call the Tail service [default: DATA_DIR/tokens.toml, as
+    /// written by `sluice up`].
+    #[arg(long, env = "SLUICE_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::shared::tls::TlsArgs,
+    /// Tail streams one user may have open at once.
+    #[arg(long, default_value_t = sluice_shipper::tail::DEFAULT_STREAMS_PER_USER)]
+    pub max_tail_streams_per_user: usize,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    shipper: Option<toml::Table>,
+    bus: Option<BusConfig>,
+}
+
+pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
+    let (config, bus) = resolve(&args)?;
+    let data_dir = std::path::absolute(&args.dir.data_dir)?;
+    let secured = match args.listen {
+        Some(listen) => Some((
+            crate::shared::tokens::read_tokens(
+                args.tokens.as_ref(),
+                &data_dir,
+                "the Tail service needs",
+            )?,
+            crate::shared::tls::server(&args.tls, &data_dir, listen.ip(), false)?.0,
+        )),
+        None => None,
+    };
+    let bus_handle = sluice_broker::open(&bus)
+        .await
+        .with_context(|| format!("failed to open bus {}", bus.url))?;
+    let shipper = Shipper::start(config.clone(), bus_handle.clone())
+        .context("failed to start the shipper")?;
+    if let Some(addr) = args.metrics_listen {
+        let metrics = shipper.metrics();
+        let host = config.host.clone();
+        let tls = match (&secured, &args.tls.tls_cert, &args.tls.tls_key) {
+            (Some((_, tls)), _, _) => Some(tls.clone()),
+            (None, Some(cert), Some(key)) => {
+                Some(crate::shared::tls::ServerTls::from_files(cert, key)?)
+            }
+            _ => None,
+        };
+        let (bound, scheme) = metrics_http::serve_on(
+            addr,
+            vec![Arc::new(move |out| metrics.write(&host, out))],
+            tls.as_ref(),
+        )
+        .await?;
+        eprintln!("metrics on {scheme}://{bound}/metrics");
+    }
+    let _tail = match (args.listen, secured) {
+        (Some(listen), Some((tokens, tls))) => {
+            let guard = crate::shared::serve::Guard {
+                tokens,
+                tls,
+                audit: Arc::new(sluice_schema::audit::Audit::new(
+                    shipper.event_sink(),
+                    &config.host,
+                    sluice_scheduler::scheduler::service::now_unix_nanos(),
+                )),
+            };
+            let service = shipper
+                .tail_service()
+                .with_streams_per_user(args.max_tail_streams_per_user);
+            let (addr, stop) = node::serve_tail(service, &guard, listen).await?;
+            eprintln!(
+                "tail service on https://{}",
+                crate::shared::tls::reported(addr)
+            );
+            Some(stop)
+        }
+        _ => None,
+    };
+    eprintln!(
+        "shipping {} ({}) to {}",
+        config.root.display(),
+        config.layout.name(),
+        bus.url
+    );
+    crate::shared::serve::shutdown_signal().await;
+    shipper.shutdown().await;
+    bus_handle.flush(std::time::Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+/// File, then flags; errors name the field and the file.
+fn resolve(args: &ShipperArgs) -> anyhow::Result<(ShipperConfig, BusConfig)> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let mut table = file.shipper.unwrap_or_default();
+    let data_dir = std::path::absolute(&args.dir.data_dir)?;
+    let host = match (&args.host, table.get("host")) {
+        (Some(h), _) => h.clone(),
+        (None, Some(h)) => h
+            .as_str()
+            .context("shipper.host must be a string")?
+            .to_string(),
+        (None, None) => hostname(),
+    };
+    table.insert("host".into(), host.clone().into());
+    if let Some(layout) = args.layout {
+        table.insert("layout".into(), layout.name().into());
+    }
+    if let Some(root) = &args.root {
+        table.insert(
+            "root".into(),
+            std::path::absolute(root)?
+                .to_string_lossy()
+                .into_owned()
+                .into(),
+        );
+    }
+    let state = match &args.state_dir {
+        Some(dir) => std::path::absolute(dir)?,
+        None => data_dir.join("shipper").join(&host),
+    };
+    if args.state_dir.is_some() || !table.contains_key("state_dir") {
+        table.insert(
+            "state_dir".into(),
+            state.to_string_lossy().into_owned().into(),
+        );
+    }
+    for field in ["layout", "root"] {
+        anyhow::ensure!(
+            table.contains_key(field),
+            "missing {field}: pass --{field} or set shipper.{field} in --config"
+        );
+    }
+    let where_ = args
+        .config
+        .as_ref()
+        .map_or("flags".to_string(), |p| p.display().to_string());
+    let config: ShipperConfig = toml::Value::Table(table)
+        .try_into()
+        .with_context(|| format!("invalid shipper configuration in {where_}"))?;
+    config.validate()?;
+    // --bus, else the file's [bus], else the data directory's bus.
+    let mut bus = match file.bus {
+        Some(bus) => bus,
+        None => BusConfig::new(client::bus_url(None, &args.dir.data_dir)?),
+    };
+    if let Some(url) = &args.bus {
+        bus.url = url.clone();
+    }
+    bus.validate()?;
+    Ok((config, bus))
+}

@@ -1,0 +1,144 @@
+//! The admin service (`sluice.v1.Admin`): how the cluster is, for `sluice status`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use sluice_archiver::maintenance::MaintenanceMetrics;
+use sluice_archiver::{self as archiver, ArchiverMetrics};
+use sluice_broker::Bus;
+use sluice_scheduler::scheduler::SchedulerService;
+use sluice_schema::auth::{Principal, principal};
+use sluice_schema::pb::admin_server::Admin;
+use sluice_schema::pb::{StatusReply, StatusRequest};
+use tonic::{Request, Response, Status};
+
+use crate::shared::format::state_name;
+use crate::shared::node::NodeStatus;
+
+pub struct AdminService {
+    started: Instant,
+    bus: Arc<dyn Bus>,
+    store: String,
+    nodes: Vec<NodeStatus>,
+    scheduler: SchedulerService,
+    archiver: Arc<ArchiverMetrics>,
+    maintenance: Arc<MaintenanceMetrics>,
+}
+
+impl AdminService {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        store: String,
+        nodes: Vec<NodeStatus>,
+        scheduler: SchedulerService,
+        archiver: Arc<ArchiverMetrics>,
+        maintenance: Arc<MaintenanceMetrics>,
+    ) -> Self {
+        AdminService {
+            started: Instant::now(),
+            bus,
+            store,
+            nodes,
+            scheduler,
+            archiver,
+            maintenance,
+        }
+    }
+
+    /// Jobs with their instances' states, and nodes as the scheduler sees
+    /// them.
+    fn cluster(&self, caller: &Principal) -> (serde_json::Value, Vec<(String, bool)>) {
+        let readable = |key: &sluice_scheduler::spec::JobKey| caller.may_read(&key.role);
+        let (jobs, nodes) = self
+            .scheduler
+            .with_core(|core| (core.list(&readable), core.nodes()));
+        let jobs: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
+                let instances: Vec<serde_json::Value> = job
+                    .instances
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "instance": i.instance,
+                            "state": state_name(i.state),
+                            "host": i.host,
+                            "run": i.run,
+                            "restarts": i.restarts,
+                            "reason": i.reason,
+                            "sandbox_bytes": i.sandbox_bytes,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "job": job.job,
+                    "state": job.state,
+                    "actor": job.actor,
+                    "instances": instances,
+                })
+            })
+            .collect();
+        let alive = nodes.iter().map(|n| (n.node.clone(), n.alive)).collect();
+        (serde_json::Value::Array(jobs), alive)
+    }
+
+    fn archive(&self) -> serde_json::Value {
+        let a = &self.archiver;
+        let m = &self.maintenance;
+        serde_json::json!({
+            "url": self.store,
+            "lines_archived": a.lines_archived.load(Relaxed),
+            "events_archived": a.events_archived.load(Relaxed),
+            "commits": a.commits.load(Relaxed),
+            "errors": a.errors.load(Relaxed),
+            "last_commit_unix_nanos": a.last_commit_unix_nanos.load(Relaxed),
+            "last_freshness_ms": a.last_freshness_ms.load(Relaxed),
+            "live_splits": m.live_splits.load(Relaxed),
+            "compactions": m.compactions.load(Relaxed),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        let caller = principal(&request)?;
+        let bus = self
+            .bus
+            .status(&[archiver::GROUP])
+            .await
+            .map_err(|e| Status::unavailable(format!("bus status: {e}")))?;
+        let (jobs, alive) = self.cluster(&caller);
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let mut json = node.to_json();
+                json["alive"] = alive
+                    .iter()
+                    .find(|(name, _)| *name == node.info.name)
+                    .is_some_and(|(_, alive)| *alive)
+                    .into();
+                json
+            })
+            .collect();
+        let detail = serde_json::json!({
+            "bus": bus,
+            "store": self.store,
+            "archive": self.archive(),
+            "nodes": nodes,
+            "jobs": jobs,
+        });
+        Ok(Response::new(StatusReply {
+            version: sluice_schema::VERSION.to_string(),
+            user: caller.user.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            bus_url: self.bus.url(),
+            detail_json: detail.to_string(),
+        }))
+    }
+}

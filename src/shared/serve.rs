@@ -1,0 +1,61 @@
+//! What every gRPC server of `sluice` shares: TLS, the token store (kept up
+//! to date with the token file), the audit trail of calls, the largest
+//! message a call may carry, the accepted connections of a listener and the
+//! signals that stop a process.
+
+use std::sync::Arc;
+
+use sluice_schema::audit::{Audit, CallPathLayer};
+use sluice_schema::auth::{AuthInterceptor, TokenStore};
+use tonic::transport::Server;
+use tower_layer::{Identity, Stack};
+
+use crate::shared::tls::ServerTls;
+
+/// The largest message a service accepts (a larger one is refused with
+/// `resource_exhausted` naming this limit).
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Who may call a server, how it proves who it is, and where calls are
+/// recorded.
+#[derive(Clone)]
+pub struct Guard {
+    pub tokens: TokenStore,
+    pub tls: ServerTls,
+    pub audit: Arc<Audit>,
+}
+
+impl Guard {
+    /// The interceptor for `service` (`sluice.v1.Query`): bearer tokens,
+    /// refusals on the audit trail.
+    pub fn auth(&self, service: &'static str) -> AuthInterceptor {
+        AuthInterceptor::new(self.tokens.clone()).with_audit(self.audit.clone(), service)
+    }
+
+    /// A server builder with TLS and the call-path layer.
+    pub fn builder(&self) -> anyhow::Result<Server<Stack<CallPathLayer, Identity>>> {
+        Ok(Server::builder()
+            .tls_config(self.tls.tonic())?
+            .layer(CallPathLayer))
+    }
+}
+
+/// Accepted connections of `listener`, for tonic.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
