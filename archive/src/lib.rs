@@ -4,9 +4,10 @@
 //! - [`split`]: one split is a Parquet file of rows (zstd, sorted by job,
 //!   instance, time) and a tantivy index of its lines, with a filter of its
 //!   terms; the search syntax.
-//! - [`catalog`]: the catalog of live splits, the bus positions and
-//!   archived line ranges each commit recorded, put-if-absent commits and
-//!   their conflicts, checkpoints, the janitor.
+//! - [`catalog`]: each table's Delta Lake log: the live splits, the bus
+//!   positions (`txn`) and archived line ranges each commit recorded,
+//!   put-if-absent commits and their conflicts, checkpoints, the janitor.
+//! - [`migrate`]: an archive of the format before Delta Lake into the tables.
 //! - [`store`]: store URLs (`file://`, `s3://`, `memory://`) to object
 //!   stores; [`scan`]: every row of an archive, for tools and tests.
 //!
@@ -16,6 +17,7 @@
 
 pub mod catalog;
 mod error;
+pub mod migrate;
 pub mod scan;
 pub mod split;
 pub mod store;

@@ -12,7 +12,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_archive::catalog::{
-    BusCheckpoint, Catalog, CatalogConfig, CommitOutcome, SplitEntry, SplitKind,
+    BusCheckpoint, Catalog, CatalogConfig, CommitDraft, CommitOutcome, Held, SplitEntry, SplitKind,
 };
 use sluice_schema::topics::Position;
 
@@ -58,7 +58,20 @@ fn split(name: &str) -> SplitEntry {
         jobs: vec!["www/prod/web".into()],
         roles: vec!["www".into()],
         created_unix_ms: 1,
+        held: Held::default(),
     }
+}
+
+/// `split(name)` holding lines `[start, end)` of `source`, archived by the draft.
+fn holding(draft: &mut CommitDraft, name: &str, source: u64, start: u64, end: u64) {
+    let mut entry = split(name);
+    entry
+        .held
+        .lines
+        .entry(source)
+        .or_default()
+        .insert(start, end);
+    draft.add_split(entry);
 }
 
 fn bus(partition: u32, offset: u64) -> BusCheckpoint {
@@ -77,25 +90,22 @@ async fn commit_conflict_and_replay_on_s3() {
         checkpoint_interval: 2,
         ..CatalogConfig::default()
     };
-    let mut a = Catalog::open_with(store.clone(), &prefix, config.clone())
+    let mut a = Catalog::open_with(store.clone(), &prefix, SplitKind::Logs, config.clone())
         .await
         .unwrap();
-    let mut b = Catalog::open_with(store.clone(), &prefix, config.clone())
+    let mut b = Catalog::open_with(store.clone(), &prefix, SplitKind::Logs, config.clone())
         .await
         .unwrap();
     assert_eq!(a.version(), 0);
 
     let mut mine = a.draft("archiver-a");
-    mine.add_split(split("a"));
-    mine.archive_lines(1, 0, 100);
+    holding(&mut mine, "a", 1, 0, 100);
     mine.set_bus(bus(0, 100));
     let mut same_partition = b.draft("archiver-b");
-    same_partition.add_split(split("b"));
-    same_partition.archive_lines(1, 50, 150);
+    holding(&mut same_partition, "b", 1, 50, 150);
     same_partition.set_bus(bus(0, 150));
     let mut other_partition = b.draft("archiver-b");
-    other_partition.add_split(split("c"));
-    other_partition.archive_lines(2, 0, 10);
+    holding(&mut other_partition, "c", 2, 0, 10);
     other_partition.set_bus(bus(1, 10));
 
     let CommitOutcome::Committed(first) = a.commit(&mine).await.unwrap() else {
@@ -118,6 +128,7 @@ async fn commit_conflict_and_replay_on_s3() {
     // Compaction: remove two, add one, in one commit.
     a.refresh().await.unwrap();
     let mut compaction = a.draft("compactor");
+    compaction.rearranges_only();
     compaction.remove_split(split("a").key);
     compaction.remove_split(split("c").key);
     compaction.add_split(split("ac"));
@@ -126,7 +137,7 @@ async fn commit_conflict_and_replay_on_s3() {
         CommitOutcome::Committed(_)
     ));
 
-    let reopened = Catalog::open_with(store.clone(), &prefix, config)
+    let reopened = Catalog::open_with(store.clone(), &prefix, SplitKind::Logs, config)
         .await
         .unwrap();
     assert_eq!(reopened.version(), 3);
@@ -144,14 +155,27 @@ async fn commit_conflict_and_replay_on_s3() {
     assert!(!reopened.state().is_line_archived(1, 100));
     assert!(
         store.head(&a.checkpoint_path(2)).await.is_ok(),
-        "checkpoint of version 2"
+        "state cache of version 2"
     );
-    let listed: Vec<_> = store
-        .list_with_delimiter(Some(&Path::from("archive/_catalog/commits")))
+    let listed: Vec<String> = store
+        .list_with_delimiter(Some(&Path::from("archive/logs/_delta_log")))
         .await
         .unwrap()
-        .objects;
-    assert_eq!(listed.len(), 3);
+        .objects
+        .into_iter()
+        .map(|m| m.location.filename().unwrap_or_default().to_string())
+        .collect();
+    // The table's creation, three commits, and delta-rs's checkpoint of 2
+    // (written through the same S3 store).
+    for name in [
+        "00000000000000000000.json",
+        "00000000000000000003.json",
+        "00000000000000000002.checkpoint.parquet",
+        "_last_checkpoint",
+    ] {
+        assert!(listed.iter().any(|l| l == name), "{name} in {listed:?}");
+    }
+    assert_eq!(listed.iter().filter(|l| l.ends_with(".json")).count(), 4);
 }
 
 #[tokio::test]
@@ -159,7 +183,9 @@ async fn the_janitor_on_s3() {
     let Some(moto) = Moto::start() else { return };
     let store = moto.store("sluice-janitor");
     let prefix = Path::default();
-    let mut catalog = Catalog::open(store.clone(), &prefix).await.unwrap();
+    let mut catalog = Catalog::open(store.clone(), &prefix, SplitKind::Logs)
+        .await
+        .unwrap();
     let live = split("live");
     for key in live.object_keys() {
         store

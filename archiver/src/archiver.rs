@@ -3,28 +3,35 @@
 //! ```text
 //! sluice.logs, sluice.events ──consumer group──▶ batches per (date, hour)
 //!     ──every cut_ms or cut_bytes──▶ splits (Parquet + index) uploaded
-//!     ──▶ one catalog commit (splits, bus positions, archived ranges, event ids)
+//!     ──▶ one Delta commit per table: `logs` (its splits, archived ranges in
+//!         their tags, the sluice.logs positions as `txn`s), then `events`
+//!         (the same for sluice.events)
 //!     ──▶ bus offsets committed
 //! ```
 //!
+//! Each topic feeds one table, and a table's commit records the positions of
+//! its topic, so the two commits need not be atomic together: each table
+//! is exact on its own.
+//!
 //! What it guarantees, and why:
 //!
-//! - **Nothing lost.** Bus offsets are committed only after the catalog
-//!   commit that holds their lines; a crash before it re-reads them.
+//! - **Nothing lost.** Bus offsets are committed only after the table
+//!   commits that hold their lines; a crash before it re-reads them, from
+//!   each table's `txn` positions or the group's, whichever is further.
 //! - **Nothing doubled.** A line is archived at most once per
-//!   `(source_id, offset)`: the catalog records the offset ranges archived
-//!   per source, and a line already in it (or in the commit being built) is
-//!   dropped — re-sends by a shipper after a crash, records read again after
-//!   an archiver crash between the catalog and the bus commit, Kafka
-//!   duplicates. Events are archived once per id.
+//!   `(source_id, offset)`: the `logs` table records the offset ranges each
+//!   split holds, and a line already in the table (or in the commit being
+//!   built) is dropped — re-sends by a shipper after a crash, records read
+//!   again after an archiver crash between a table commit and the bus
+//!   commit, Kafka duplicates. Events are archived once per id.
 //! - **Crash at any point.** Before upload: nothing happened. After upload,
-//!   before the catalog commit: the objects are orphans, deleted by the
-//!   janitor after a grace period. After the catalog commit, before the bus
-//!   commit: the records are read again and dropped as archived.
+//!   before a table commit: the objects are orphans, deleted by the janitor
+//!   after a grace period. After a table commit, before the bus commit: the
+//!   records are read again and dropped as archived.
 //! - **Two archivers in one group** never commit conflicting state: a commit
 //!   is put-if-absent, and one that lost the race to a commit claiming the
 //!   same partitions or lines is discarded (objects deleted) and its records
-//!   read again from the catalog's positions.
+//!   read again from the table's positions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -151,9 +158,11 @@ pub struct ArchiverMetrics {
 /// each of them must lose and double nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
-    /// The splits are uploaded; the catalog commit is next.
+    /// The splits are uploaded; the table commits are next.
     Uploaded,
-    /// The catalog commit landed; the bus commit is next.
+    /// The `logs` table's commit landed; the `events` table's is next.
+    LogsCommitted,
+    /// The table commits landed; the bus commit is next.
     Committed,
     /// The bus commit is done.
     BusCommitted,
@@ -164,10 +173,11 @@ impl std::str::FromStr for Step {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "uploaded" => Ok(Step::Uploaded),
+            "logs-committed" => Ok(Step::LogsCommitted),
             "committed" => Ok(Step::Committed),
             "bus-committed" => Ok(Step::BusCommitted),
             other => Err(format!(
-                "{other:?}: expected uploaded, committed or bus-committed"
+                "{other:?}: expected uploaded, logs-committed, committed or bus-committed"
             )),
         }
     }
@@ -191,42 +201,74 @@ struct Pending {
     newest_shipped_nanos: i64,
 }
 
+/// One table the archiver writes: its catalog and the draft being filled.
+struct Table {
+    catalog: Catalog,
+    draft: CommitDraft,
+    /// The bus topic whose records go into this table.
+    topic: &'static str,
+}
+
 /// Reads `sluice.logs` and `sluice.events` in the [`GROUP`] consumer group
-/// and archives every line and event once: splits uploaded, then one catalog
-/// commit, then the bus offsets.
+/// and archives every line and event once: splits uploaded, then a commit
+/// per table, then the bus offsets.
 pub struct Archiver {
     config: ArchiverConfig,
     store: Store,
-    catalog: Catalog,
+    /// `logs`, then `events`.
+    tables: [Table; 2],
     consumer: Box<dyn Consumer>,
     pending: Pending,
-    draft: CommitDraft,
     metrics: Arc<ArchiverMetrics>,
     last_janitor: Instant,
     hook: Option<StepHook>,
 }
 
+fn slot(kind: SplitKind) -> usize {
+    match kind {
+        SplitKind::Logs => 0,
+        SplitKind::Events => 1,
+    }
+}
+
 impl Archiver {
-    /// Opens the catalog and joins the archivers' consumer group.
+    /// Opens both tables and joins the archivers' consumer group.
     pub async fn open(config: ArchiverConfig, bus: Arc<dyn Bus>, store: Store) -> Result<Archiver> {
         config.validate()?;
-        let catalog =
-            Catalog::open_with(store.store.clone(), &store.prefix, config.catalog.clone()).await?;
+        let open = |kind| {
+            Catalog::open_with(
+                store.store.clone(),
+                &store.prefix,
+                kind,
+                config.catalog.clone(),
+            )
+        };
+        let (mut logs, mut events) = (open(SplitKind::Logs).await?, open(SplitKind::Events).await?);
+        logs.create_table().await?;
+        events.create_table().await?;
         let consumer = bus.consumer(GROUP, &[topics::LOGS, topics::EVENTS]).await?;
-        let draft = catalog.draft(config.id.clone());
+        let table = |catalog: Catalog, topic| Table {
+            draft: catalog.draft(config.id.clone()),
+            catalog,
+            topic,
+        };
+        let tables = [table(logs, topics::LOGS), table(events, topics::EVENTS)];
         let mut archiver = Archiver {
             config,
             store,
-            catalog,
+            tables,
             consumer,
             pending: Pending::default(),
-            draft,
             metrics: Arc::new(ArchiverMetrics::default()),
             last_janitor: Instant::now(),
             hook: None,
         };
         archiver.rewind().await?;
         Ok(archiver)
+    }
+
+    fn table(&mut self, kind: SplitKind) -> &mut Table {
+        &mut self.tables[slot(kind)]
     }
 
     /// Counters of what this archiver has done, shared with the metrics endpoint.
@@ -300,15 +342,18 @@ impl Archiver {
         if self.last_janitor.elapsed() >= Duration::from_secs(600) {
             self.last_janitor = Instant::now();
             let grace = Duration::from_secs(self.config.janitor_grace_secs);
-            match self.catalog.delete_orphans(grace).await {
-                Ok(deleted) if !deleted.is_empty() => {
-                    tracing::info!(
-                        objects = deleted.len(),
-                        "archiver: deleted orphaned objects"
-                    )
+            for table in &mut self.tables {
+                match table.catalog.delete_orphans(grace).await {
+                    Ok(deleted) if !deleted.is_empty() => {
+                        tracing::info!(
+                            objects = deleted.len(),
+                            table = %table.catalog.table_path(),
+                            "archiver: deleted orphaned objects"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "archiver: janitor failed"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "archiver: janitor failed"),
             }
         }
         Ok(())
@@ -321,11 +366,11 @@ impl Archiver {
             message.offset + 1,
         );
         pending.since.get_or_insert_with(Instant::now);
-        let state = self.catalog.state();
+        let [logs, events] = &mut self.tables;
         match message.topic.as_str() {
             topics::LOGS => {
                 let Ok(chunk) = LogChunk::decode(message.payload.clone()) else {
-                    self.corrupt(message);
+                    Self::corrupt(&self.metrics, message);
                     return;
                 };
                 pending.newest_shipped_nanos = pending
@@ -340,15 +385,15 @@ impl Archiver {
                     .contains(role)
                     .then(|| Arc::<str>::from(role));
                 for line in &chunk.lines {
-                    if state.is_line_archived(id, line.offset)
-                        || self.draft.has_line(id, line.offset)
+                    if logs.catalog.state().is_line_archived(id, line.offset)
+                        || logs.draft.has_line(id, line.offset)
                     {
                         self.metrics
                             .duplicates_dropped
                             .fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    self.draft.archive_lines(
+                    logs.draft.archive_lines(
                         id,
                         line.offset,
                         line.offset + u64::from(line.raw_len.max(1)),
@@ -364,10 +409,12 @@ impl Archiver {
             }
             topics::EVENTS => {
                 let Ok(event) = ClusterEvent::decode(message.payload.clone()) else {
-                    self.corrupt(message);
+                    Self::corrupt(&self.metrics, message);
                     return;
                 };
-                if state.has_event(&event.id) || !self.draft.archive_event(event.id.clone()) {
+                if events.catalog.state().has_event(&event.id)
+                    || !events.draft.archive_event(event.id.clone())
+                {
                     self.metrics
                         .duplicates_dropped
                         .fetch_add(1, Ordering::Relaxed);
@@ -388,8 +435,8 @@ impl Archiver {
         }
     }
 
-    fn corrupt(&self, message: &Message) {
-        self.metrics.corrupt_records.fetch_add(1, Ordering::Relaxed);
+    fn corrupt(metrics: &ArchiverMetrics, message: &Message) {
+        metrics.corrupt_records.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             topic = %message.topic,
             partition = message.partition,
@@ -398,7 +445,7 @@ impl Archiver {
         );
     }
 
-    /// Writes the pending records as splits, commits them to the catalog,
+    /// Writes the pending records as splits, commits them to their tables,
     /// then commits the bus offsets.
     pub async fn flush(&mut self) -> Result<()> {
         if self.pending.positions.is_empty() {
@@ -408,7 +455,9 @@ impl Archiver {
         // The next batch builds on what this one committed: a draft based on
         // the version before would claim the same partitions, conflict with
         // this commit and be written again.
-        self.draft = self.catalog.draft(self.config.id.clone());
+        for table in &mut self.tables {
+            table.draft = table.catalog.draft(self.config.id.clone());
+        }
         result
     }
 
@@ -419,8 +468,6 @@ impl Archiver {
             .iter()
             .map(|((topic, partition), offset)| Position::new(topic, *partition, *offset))
             .collect();
-        let mut draft =
-            std::mem::replace(&mut self.draft, self.catalog.draft(self.config.id.clone()));
         let (lines, events) = (
             pending.logs.values().map(Vec::len).sum::<usize>() as u64,
             pending.events.values().map(Vec::len).sum::<usize>() as u64,
@@ -430,62 +477,91 @@ impl Archiver {
             self.consumer.commit(&positions).await?;
             return Ok(());
         }
-        self.write_splits(pending.logs, pending.events, &mut draft)
+        let id = self.config.id.clone();
+        let mut drafts = [SplitKind::Logs, SplitKind::Events].map(|kind| {
+            let table = self.table(kind);
+            let fresh = table.catalog.draft(id.clone());
+            std::mem::replace(&mut table.draft, fresh)
+        });
+        self.write_splits(pending.logs, pending.events, &mut drafts)
             .await?;
         self.reached(Step::Uploaded);
-        draft.set_bus(BusCheckpoint::new(GROUP, &positions));
-        let outcome = loop {
-            match self.catalog.commit_rebasing(&mut draft).await {
-                Ok(outcome) => break outcome,
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "archiver: catalog commit failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e.into()),
+        let mut conflict = false;
+        for (kind, mut draft) in [SplitKind::Logs, SplitKind::Events].into_iter().zip(drafts) {
+            if draft.added.is_empty() {
+                // Its records were all archived already: the bus commit
+                // below moves past them.
+                continue;
             }
-        };
-        match outcome {
-            CommitOutcome::Committed(commit) => {
-                self.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .lines_archived
-                    .fetch_add(lines, Ordering::Relaxed);
-                self.metrics
-                    .events_archived
-                    .fetch_add(events, Ordering::Relaxed);
-                let now = now_nanos();
-                self.metrics
-                    .last_commit_unix_nanos
-                    .store(now, Ordering::Relaxed);
-                if pending.newest_shipped_nanos > 0 {
-                    self.metrics.last_freshness_ms.store(
-                        ((now - pending.newest_shipped_nanos) / 1_000_000).max(0) as u64,
-                        Ordering::Relaxed,
+            let topic = self.table(kind).topic;
+            let mine: Vec<Position> = positions
+                .iter()
+                .filter(|p| p.topic == topic)
+                .cloned()
+                .collect();
+            draft.set_bus(BusCheckpoint::new(GROUP, &mine));
+            let catalog = &mut self.tables[slot(kind)].catalog;
+            let outcome = loop {
+                match catalog.commit_rebasing(&mut draft).await {
+                    Ok(outcome) => break outcome,
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(error = %e, "archiver: table commit failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            match outcome {
+                CommitOutcome::Committed(commit) => {
+                    self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                    let (counter, n) = match kind {
+                        SplitKind::Logs => (&self.metrics.lines_archived, lines),
+                        SplitKind::Events => (&self.metrics.events_archived, events),
+                    };
+                    counter.fetch_add(n, Ordering::Relaxed);
+                    tracing::debug!(
+                        table = %catalog.table_path(),
+                        version = commit.version,
+                        rows = n,
+                        "archiver: committed"
                     );
+                    if kind == SplitKind::Logs {
+                        self.reached(Step::LogsCommitted);
+                    }
                 }
-                tracing::debug!(
-                    version = commit.version,
-                    lines,
-                    events,
-                    "archiver: committed"
-                );
-                self.reached(Step::Committed);
-                if let Err(e) = self.consumer.commit(&positions).await {
-                    // Harmless: the records are read again and dropped as archived.
-                    tracing::warn!(error = %e, "archiver: bus commit failed after the catalog commit");
+                CommitOutcome::Conflict { theirs } => {
+                    self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        commits = theirs.len(),
+                        table = %catalog.table_path(),
+                        "archiver: another archiver committed the same records; discarding this attempt"
+                    );
+                    catalog.discard(&draft).await?;
+                    conflict = true;
                 }
-                self.reached(Step::BusCommitted);
-            }
-            CommitOutcome::Conflict { theirs } => {
-                self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    commits = theirs.len(),
-                    "archiver: another archiver committed the same records; discarding this attempt"
-                );
-                self.catalog.discard(&draft).await?;
-                self.rewind().await?;
             }
         }
+        if conflict {
+            // What landed stays; the rest is read again from the tables'
+            // positions (what landed is then dropped as archived).
+            return self.rewind().await;
+        }
+        let now = now_nanos();
+        self.metrics
+            .last_commit_unix_nanos
+            .store(now, Ordering::Relaxed);
+        if pending.newest_shipped_nanos > 0 {
+            self.metrics.last_freshness_ms.store(
+                ((now - pending.newest_shipped_nanos) / 1_000_000).max(0) as u64,
+                Ordering::Relaxed,
+            );
+        }
+        self.reached(Step::Committed);
+        if let Err(e) = self.consumer.commit(&positions).await {
+            // Harmless: the records are read again and dropped as archived.
+            tracing::warn!(error = %e, "archiver: bus commit failed after the table commits");
+        }
+        self.reached(Step::BusCommitted);
         Ok(())
     }
 
@@ -493,7 +569,7 @@ impl Archiver {
         &mut self,
         logs: BTreeMap<LogPartition, Vec<LogRow>>,
         events: BTreeMap<Date, Vec<EventRow>>,
-        draft: &mut CommitDraft,
+        drafts: &mut [CommitDraft; 2],
     ) -> Result<()> {
         let options = self.config.split.clone();
         for ((date, hour, _), rows) in logs {
@@ -507,7 +583,7 @@ impl Archiver {
             let index_key = archive::log_index_key(date, hour, &id);
             self.upload(&key, split.parquet.clone()).await?;
             self.upload(&index_key, split.index.clone()).await?;
-            draft.add_split(split_entry(
+            drafts[slot(SplitKind::Logs)].add_split(split_entry(
                 key,
                 Some(index_key),
                 SplitKind::Logs,
@@ -526,7 +602,7 @@ impl Archiver {
             let id = archive::split_id_new(now_nanos());
             let key = archive::event_split_key(date, &id);
             self.upload(&key, split.parquet.clone()).await?;
-            draft.add_split(split_entry(
+            drafts[slot(SplitKind::Events)].add_split(split_entry(
                 key,
                 None,
                 SplitKind::Events,
@@ -541,7 +617,7 @@ impl Archiver {
 
     /// Puts an object, retrying transient errors with backoff.
     async fn upload(&mut self, key: &str, bytes: Bytes) -> Result<()> {
-        let path = self.catalog.object_path(key);
+        let path = self.store.object_path(key);
         let mut backoff = Duration::from_millis(100);
         for attempt in 1.. {
             match self
@@ -570,12 +646,21 @@ impl Archiver {
         unreachable!("the loop returns")
     }
 
-    /// Reads again from the catalog's positions (or the group's, if ahead):
+    /// Reads again from the tables' positions (or the group's, if ahead):
     /// what was read and not committed is read again.
     async fn rewind(&mut self) -> Result<()> {
-        self.catalog.refresh().await?;
         self.pending = Pending::default();
-        self.draft = self.catalog.draft(self.config.id.clone());
+        let mut in_tables: HashMap<(String, u32), u64> = HashMap::new();
+        for table in &mut self.tables {
+            table.catalog.refresh().await?;
+            table.draft = table.catalog.draft(self.config.id.clone());
+            for p in table.catalog.state().bus_positions(GROUP) {
+                // A table holds the positions of its own topic only.
+                if p.topic == table.topic {
+                    in_tables.insert((p.topic, p.partition), p.offset);
+                }
+            }
+        }
         let committed: HashMap<(String, u32), u64> = self
             .consumer
             .committed()
@@ -583,18 +668,11 @@ impl Archiver {
             .into_iter()
             .map(|p| ((p.topic, p.partition), p.offset))
             .collect();
-        let in_catalog: HashMap<(String, u32), u64> = self
-            .catalog
-            .state()
-            .bus_positions(GROUP)
-            .into_iter()
-            .map(|p| ((p.topic, p.partition), p.offset))
-            .collect();
         // Every assigned partition, including those nobody has committed
         // yet: records read and discarded must be read again.
         for tp in self.consumer.assignment()? {
             let key = (tp.topic.clone(), tp.partition);
-            let at = in_catalog
+            let at = in_tables
                 .get(&key)
                 .copied()
                 .unwrap_or(0)
@@ -606,9 +684,9 @@ impl Archiver {
         Ok(())
     }
 
-    /// The catalog as this archiver last read or committed it.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// The catalog of `kind`'s table as this archiver last read or committed it.
+    pub fn catalog(&self, kind: SplitKind) -> &Catalog {
+        &self.tables[slot(kind)].catalog
     }
 }
 

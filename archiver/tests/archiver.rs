@@ -127,14 +127,33 @@ impl World {
 
     /// Every archived line as (source_id, offset) → text, with a count of
     /// duplicates; and the events' ids.
+    /// Reads both tables; returns the `logs` table's catalog.
     async fn archived(&self) -> (BTreeMap<(u64, u64), String>, usize, Vec<String>, Catalog) {
-        let catalog = Catalog::open(self.store.store.clone(), &self.store.prefix)
-            .await
-            .unwrap();
         let mut lines = BTreeMap::new();
         let mut duplicates = 0;
         let mut events = Vec::new();
-        for split in catalog.state().splits().values() {
+        let events_table = Catalog::open(
+            self.store.store.clone(),
+            &self.store.prefix,
+            SplitKind::Events,
+        )
+        .await
+        .unwrap();
+        let catalog = Catalog::open(
+            self.store.store.clone(),
+            &self.store.prefix,
+            SplitKind::Logs,
+        )
+        .await
+        .unwrap();
+        let splits: Vec<_> = catalog
+            .state()
+            .splits()
+            .values()
+            .chain(events_table.state().splits().values())
+            .cloned()
+            .collect();
+        for split in &splits {
             let bytes = self
                 .store
                 .store

@@ -24,7 +24,7 @@ use sluice_broker::{Bus, EmbeddedConfig, Record};
 use sluice_schema::pb::{ClusterEvent, EventKind, Line, LogChunk, Source};
 use sluice_schema::topics;
 
-use sluice_testkit::archive::{add_split, catalog, memory_store, now_nanos, rows};
+use sluice_testkit::archive::{add_split, catalog, memory_store, now_nanos, rows, table};
 
 const HOUR: i64 = 3600 * 1_000_000_000;
 const DAY: i64 = 24 * HOUR;
@@ -51,7 +51,8 @@ async fn live_rows(store: &Store) -> Vec<LogRow> {
     rows
 }
 
-/// Every object under the data roots, relative to the prefix.
+/// Every data object (files and indexes; not the Delta logs or Sluice's
+/// state caches), relative to the prefix.
 async fn objects(store: &Store) -> BTreeSet<String> {
     let listed: Vec<_> = store
         .store
@@ -62,7 +63,7 @@ async fn objects(store: &Store) -> BTreeSet<String> {
     listed
         .into_iter()
         .map(|m| m.location.to_string())
-        .filter(|k| !k.contains("_catalog"))
+        .filter(|k| !k.contains("/_delta_log/") && !k.contains("/_sluice/"))
         .map(|k| {
             k.strip_prefix(&format!("{}/", store.prefix))
                 .unwrap_or(&k)
@@ -238,6 +239,7 @@ async fn the_archivers_small_splits_of_an_hour_become_one() {
     let small = log_splits_of(&store, 7).await;
     assert!(small.len() >= 6, "{} splits", small.len());
     let version_before = catalog(&store).await.version();
+    let events_version_before = table(&store, SplitKind::Events).await.version();
 
     let mut maintenance = Maintenance::open(config(), store.clone()).await.unwrap();
     let pass = maintenance.compact_pass().await.unwrap();
@@ -281,8 +283,13 @@ async fn the_archivers_small_splits_of_an_hour_become_one() {
         10
     );
 
+    // One Delta commit per merge: two in `logs`, one in `events`.
     let mut catalog = catalog(&store).await;
-    assert_eq!(catalog.version(), version_before + 3);
+    assert_eq!(catalog.version(), version_before + 2);
+    assert_eq!(
+        table(&store, SplitKind::Events).await.version(),
+        events_version_before + 1
+    );
     assert!(catalog.state().is_line_archived(1, 0), "ranges untouched");
     for split in &small {
         assert!(catalog.state().removed_splits().contains_key(&split.key));
@@ -296,12 +303,17 @@ async fn the_archivers_small_splits_of_an_hour_become_one() {
     // Nothing left to merge; the inputs' objects stay for the grace
     // period, then the janitor deletes them and only the live ones remain.
     assert!(maintenance.plan_compaction().await.unwrap().is_empty());
-    assert!(catalog.delete_orphans(GRACE).await.unwrap().is_empty());
+    let mut events = table(&store, SplitKind::Events).await;
     let later = SystemTime::now() + GRACE + Duration::from_secs(60);
-    let deleted = catalog.delete_orphans_at(later, GRACE).await.unwrap();
-    let (live, removed) = referenced(&catalog);
-    assert_eq!(deleted.len(), removed.len());
-    assert_eq!(objects(&store).await, live);
+    let mut all_live = BTreeSet::new();
+    for table in [&mut catalog, &mut events] {
+        assert!(table.delete_orphans(GRACE).await.unwrap().is_empty());
+        let deleted = table.delete_orphans_at(later, GRACE).await.unwrap();
+        let (live, removed) = referenced(table);
+        assert_eq!(deleted.len(), removed.len());
+        all_live.extend(live);
+    }
+    assert_eq!(objects(&store).await, all_live);
     assert_eq!(live_rows(&store).await, before);
 }
 

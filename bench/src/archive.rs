@@ -58,6 +58,10 @@ pub struct ArchiveBenchArgs {
     /// Keep the scratch directory (bus, archive) and print its path.
     #[arg(long)]
     pub keep: bool,
+    /// Also time opening a `logs` table of this many commits (one split
+    /// each) and planning a one-hour query over it; 0: skip.
+    #[arg(long, default_value_t = 10_000)]
+    pub open_commits: u64,
 }
 
 const SOURCES: usize = 100;
@@ -368,12 +372,32 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
             "data_ratio_vs_zstd_3_arrival": ratio(compacted_data) / ratio(zstd_bytes),
         },
     });
+    let open = match args.open_commits {
+        0 => serde_json::Value::Null,
+        n => open_and_plan(n, generated.scratch.path()).await?,
+    };
+    let mut report = report;
+    report["open_and_plan"] = open.clone();
     if args.keep {
         eprintln!("kept {}", generated.scratch.keep().display());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
+    }
+    if !open.is_null() {
+        println!(
+            "a logs table of {} commits and {} splits: written in {:.1} s; opening it and planning a one-hour query: {:.0} ms wall, {:.0} ms CPU (median of {}; best {:.0} ms); {} of {} splits left after pruning",
+            open["commits"],
+            open["splits"],
+            open["write_s"].as_f64().unwrap_or(0.0),
+            open["median_ms"].as_f64().unwrap_or(0.0),
+            open["median_cpu_ms"].as_f64().unwrap_or(0.0),
+            open["runs"],
+            open["best_ms"].as_f64().unwrap_or(0.0),
+            open["splits_left"],
+            open["splits"],
+        );
     }
     println!("{mb:.0} MiB of raw log, {lines} lines, {splits} splits");
     println!(
@@ -408,16 +432,99 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a `logs` table of `commits` commits, each adding one split of
+/// its own hour (the archiver's shape: several jobs and sources per split,
+/// their ranges in its tags; a Delta checkpoint every 50 commits), then
+/// times opening the archive as a query engine does and planning a query
+/// over one hour (`EXPLAIN`: every split's metadata is pruned, no file is
+/// read).
+async fn open_and_plan(commits: u64, scratch: &Path) -> anyhow::Result<serde_json::Value> {
+    use sluice_archive::catalog::{Held, SplitEntry};
+    use sluice_schema::archive::{self as keys, Date};
+    let dir = scratch.join("open-bench");
+    let store = StoreUrl::File(dir.clone()).open(&[])?;
+    let mut catalog = Catalog::open(store.store.clone(), &store.prefix, SplitKind::Logs).await?;
+    const HOUR: i64 = 3_600_000_000_000;
+    // 2025-01-01T00:00:00Z.
+    let start: i64 = 1_735_689_600 * 1_000_000_000;
+    let wall = Instant::now();
+    for i in 0..commits as i64 {
+        let ts = start + i * HOUR;
+        let (date, hour) = (Date::from_unix_nanos(ts), keys::hour_of(ts));
+        let id = keys::split_id_with(ts, i as u64);
+        let mut held = Held::default();
+        for source in 0..20u64 {
+            held.add_line(source * 7_919 + i as u64, 0, 1_000_000);
+        }
+        let jobs: Vec<String> = (0..5)
+            .map(|j| format!("role{j}/prod/job{}", i % 7))
+            .collect();
+        let entry = SplitEntry {
+            key: keys::log_split_key(date, hour, &id),
+            index_key: Some(keys::log_index_key(date, hour, &id)),
+            kind: SplitKind::Logs,
+            date: date.to_string(),
+            hour: Some(hour),
+            rows: 100_000,
+            raw_bytes: 20 << 20,
+            data_bytes: 2 << 20,
+            index_bytes: 2 << 20,
+            min_ts_nanos: ts,
+            max_ts_nanos: ts + HOUR - 1,
+            roles: sluice_archive::catalog::delta::roles_of(&jobs),
+            jobs,
+            created_unix_ms: (ts / 1_000_000) as u64,
+            held,
+        };
+        let mut draft = catalog.draft("bench");
+        draft.add_split(entry);
+        match catalog.commit_rebasing(&mut draft).await? {
+            sluice_archive::catalog::CommitOutcome::Committed(_) => {}
+            other => anyhow::bail!("bench commit {i}: {other:?}"),
+        }
+    }
+    let write_s = wall.elapsed().as_secs_f64();
+    let from = sluice_schema::time::rfc3339_nanos(start + (commits as i64 / 2) * HOUR);
+    let to = sluice_schema::time::rfc3339_nanos(start + (commits as i64 / 2 + 1) * HOUR);
+    let sql = format!(
+        "EXPLAIN SELECT count(*) FROM logs WHERE ts >= '{from}' AND ts < '{to}' AND search(line, 'error')"
+    );
+    let runs = 5;
+    let mut times = Vec::new();
+    let mut left = 0;
+    for _ in 0..runs {
+        let (cpu, wall) = (cpu_time(), Instant::now());
+        let engine = sluice_query::QueryEngine::open(store.clone(), Default::default()).await?;
+        let output = engine
+            .query(&sluice_query::QueryRequest {
+                sql: sql.clone(),
+                ..Default::default()
+            })
+            .await?;
+        times.push((
+            wall.elapsed().as_secs_f64() * 1000.0,
+            (cpu_time() - cpu).as_secs_f64() * 1000.0,
+        ));
+        left = output.stats.splits_total - output.stats.splits_pruned;
+    }
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(serde_json::json!({
+        "commits": commits,
+        "splits": commits,
+        "write_s": write_s,
+        "runs": runs,
+        "best_ms": times[0].0,
+        "median_ms": times[runs / 2].0,
+        "median_cpu_ms": times[runs / 2].1,
+        "splits_left": left,
+    }))
+}
+
 /// Log splits, data bytes, index bytes and rows of the archive.
 pub(crate) async fn log_sizes(store: &Store) -> anyhow::Result<(usize, u64, u64, u64)> {
-    let catalog = Catalog::open(store.store.clone(), &store.prefix).await?;
-    let splits: Vec<_> = catalog
-        .state()
-        .splits()
-        .values()
-        .filter(|s| s.kind == SplitKind::Logs)
-        .cloned()
-        .collect();
+    let catalog = Catalog::open(store.store.clone(), &store.prefix, SplitKind::Logs).await?;
+    let splits: Vec<_> = catalog.state().splits().values().cloned().collect();
     Ok((
         splits.len(),
         splits.iter().map(|s| s.data_bytes).sum(),

@@ -28,7 +28,7 @@ use anyhow::Context;
 use clap::Args;
 use datafusion::arrow::array::{
     Array, ArrayRef, Int64Array, LargeStringArray, StringArray, StringViewArray,
-    TimestampNanosecondArray, UInt64Array,
+    TimestampMicrosecondArray, TimestampNanosecondArray, UInt64Array,
 };
 use serde::Serialize;
 use sluice_query::{EngineConfig, QueryEngine, QueryOutput, QueryRequest};
@@ -56,9 +56,10 @@ pub struct QueryBenchArgs {
     /// Threads of Sluice (target partitions) and of DuckDB.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Python with the duckdb module [default:
-    /// ~/.cache/sluice-tools/py/bin/python, which scripts/test.sh installs].
-    #[arg(long, env = "SLUICE_PYTHON")]
+    /// Python with DuckDB and its delta extension [default:
+    /// ~/.cache/sluice-tools/delta-py/bin/python, which scripts/test.sh
+    /// installs]: DuckDB reads the archive's `logs` Delta table.
+    #[arg(long, env = "SLUICE_DELTA_PYTHON")]
     pub python: Option<PathBuf>,
     /// Print the report as JSON instead of text
     #[arg(long)]
@@ -82,10 +83,12 @@ const HOURLY_ARITHMETIC: &str = "  same, integer hour";
 /// rows (numbers as numbers, the rest as text) and the process CPU and wall
 /// seconds of the query alone.
 const DUCKDB_SCRIPT: &str = r#"
-import json, sys, time
-import duckdb
+import glob, json, os, sys, time
+import duckdb, duckdb_extension_delta
 sql, threads = sys.argv[1], int(sys.argv[2])
-con = duckdb.connect()
+ext = glob.glob(os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "extensions", "*", "delta.duckdb_extension"))[0]
+con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+con.execute(f"LOAD '{ext}'")
 con.execute(f"SET threads = {threads}")
 con.execute("SET enable_progress_bar = false")
 cpu, wall = time.process_time(), time.perf_counter()
@@ -132,10 +135,10 @@ fn quote_sh(path: &Path) -> anyhow::Result<String> {
 
 fn queries(needle: &str, zst: &Path, archive: &Path) -> anyhow::Result<Vec<Query>> {
     let zst = quote_sh(zst)?;
-    let glob = archive.join("logs/**/*.parquet");
+    let table = archive.join("logs");
     let parquet = format!(
-        "read_parquet('{}', hive_partitioning = true)",
-        glob.to_str().context("scratch path is not UTF-8")?
+        "delta_scan('{}')",
+        table.to_str().context("scratch path is not UTF-8")?
     );
     let cat = format!("zstd -dcq {zst} | LC_ALL=C");
     Ok(vec![
@@ -157,10 +160,8 @@ fn queries(needle: &str, zst: &Path, archive: &Path) -> anyhow::Result<Vec<Query
                      GROUP BY job, date_trunc('hour', ts) ORDER BY job, hour"
                 .into(),
             grep: None,
-            // DuckDB reads `ts` as TIMESTAMPTZ_NS, which its date_trunc
-            // takes only cast to microseconds.
             duckdb: format!(
-                "SELECT job, epoch_ns(date_trunc('hour', ts::TIMESTAMPTZ)) AS hour, count(*) AS n \
+                "SELECT job, epoch_ns(date_trunc('hour', ts)) AS hour, count(*) AS n \
                  FROM {parquet} GROUP BY ALL ORDER BY job, hour"
             ),
         },
@@ -168,12 +169,12 @@ fn queries(needle: &str, zst: &Path, archive: &Path) -> anyhow::Result<Vec<Query
         // DuckDB, and the figure the target is held to).
         Query {
             name: HOURLY_ARITHMETIC,
-            sluice: "SELECT job, CAST(ts AS BIGINT) / 3600000000000 * 3600000000000 AS hour, \
+            sluice: "SELECT job, ts_nanos / 3600000000000 * 3600000000000 AS hour, \
                      count(*) AS n FROM logs GROUP BY 1, 2 ORDER BY job, hour"
                 .into(),
             grep: None,
             duckdb: format!(
-                "SELECT job, epoch_ns(ts) // 3600000000000 * 3600000000000 AS hour, count(*) AS n \
+                "SELECT job, ts_nanos // 3600000000000 * 3600000000000 AS hour, count(*) AS n \
                  FROM {parquet} GROUP BY ALL ORDER BY job, hour"
             ),
         },
@@ -218,6 +219,10 @@ fn cell(column: &ArrayRef, row: usize) -> anyhow::Result<String> {
     }
     if let Some(a) = any.downcast_ref::<TimestampNanosecondArray>() {
         return Ok(a.value(row).to_string());
+    }
+    // Timestamps as nanoseconds, as DuckDB's epoch_ns gives them.
+    if let Some(a) = any.downcast_ref::<TimestampMicrosecondArray>() {
+        return Ok((a.value(row) * 1_000).to_string());
     }
     anyhow::bail!("a result column of type {}", column.data_type())
 }
@@ -348,16 +353,16 @@ fn run_duckdb(python: &Path, sql: &str, threads: usize) -> anyhow::Result<Measur
 fn python(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     let python = flag.map(Path::to_path_buf).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/sluice-tools/py/bin/python")
+            .join(".cache/sluice-tools/delta-py/bin/python")
     });
     let ok = Command::new(&python)
-        .args(["-c", "import duckdb"])
+        .args(["-c", "import duckdb, duckdb_extension_delta"])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     anyhow::ensure!(
         ok,
-        "no Python with duckdb at {} (scripts/test.sh installs one; or pass --python)",
+        "no Python with DuckDB's delta extension at {} (scripts/test.sh installs one; or pass --python)",
         python.display()
     );
     Ok(python)

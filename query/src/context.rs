@@ -7,7 +7,7 @@
 //! its context.
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{TimestampNanosecondType, UInt32Type, UInt64Type};
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{QueryEngine, QueryError, QueryRequest, Restrictions, TimeRange};
@@ -69,11 +69,13 @@ fn lines_of(batches: &[RecordBatch], hit_offset: u64) -> Result<Vec<ContextLine>
                 .column_by_name(name)
                 .ok_or_else(|| QueryError::Execution(format!("context: no column {name}")))
         };
-        let ts = column("ts")?
-            .as_primitive::<TimestampNanosecondType>()
-            .clone();
-        let instance = column("instance")?.as_primitive::<UInt32Type>().clone();
-        let offset = column("offset")?.as_primitive::<UInt64Type>().clone();
+        let ints = |name: &str| -> Result<_, QueryError> {
+            column(name)?
+                .as_primitive_opt::<Int64Type>()
+                .cloned()
+                .ok_or_else(|| QueryError::Execution(format!("context: {name} is not BIGINT")))
+        };
+        let (ts, instance, offset) = (ints("ts_nanos")?, ints("instance")?, ints("offset")?);
         let line = datafusion::arrow::compute::cast(
             column("line")?,
             &datafusion::arrow::datatypes::DataType::Utf8,
@@ -83,14 +85,14 @@ fn lines_of(batches: &[RecordBatch], hit_offset: u64) -> Result<Vec<ContextLine>
         for i in 0..batch.num_rows() {
             out.push(ContextLine {
                 ts_unix_nanos: ts.value(i),
-                instance: instance.value(i),
-                offset: offset.value(i),
+                instance: instance.value(i) as u32,
+                offset: offset.value(i) as u64,
                 line: if line.is_null(i) {
                     String::new()
                 } else {
                     line.value(i).to_string()
                 },
-                hit: offset.value(i) == hit_offset,
+                hit: offset.value(i) as u64 == hit_offset,
             });
         }
     }
@@ -116,9 +118,10 @@ impl QueryEngine {
             let mut scoped = restrictions.clone();
             scoped.time = scoped.time.and(window);
             let base = format!(
-                "SELECT ts, instance, \"offset\", line FROM logs WHERE job = {} AND source_id = {}",
+                "SELECT ts_nanos, instance, \"offset\", line FROM logs WHERE job = {} AND source_id = {}",
                 quote(&hit.job),
-                hit.source_id
+                // The column holds the fingerprint's bits as a BIGINT.
+                hit.source_id as i64
             );
             let mut lines = Vec::new();
             for (sql, n) in [
@@ -146,6 +149,7 @@ impl QueryEngine {
                     restrictions: scoped.clone(),
                     skip_corrupt: false,
                     limit: Some(n),
+                    as_of: None,
                 };
                 let output = self.query(&request).await?;
                 lines.extend(lines_of(&output.batches, hit.offset)?);

@@ -1,7 +1,8 @@
 //! SQL over the archive: the `logs` and `events` tables on DataFusion, with
 //! `search(line, 'QUERY')` answered by the split indexes.
 //!
-//! [`QueryEngine::query`] reads the freshest committed catalog, plans the
+//! [`QueryEngine::query`] reads the freshest committed version of both
+//! Delta tables (or, with [`AsOf`], an older one), plans the
 //! SQL in a session of its own (read-only: no DDL, DML, `COPY` or `SET`; no
 //! table but `logs` and `events`, no URL or file tables), runs it under a
 //! memory limit and a timeout, and returns at most `limit` rows. A split
@@ -81,6 +82,25 @@ pub struct QueryRequest {
     pub skip_corrupt: bool,
     /// Rows returned at most (capped by [`EngineConfig::max_rows`]).
     pub limit: Option<usize>,
+    /// Read the tables as they were then; `None`: as they are now.
+    pub as_of: Option<AsOf>,
+}
+
+/// Which committed versions of the tables a query reads (time travel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// The `logs` table's version `N`, and `events` as of that commit's time.
+    Version(u64),
+    /// Both tables as of this instant (Unix milliseconds): each one's last
+    /// commit at or before it.
+    Time(u64),
+    /// Exactly these versions of the two tables.
+    Tables {
+        /// Version of `logs`.
+        logs: u64,
+        /// Version of `events`.
+        events: u64,
+    },
 }
 
 /// What a query returned, and what its scans did.
@@ -137,7 +157,8 @@ pub enum QueryError {
         /// What went wrong reading it.
         problem: String,
     },
-    /// The archive's catalog could not be opened or refreshed.
+    /// A table's log could not be opened or refreshed, or `--as-of` names a
+    /// version it does not have.
     #[error("catalog: {0}")]
     Catalog(#[from] sluice_archive::catalog::Error),
     /// Any other failure while running the query (DataFusion's message, or
@@ -146,11 +167,23 @@ pub enum QueryError {
     Execution(String),
 }
 
+/// The committed versions a query reads and their live splits.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Version of the `logs` table.
+    pub logs_version: u64,
+    /// Version of the `events` table.
+    pub events_version: u64,
+    /// The live splits of both at those versions.
+    pub splits: Vec<SplitEntry>,
+}
+
 /// Plans and runs SQL over one archive.
 pub struct QueryEngine {
     store: Store,
     url: ObjectStoreUrl,
-    catalog: tokio::sync::Mutex<Catalog>,
+    /// `logs`, then `events`, as last refreshed.
+    catalogs: tokio::sync::Mutex<[Catalog; 2]>,
     indexes: Arc<cache::IndexCache>,
     config: EngineConfig,
     metrics: Arc<QueryMetrics>,
@@ -213,15 +246,18 @@ impl QueryError {
 }
 
 impl QueryEngine {
-    /// Opens the catalog under `store`'s prefix; the memory pool and the
+    /// Opens both tables under `store`'s prefix; the memory pool and the
     /// index cache are sized by `config`.
     pub async fn open(store: Store, config: EngineConfig) -> Result<QueryEngine, QueryError> {
-        let catalog = Catalog::open(store.store.clone(), &store.prefix).await?;
+        let catalogs = [
+            Catalog::open(store.store.clone(), &store.prefix, SplitKind::Logs).await?,
+            Catalog::open(store.store.clone(), &store.prefix, SplitKind::Events).await?,
+        ];
         let url = ObjectStoreUrl::parse("sluice://archive").expect("a valid url");
         Ok(QueryEngine {
             store,
             url,
-            catalog: tokio::sync::Mutex::new(catalog),
+            catalogs: tokio::sync::Mutex::new(catalogs),
             indexes: Arc::new(cache::IndexCache::new(config.index_cache_bytes)),
             memory: Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(
                 config.memory_limit_bytes,
@@ -241,11 +277,73 @@ impl QueryEngine {
         &self.memory
     }
 
-    /// The live splits of the freshest committed catalog.
+    /// The live splits of both tables' freshest committed versions.
     pub async fn splits(&self) -> Result<Vec<SplitEntry>, QueryError> {
-        let mut catalog = self.catalog.lock().await;
-        catalog.refresh().await?;
-        Ok(catalog.state().splits().values().cloned().collect())
+        Ok(self.snapshot(None).await?.splits)
+    }
+
+    /// The tables' versions a query with `as_of` reads, and their live
+    /// splits.
+    pub async fn snapshot(&self, as_of: Option<AsOf>) -> Result<Snapshot, QueryError> {
+        let mut catalogs = self.catalogs.lock().await;
+        for catalog in catalogs.iter_mut() {
+            catalog.refresh().await?;
+        }
+        let [logs, events] = &*catalogs;
+        let versions = match as_of {
+            None => [logs.version(), events.version()],
+            Some(AsOf::Version(v)) => {
+                if v > logs.version() {
+                    return Err(QueryError::Catalog(sluice_archive::catalog::Error::Config(
+                        format!(
+                            "--as-of {v}: the logs table's latest version is {}",
+                            logs.version()
+                        ),
+                    )));
+                }
+                let at = logs.commit_time(v).await?;
+                [v, events.version_at(at).await?]
+            }
+            Some(AsOf::Time(unix_ms)) => [
+                logs.version_at(unix_ms).await?,
+                events.version_at(unix_ms).await?,
+            ],
+            Some(AsOf::Tables { logs: l, events: e }) => {
+                for (catalog, v) in [(logs, l), (events, e)] {
+                    if v > catalog.version() {
+                        return Err(QueryError::Catalog(sluice_archive::catalog::Error::Config(
+                            format!(
+                                "{}: no version {v} (the latest is {})",
+                                catalog.table_path(),
+                                catalog.version()
+                            ),
+                        )));
+                    }
+                }
+                [l, e]
+            }
+        };
+        let mut splits = Vec::new();
+        for (catalog, version) in catalogs.iter().zip(versions) {
+            if version == catalog.version() {
+                splits.extend(catalog.state().splits().values().cloned());
+            } else {
+                let old = Catalog::open_at(
+                    self.store.store.clone(),
+                    &self.store.prefix,
+                    catalog.kind(),
+                    catalog.config().clone(),
+                    Some(version),
+                )
+                .await?;
+                splits.extend(old.state().splits().values().cloned());
+            }
+        }
+        Ok(Snapshot {
+            logs_version: versions[0],
+            events_version: versions[1],
+            splits,
+        })
     }
 
     /// Runs one query on the freshest committed catalog (see the crate docs)
@@ -293,7 +391,7 @@ impl QueryEngine {
     }
 
     async fn query_with_skips(&self, request: &QueryRequest) -> Result<QueryOutput, QueryError> {
-        let splits = self.splits().await?;
+        let splits = self.snapshot(request.as_of).await?.splits;
         let mut restrictions = request.restrictions.clone();
         let mut warnings = Vec::new();
         loop {

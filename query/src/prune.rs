@@ -1,5 +1,6 @@
 //! What a query's filters say about which splits it can skip, read from the
-//! conjuncts DataFusion hands a table scan: a time range on `ts`, the jobs
+//! conjuncts DataFusion hands a table scan: a time range on `ts` (whose
+//! values are `ts_nanos` rounded down to the microsecond) or `ts_nanos`, the jobs
 //! (`job`, `role`, `env`, `name` equal to or in a list of strings, `job`
 //! like a prefix) and the `search(line, '…')` calls whose split indexes
 //! select rows.
@@ -45,7 +46,8 @@ impl TimeRange {
 
     /// Whether rows with `ts` in `[min, max]` may fall in the range.
     pub fn overlaps(&self, min: i64, max: i64) -> bool {
-        self.from.is_none_or(|from| max >= from) && self.to.is_none_or(|to| min < to)
+        let empty = matches!((self.from, self.to), (Some(from), Some(to)) if from >= to);
+        !empty && self.from.is_none_or(|from| max >= from) && self.to.is_none_or(|to| min < to)
     }
 
     /// Whether both ends are open, so every time passes.
@@ -137,7 +139,7 @@ impl Pruning {
         match expr {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
                 if let Some((column, op, value)) = column_op_literal(left, *op, right)
-                    && (column != schema::COL_TS || is_bare_ts(left, right))
+                    && (!is_time(column) || is_bare_ts(left, right))
                 {
                     self.learn_comparison(column, op, value);
                 }
@@ -147,12 +149,15 @@ impl Pruning {
                     bare_column(&between.expr),
                     literal(&between.low),
                     literal(&between.high),
-                ) && column == schema::COL_TS
-                    && let (Some(low), Some(high)) = (timestamp_nanos(low), timestamp_nanos(high))
+                ) && is_time(column)
+                    && let (Some(low), Some(high)) =
+                        (time_nanos(column, low), time_nanos(column, high))
+                    && let (Some(a), Some(b)) = (
+                        time_range(column, Operator::GtEq, low),
+                        time_range(column, Operator::LtEq, high),
+                    )
                 {
-                    self.time = self
-                        .time
-                        .and(TimeRange::new(Some(low), high.checked_add(1)));
+                    self.time = self.time.and(a).and(b);
                 }
             }
             Expr::InList(list) if !list.negated => {
@@ -196,19 +201,12 @@ impl Pruning {
     }
 
     fn learn_comparison(&mut self, column: &str, op: Operator, value: &ScalarValue) {
-        if column == schema::COL_TS {
+        if is_time(column) {
             // Only the bare column: a cast (to seconds, say) changes which
             // instants compare equal, and the bounds below would be wrong.
-            let Some(v) = timestamp_nanos(value) else {
+            let Some(range) = time_nanos(column, value).and_then(|v| time_range(column, op, v))
+            else {
                 return;
-            };
-            let range = match op {
-                Operator::Eq => TimeRange::new(Some(v), v.checked_add(1)),
-                Operator::Gt => TimeRange::new(v.checked_add(1), None),
-                Operator::GtEq => TimeRange::new(Some(v), None),
-                Operator::Lt => TimeRange::new(None, Some(v)),
-                Operator::LtEq => TimeRange::new(None, v.checked_add(1)),
-                _ => return,
             };
             self.time = self.time.and(range);
         } else if op == Operator::Eq
@@ -260,9 +258,57 @@ fn bare_column(expr: &Expr) -> Option<&str> {
     }
 }
 
-/// Whether the `ts` of a comparison is the bare column.
+/// Whether the time column of a comparison is the bare column.
 fn is_bare_ts(left: &Expr, right: &Expr) -> bool {
-    bare_column(left) == Some(schema::COL_TS) || bare_column(right) == Some(schema::COL_TS)
+    bare_column(left).is_some_and(is_time) || bare_column(right).is_some_and(is_time)
+}
+
+/// `ts` (microseconds) or `ts_nanos`.
+fn is_time(column: &str) -> bool {
+    column == schema::COL_TS || column == schema::COL_TS_NANOS
+}
+
+/// A literal compared with a time column, in nanoseconds: a timestamp for
+/// `ts`, an integer for `ts_nanos`.
+fn time_nanos(column: &str, value: &ScalarValue) -> Option<i64> {
+    if column == schema::COL_TS_NANOS {
+        return match value {
+            ScalarValue::Int64(Some(v)) => Some(*v),
+            ScalarValue::Int32(Some(v)) => Some(i64::from(*v)),
+            ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok(),
+            _ => None,
+        };
+    }
+    timestamp_nanos(value)
+}
+
+/// The rows' `ts_nanos` for which `column OP v` holds (`v` in nanoseconds).
+/// `ts` is `ts_nanos` rounded down to the microsecond, so its bounds
+/// round to microseconds: `ts < v` holds for `ts_nanos < ⌈v⌉µs`.
+fn time_range(column: &str, op: Operator, v: i64) -> Option<TimeRange> {
+    if column == schema::COL_TS_NANOS {
+        return Some(match op {
+            Operator::Eq => TimeRange::new(Some(v), v.checked_add(1)),
+            Operator::Gt => TimeRange::new(v.checked_add(1), None),
+            Operator::GtEq => TimeRange::new(Some(v), None),
+            Operator::Lt => TimeRange::new(None, Some(v)),
+            Operator::LtEq => TimeRange::new(None, v.checked_add(1)),
+            _ => return None,
+        });
+    }
+    const US: i64 = 1_000;
+    let ceil = |v: i64| v.checked_add(US - 1).map(|x| x.div_euclid(US) * US);
+    let floor = |v: i64| v.div_euclid(US) * US;
+    Some(match op {
+        Operator::GtEq => TimeRange::new(ceil(v), None),
+        Operator::Gt => TimeRange::new(v.checked_add(1).and_then(ceil), None),
+        Operator::Lt => TimeRange::new(None, ceil(v)),
+        Operator::LtEq => TimeRange::new(None, floor(v).checked_add(US)),
+        Operator::Eq if v.rem_euclid(US) == 0 => TimeRange::new(Some(v), v.checked_add(US)),
+        // No microsecond equals a time between two: nothing matches.
+        Operator::Eq => TimeRange::new(Some(v), Some(v)),
+        _ => return None,
+    })
 }
 
 fn column_name(expr: &Expr) -> Option<&str> {
@@ -327,14 +373,38 @@ mod tests {
         ))
     }
 
+    fn nanos(v: i64) -> Expr {
+        lit(ScalarValue::Int64(Some(v)))
+    }
+
     #[test]
     fn time_bounds_from_comparisons_either_way_round() {
-        let p = Pruning::from_filters(&[col("ts").gt_eq(ts(100)), ts(200).gt(col("ts"))]);
-        assert_eq!(p.time, TimeRange::new(Some(100), Some(200)));
-        let p = Pruning::from_filters(&[col("ts").between(ts(10), ts(20))]);
-        assert_eq!(p.time, TimeRange::new(Some(10), Some(21)));
-        let p = Pruning::from_filters(&[col("ts").gt(ts(5)).and(col("ts").lt_eq(ts(9)))]);
+        let p = Pruning::from_filters(&[col("ts").gt_eq(ts(100_000)), ts(200_000).gt(col("ts"))]);
+        assert_eq!(p.time, TimeRange::new(Some(100_000), Some(200_000)));
+        let p = Pruning::from_filters(&[col("ts").between(ts(10_000), ts(20_000))]);
+        assert_eq!(p.time, TimeRange::new(Some(10_000), Some(21_000)));
+        let p = Pruning::from_filters(&[col("ts_nanos")
+            .gt(nanos(5))
+            .and(col("ts_nanos").lt_eq(nanos(9)))]);
         assert_eq!(p.time, TimeRange::new(Some(6), Some(10)));
+        let p = Pruning::from_filters(&[
+            nanos(20).gt(col("ts_nanos")),
+            col("ts_nanos").between(nanos(3), nanos(30)),
+        ]);
+        assert_eq!(p.time, TimeRange::new(Some(3), Some(20)));
+        // `ts` is `ts_nanos` in whole microseconds: a row at 1,999 ns has
+        // `ts` 1 µs, which is below 1,500 ns.
+        let p = Pruning::from_filters(&[col("ts").lt(ts(1_500))]);
+        assert_eq!(p.time, TimeRange::new(None, Some(2_000)));
+        let p = Pruning::from_filters(&[col("ts").gt(ts(1_500))]);
+        assert_eq!(p.time, TimeRange::new(Some(2_000), None));
+        let p = Pruning::from_filters(&[col("ts").eq(ts(3_000))]);
+        assert_eq!(p.time, TimeRange::new(Some(3_000), Some(4_000)));
+        let p = Pruning::from_filters(&[col("ts").eq(ts(3_001))]);
+        assert!(
+            !p.time.overlaps(i64::MIN, i64::MAX),
+            "no microsecond is 3,001 ns"
+        );
         // A cast changes what equal means: no bound from it.
         let p = Pruning::from_filters(&[Expr::Cast(datafusion::logical_expr::Cast::new(
             Box::new(col("ts")),
@@ -386,18 +456,22 @@ mod tests {
             jobs: jobs.iter().map(|j| j.to_string()).collect(),
             roles: vec![],
             created_unix_ms: 0,
+            held: Default::default(),
         };
         let p = Pruning::from_filters(&[
-            col("ts").gt_eq(ts(100)),
-            col("ts").lt(ts(200)),
+            col("ts").gt_eq(ts(100_000)),
+            col("ts").lt(ts(200_000)),
             col("job").eq(lit("www/prod/web")),
         ]);
-        assert!(p.keeps(&split(150, 160, &["www/prod/web", "db/prod/pg"])));
-        assert!(p.keeps(&split(50, 100, &["www/prod/web"])), "touches from");
+        assert!(p.keeps(&split(150_000, 160_000, &["www/prod/web", "db/prod/pg"])));
         assert!(
-            !p.keeps(&split(200, 300, &["www/prod/web"])),
+            p.keeps(&split(50_000, 100_000, &["www/prod/web"])),
+            "touches from"
+        );
+        assert!(
+            !p.keeps(&split(200_000, 300_000, &["www/prod/web"])),
             "to is exclusive"
         );
-        assert!(!p.keeps(&split(150, 160, &["db/prod/pg"])));
+        assert!(!p.keeps(&split(150_000, 160_000, &["db/prod/pg"])));
     }
 }

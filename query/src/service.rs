@@ -218,6 +218,11 @@ impl QueryService {
             },
             skip_corrupt: req.skip_corrupt,
             limit: (req.limit > 0).then(|| usize::try_from(req.limit).unwrap_or(usize::MAX)),
+            as_of: match (req.as_of_version, req.as_of_unix_ms) {
+                (Some(v), _) => Some(crate::AsOf::Version(v)),
+                (None, Some(ms)) => Some(crate::AsOf::Time(ms.max(0) as u64)),
+                (None, None) => None,
+            },
         };
         let output = self.engine.query(&query).await.map_err(status)?;
         let mut replies = Vec::new();

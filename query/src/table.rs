@@ -146,6 +146,12 @@ fn query_schema(split: &Schema) -> SchemaRef {
 #[derive(Debug)]
 pub struct ArchiveTable {
     kind: SplitKind,
+    /// The files' columns as read.
+    file_schema: SchemaRef,
+    /// The partition columns (`date`, and `hour` for logs), from each
+    /// split's Delta `partitionValues`.
+    partition_fields: Vec<datafusion::arrow::datatypes::FieldRef>,
+    /// Both: the table's columns, as other engines see them.
     schema: SchemaRef,
     scope: Arc<QueryScope>,
 }
@@ -154,15 +160,41 @@ impl ArchiveTable {
     /// The table of `kind`'s splits in `scope`, its short text columns read as
     /// `Utf8View`.
     pub fn new(kind: SplitKind, scope: Arc<QueryScope>) -> ArchiveTable {
-        let schema = match kind {
+        let logs = kind == SplitKind::Logs;
+        let file_schema = match kind {
             SplitKind::Logs => query_schema(&schema::logs_schema()),
             SplitKind::Events => query_schema(&schema::events_schema()),
         };
+        let partition_fields: Vec<_> = schema::partition_fields(logs)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let mut fields: Vec<_> = file_schema.fields().iter().cloned().collect();
+        fields.extend(partition_fields.iter().cloned());
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            file_schema.metadata().clone(),
+        ));
         ArchiveTable {
             kind,
+            file_schema,
+            partition_fields,
             schema,
             scope,
         }
+    }
+
+    /// A split's partition values, in the order of `partition_fields`.
+    fn partition_values(&self, split: &SplitEntry) -> Vec<ScalarValue> {
+        let days = schema::Date::parse(&split.date)
+            .ok()
+            .and_then(|d| d.start_unix_nanos())
+            .map(|n| n.div_euclid(86_400_000_000_000) as i32);
+        let mut values = vec![ScalarValue::Date32(days)];
+        if self.kind == SplitKind::Logs {
+            values.push(ScalarValue::Int32(split.hour.map(i32::from)));
+        }
+        values
     }
 
     /// The term filter in a split's index blob, from two range reads
@@ -218,15 +250,22 @@ impl ArchiveTable {
             Some(_) => None,
             None => {
                 let path = self.scope.store.object_path(index_key);
-                let blob = async { self.scope.store.store.get(&path).await?.bytes().await }
-                    .await
-                    .map_err(|e| {
-                        corrupt(
+                let blob = async { self.scope.store.store.get(&path).await?.bytes().await }.await;
+                match blob {
+                    Ok(blob) => Some(blob),
+                    // The index is Sluice's own, beside the table: without
+                    // it the split is read whole and every row re-checked.
+                    Err(object_store::Error::NotFound { .. }) => {
+                        tracing::warn!(split = %split.key, index = %index_key, "query: a split's index is missing; reading the split whole");
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        return Err(corrupt(
                             &split.key,
                             format!("cannot read its index {index_key}: {e}"),
-                        )
-                    })?;
-                Some(blob)
+                        ));
+                    }
+                }
             }
         };
         let cache = self.scope.indexes.clone();
@@ -276,21 +315,17 @@ impl ArchiveTable {
         Ok(Some(rows))
     }
 
-    /// The predicate of the caller's restrictions, if any.
+    /// The predicate of the caller's restrictions, if any: times on
+    /// `ts_nanos`, exact to the nanosecond.
     fn restriction(&self) -> Option<Expr> {
         let r = &self.scope.restrictions;
-        let ts = |v: i64| {
-            lit(ScalarValue::TimestampNanosecond(
-                Some(v),
-                Some("UTC".into()),
-            ))
-        };
+        let ts = |v: i64| lit(ScalarValue::Int64(Some(v)));
         let mut parts = Vec::new();
         if let Some(from) = r.time.from {
-            parts.push(col(schema::COL_TS).gt_eq(ts(from)));
+            parts.push(col(schema::COL_TS_NANOS).gt_eq(ts(from)));
         }
         if let Some(to) = r.time.to {
-            parts.push(col(schema::COL_TS).lt(ts(to)));
+            parts.push(col(schema::COL_TS_NANOS).lt(ts(to)));
         }
         if let Some(roles) = &r.roles {
             parts.push(col(schema::COL_ROLE).in_list(roles.iter().map(lit).collect(), false));
@@ -430,7 +465,11 @@ impl TableProvider for ArchiveTable {
             .reduce(Expr::and)
             .map(|e| state.create_physical_expr(e, &df_schema))
             .transpose()?;
-        let mut source = ParquetSource::new(self.schema.clone())
+        let table_schema =
+            datafusion::datasource::table_schema::TableSchema::builder(self.file_schema.clone())
+                .with_table_partition_cols(self.partition_fields.clone())
+                .build();
+        let mut source = ParquetSource::new(table_schema)
             .with_pushdown_filters(true)
             .with_reorder_filters(true)
             .with_enable_page_index(true);
@@ -442,7 +481,7 @@ impl TableProvider for ArchiveTable {
         let scan_projection = match (&wanted, &restriction) {
             (Some(wanted), Some(_)) => {
                 let mut cols = wanted.clone();
-                for name in [schema::COL_TS, schema::COL_ROLE] {
+                for name in [schema::COL_TS_NANOS, schema::COL_ROLE] {
                     let i = self.schema.index_of(name)?;
                     if !cols.contains(&i) {
                         cols.push(i);
@@ -458,7 +497,8 @@ impl TableProvider for ArchiveTable {
         let group_count = groups.len();
         for (i, (split, selection)) in files.into_iter().enumerate() {
             let path = scope.store.object_path(&split.key);
-            let mut file = PartitionedFile::new(path.to_string(), split.data_bytes);
+            let mut file = PartitionedFile::new(path.to_string(), split.data_bytes)
+                .with_partition_values(self.partition_values(&split));
             if let Some(selection) = selection {
                 file = file.with_extension(ParquetRowSelection::new(selection));
             }

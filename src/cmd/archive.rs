@@ -38,7 +38,8 @@ pub struct ArchiverArgs {
     #[arg(long, default_value_t = 5000)]
     pub cut_ms: u64,
     /// Fault tests: abort the process the Nth time a commit reaches STEP
-    /// (`uploaded`, `committed` or `bus-committed`), as `kill -9` would.
+    /// (`uploaded`, `logs-committed`, `committed` or `bus-committed`), as
+    /// `kill -9` would.
     #[arg(long, value_name = "STEP:N", hide = true, value_parser = parse_crash)]
     pub crash_at: Option<(archiver::Step, u32)>,
     #[command(flatten)]
@@ -60,7 +61,7 @@ fn parse_crash(text: &str) -> Result<(archiver::Step, u32), String> {
 
 #[derive(Subcommand, Debug)]
 pub enum ArchiveCommand {
-    /// Splits, rows, bytes raw vs stored, time range, catalog version, lag.
+    /// Splits, rows, bytes raw vs stored, time range, table versions, lag.
     #[command(
         after_help = "Examples:\n  sluice archive status\n  sluice archive status --store s3://logs-bucket/sluice --json"
     )]
@@ -74,6 +75,30 @@ pub enum ArchiveCommand {
     /// Remove splits older than their retention now, or say which.
     #[command(after_help = "Examples:\n  sluice archive retention --retention 30d --dry-run")]
     Retention(RetentionArgs),
+    /// Turn an archive written before Delta Lake (a `_catalog/` folder) into
+    /// the Delta tables `logs` and `events`. Resumable: run it again after
+    /// any interruption. Stop the archiver first.
+    #[command(
+        after_help = "Examples:\n  sluice archive migrate\n  sluice archive migrate --store s3://logs-bucket/sluice"
+    )]
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    #[arg(long, env = "SLUICE_STORE")]
+    pub store: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    /// MiB of old splits per commit (progress is saved at each commit).
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(0..=65536))]
+    pub batch_mib: u64,
+    /// Fault tests: abort the process after the Nth commit, as `kill -9`
+    /// would.
+    #[arg(long, value_name = "N", hide = true)]
+    pub crash_after: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -177,7 +202,103 @@ pub async fn command(command: ArchiveCommand) -> anyhow::Result<()> {
         ArchiveCommand::Status(args) => status(args).await,
         ArchiveCommand::Compact(args) => compact(args).await,
         ArchiveCommand::Retention(args) => retention(args).await,
+        ArchiveCommand::Migrate(args) => migrate(args).await,
     }
+}
+
+/// CPU seconds this process has used (user and system).
+fn cpu_seconds() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let data_dir = std::path::absolute(&args.dir.data_dir)?;
+    let url = client::store_url(args.store.as_deref(), &data_dir)?;
+    let store = url.open(&client::s3_options())?;
+    let cpu = cpu_seconds();
+    let json = args.json;
+    let crash_after = args.crash_after;
+    let mut commits = 0;
+    let report = sluice_archive::migrate::migrate(
+        &store,
+        Default::default(),
+        &sluice_archive::migrate::MigrateOptions {
+            batch_bytes: args.batch_mib << 20,
+            ..Default::default()
+        },
+        |p| {
+            commits += 1;
+            if crash_after == Some(commits) {
+                eprintln!("migrate: crashing after commit {commits} (--crash-after)");
+                std::process::abort();
+            }
+            if !json {
+                eprintln!(
+                    "migrate: {} {}/{} splits ({:.1} MiB read)",
+                    match p.kind {
+                        SplitKind::Logs => "logs",
+                        SplitKind::Events => "events",
+                    },
+                    p.done,
+                    p.total,
+                    p.bytes_read as f64 / (1 << 20) as f64
+                )
+            }
+        },
+    )
+    .await
+    .with_context(|| format!("failed to migrate {url} (run it again: it resumes)"))?;
+    let cpu = cpu_seconds() - cpu;
+    let gib = report.bytes_read as f64 / (1u64 << 30) as f64;
+    let per_gib = |x: f64| if gib > 0.0 { x / gib } else { 0.0 };
+    let wall = report.elapsed.as_secs_f64();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "store": url.to_string(),
+                "found": report.found,
+                "splits": {"logs": report.splits[0], "events": report.splits[1]},
+                "already_migrated": {"logs": report.already[0], "events": report.already[1]},
+                "rows": report.rows,
+                "bytes_read": report.bytes_read,
+                "bytes_written": report.bytes_written,
+                "commits": report.commits,
+                "old_objects_deleted": report.deleted,
+                "wall_seconds": wall,
+                "cpu_seconds": cpu,
+                "wall_seconds_per_gib": per_gib(wall),
+                "cpu_seconds_per_gib": per_gib(cpu),
+            })
+        );
+        return Ok(());
+    }
+    if !report.found {
+        println!("{url}: no archive of the format before Delta Lake; nothing to migrate");
+        return Ok(());
+    }
+    println!(
+        "{url}: migrated {} log and {} event splits ({} rows; {} and {} were done by an earlier run) in {} commits; deleted {} old objects",
+        report.splits[0] - report.already[0],
+        report.splits[1] - report.already[1],
+        report.rows,
+        report.already[0],
+        report.already[1],
+        report.commits,
+        report.deleted
+    );
+    println!(
+        "cost: {:.3} GiB read, {:.3} GiB written, {wall:.1} s wall, {cpu:.1} CPU-s: {:.1} s and {:.1} CPU-s per GiB",
+        gib,
+        report.bytes_written as f64 / (1u64 << 30) as f64,
+        per_gib(wall),
+        per_gib(cpu)
+    );
+    Ok(())
 }
 
 async fn open_maintenance(
@@ -242,7 +363,10 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let live = maintenance.catalog().state().splits().len();
+    let live: usize = [SplitKind::Logs, SplitKind::Events]
+        .map(|kind| maintenance.catalog(kind).state().splits().len())
+        .iter()
+        .sum();
     if args.json {
         let failed: Vec<_> = failed
             .iter()
@@ -376,13 +500,15 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&args.dir.data_dir)?;
     let url = client::store_url(args.store.as_deref(), &data_dir)?;
     let store = url.open(&client::s3_options())?;
-    let catalog = Catalog::open(store.store.clone(), &store.prefix)
-        .await
-        .with_context(|| format!("failed to read the catalog of {url}"))?;
-    let state = catalog.state();
     let mut kinds = serde_json::Map::new();
+    let mut removed = 0;
     for kind in [SplitKind::Logs, SplitKind::Events] {
-        let splits: Vec<_> = state.splits().values().filter(|s| s.kind == kind).collect();
+        let catalog = Catalog::open(store.store.clone(), &store.prefix, kind)
+            .await
+            .with_context(|| format!("failed to read the {kind:?} table of {url}"))?;
+        let state = catalog.state();
+        removed += state.removed_splits().len();
+        let splits: Vec<_> = state.splits().values().collect();
         let sum = |f: fn(&sluice_archive::catalog::SplitEntry) -> u64| -> u64 {
             splits.iter().map(|s| f(s)).sum()
         };
@@ -395,6 +521,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
             .into(),
             serde_json::json!({
+                "version": state.version(),
                 "splits": splits.len(),
                 "rows": sum(|s| s.rows),
                 "raw_bytes": sum(|s| s.raw_bytes),
@@ -425,10 +552,9 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     };
     let out = serde_json::json!({
         "store": url.to_string(),
-        "catalog_version": state.version(),
         // Removed by compaction or retention; the janitor deletes their
         // objects after its grace period.
-        "removed_splits": state.removed_splits().len(),
+        "removed_splits": removed,
         "logs": kinds["logs"],
         "events": kinds["events"],
         "bus_lag": lag,
@@ -437,13 +563,14 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("{out}");
         return Ok(());
     }
-    println!("archive {url}, catalog version {}", state.version());
+    println!("archive {url} (Delta tables logs/ and events/)");
     for kind in ["logs", "events"] {
         let k = &out[kind];
         let raw = k["raw_bytes"].as_u64().unwrap_or(0);
         let stored = k["data_bytes"].as_u64().unwrap_or(0) + k["index_bytes"].as_u64().unwrap_or(0);
         println!(
-            "{kind:<7} {:>6} splits {:>12} rows  raw {:>12} B  data {:>12} B  index {:>10} B  ({:.1} % of raw)  {} .. {}",
+            "{kind:<7} v{:<6} {:>6} splits {:>12} rows  raw {:>12} B  data {:>12} B  index {:>10} B  ({:.1} % of raw)  {} .. {}",
+            k["version"],
             k["splits"],
             k["rows"],
             raw,
@@ -460,7 +587,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     println!(
         "removed splits (objects deleted after the janitor's grace period): {}",
-        state.removed_splits().len()
+        removed
     );
     match lag {
         Some(lag) => println!("bus lag: {lag} records not yet archived"),

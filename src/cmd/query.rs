@@ -16,7 +16,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use sluice_query::service::{decode_ipc, group_from_pb, hit_to_pb};
 use sluice_query::{
-    ContextGroup, EngineConfig, Hit, QueryEngine, QueryRequest, Restrictions, TimeRange,
+    AsOf, ContextGroup, EngineConfig, Hit, QueryEngine, QueryRequest, Restrictions, TimeRange,
 };
 use sluice_schema::pb;
 use sluice_schema::pb::query_client::QueryClient;
@@ -64,6 +64,31 @@ pub struct ScopeArgs {
     /// the indexes) on stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Read the archive as it was: a version of the `logs` table (`events`
+    /// as of that commit's time), or a time (RFC 3339, or `2h` for two
+    /// hours ago) for both tables.
+    #[arg(long, value_name = "VERSION|TIME", value_parser = parse_as_of)]
+    pub as_of: Option<AsOf>,
+}
+
+/// `--as-of`: digits are a version, anything else a time.
+fn parse_as_of(text: &str) -> Result<AsOf, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(AsOf::Version)
+            .map_err(|e| format!("version {text:?}: {e}"));
+    }
+    let nanos = match parse_rfc3339_nanos(text) {
+        Ok(nanos) => nanos,
+        Err(_) => {
+            let ago = sluice_schema::time::parse_duration(text).map_err(|_| {
+                format!("{text:?} is neither a version, an RFC 3339 time nor a duration like 2h")
+            })?;
+            now_nanos().saturating_sub(ago.as_nanos() as i64)
+        }
+    };
+    Ok(AsOf::Time((nanos.max(0) / 1_000_000) as u64))
 }
 
 #[derive(Args, Debug)]
@@ -169,6 +194,7 @@ impl Runner {
                         },
                         skip_corrupt: scope.skip_corrupt,
                         limit: Some(scope.limit),
+                        as_of: scope.as_of,
                     })
                     .await?;
                 Ok(Answer {
@@ -185,6 +211,14 @@ impl Runner {
                     to_unix_nanos: time.to.unwrap_or(0),
                     skip_corrupt: scope.skip_corrupt,
                     limit: scope.limit as u64,
+                    as_of_version: match scope.as_of {
+                        Some(AsOf::Version(v)) => Some(v),
+                        _ => None,
+                    },
+                    as_of_unix_ms: match scope.as_of {
+                        Some(AsOf::Time(ms)) => Some(ms as i64),
+                        _ => None,
+                    },
                 };
                 let mut stream = client
                     .run(request)
@@ -372,22 +406,32 @@ fn hits_of(batches: &[RecordBatch]) -> anyhow::Result<Vec<Hit>> {
         };
         let job = datafusion::arrow::compute::cast(column("job")?, &DataType::Utf8)?;
         let job = job.as_string::<i32>();
-        let source = column("source_id")?
-            .as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()
-            .context("source_id is not UInt64")?;
-        let offset = column("offset")?
-            .as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()
-            .context("offset is not UInt64")?;
-        let ts = datafusion::arrow::compute::cast(
-            column("ts")?,
-            &DataType::Timestamp(TimeUnit::Nanosecond, None),
-        )?;
-        let ts = ts.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
+        let int = |name: &str| -> anyhow::Result<_> {
+            let values = datafusion::arrow::compute::cast(column(name)?, &DataType::Int64)?;
+            Ok(values
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .clone())
+        };
+        let (source, offset) = (int("source_id")?, int("offset")?);
+        // The exact time if the result has it, else `ts` (microseconds).
+        let ts = match batch.column_by_name("ts_nanos") {
+            Some(_) => int("ts_nanos")?,
+            None => {
+                let ts = datafusion::arrow::compute::cast(
+                    column("ts")?,
+                    &DataType::Timestamp(TimeUnit::Nanosecond, None),
+                )?;
+                datafusion::arrow::compute::cast(&ts, &DataType::Int64)?
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .clone()
+            }
+        };
         for i in 0..batch.num_rows() {
             hits.push(Hit {
                 job: job.value(i).to_string(),
-                source_id: source.value(i),
-                offset: offset.value(i),
+                // BIGINT columns hold the shipper's u64 bits.
+                source_id: source.value(i) as u64,
+                offset: offset.value(i) as u64,
                 ts_unix_nanos: ts.value(i),
             });
         }

@@ -1,6 +1,6 @@
 //! The archive as other engines see it: `sluice up` archives what a node's
-//! tasks wrote, and DuckDB reads `logs/**/*.parquet` with Hive partitioning
-//! and finds exactly those lines.
+//! tasks wrote, and DuckDB reads the `logs` Delta table (`delta_scan`) and
+//! finds exactly those lines; the archiver killed at each step of a commit.
 
 use std::io::Write;
 use std::process::Command;
@@ -10,29 +10,9 @@ use serde_json::Value;
 
 use crate::harness::Up;
 
-/// A Python with DuckDB: `SLUICE_PYTHON` (set by scripts/test.sh), else
-/// `python3` if it has it. `None` (with a message) when there is none,
-/// unless `SLUICE_REQUIRE_DUCKDB=1`.
-fn python_with_duckdb() -> Option<String> {
-    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import duckdb"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var("SLUICE_REQUIRE_DUCKDB").as_deref() != Ok("1"),
-        "SLUICE_REQUIRE_DUCKDB=1 but {python} cannot import duckdb"
-    );
-    eprintln!("skipping: no Python with duckdb; scripts/test.sh installs one");
-    None
-}
-
 #[test]
 fn duckdb_reads_exactly_the_archived_lines() {
-    let Some(python) = python_with_duckdb() else {
+    let Some(python) = crate::delta::delta_python() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -67,37 +47,19 @@ fn duckdb_reads_exactly_the_archived_lines() {
         "{status}"
     );
 
-    let glob = dir.join("archive/logs/**/*.parquet");
-    let script = format!(
-        r#"
-import duckdb, json
-rows = duckdb.sql("""
+    let sql = r#"
   SELECT instance, job, role, date, hour, count(*) AS n,
-         string_agg(line, '\n' ORDER BY "offset") FILTER (WHERE line_bytes IS NULL) AS text,
+         string_agg(line, chr(10) ORDER BY "offset") FILTER (WHERE line_bytes IS NULL) AS text,
          count(line_bytes) AS binary
-  FROM read_parquet('{glob}', hive_partitioning = true)
-  GROUP BY ALL ORDER BY instance
-""").fetchall()
-print(json.dumps([[str(c) for c in r] for r in rows]))
-"#,
-        glob = glob.display()
-    );
-    let out = Command::new(&python)
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "duckdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+  FROM logs GROUP BY ALL ORDER BY instance"#;
+    let out = crate::delta::readers(&python, &dir.join("archive"), &["--sql".into(), sql.into()]);
+    let rows: Vec<Vec<String>> = serde_json::from_value(out).unwrap();
     assert_eq!(rows.len(), 3, "{rows:?}");
     for (row, (instance, lines)) in rows.iter().zip(&expected) {
         assert_eq!(row[0], instance.to_string());
         assert_eq!(row[1], "www/prod/web");
         assert_eq!(row[2], "www");
-        assert!(row[3].starts_with("20"), "date from the path: {row:?}");
+        assert!(row[3].starts_with("20"), "date from the Delta log: {row:?}");
         assert_eq!(row[5], "501");
         assert_eq!(row[6], lines.join("\n"), "instance {instance}");
         assert_eq!(row[7], "1", "the invalid UTF-8 line keeps its bytes");
@@ -220,7 +182,7 @@ fn killed_at_each_step(dir: &std::path::Path, store_url: &str, s3: &[(String, St
             .spawn()
             .unwrap()
     };
-    let steps = ["uploaded", "committed", "bus-committed"];
+    let steps = ["uploaded", "logs-committed", "committed", "bus-committed"];
     let mut round = 0;
     for repeat in 0..3 {
         for step in steps {

@@ -7,6 +7,7 @@ mod archive;
 mod harness;
 
 mod bus;
+mod delta;
 mod demo;
 mod faults;
 mod maintenance;

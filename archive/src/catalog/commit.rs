@@ -2,22 +2,25 @@
 //! positions and the line ranges and event ids it archives; and the draft an
 //! archiver, compactor or retention pass fills before committing it.
 //!
-//! A commit is one JSON object (see [`Commit`]); the catalog is the sequence
-//! of commits 1, 2, 3, … and its state is their replay.
+//! A commit is one Delta commit of its table (see [`delta`](super::delta)
+//! for the actions); the catalog is the sequence of commits 1, 2, 3, …
+//! after the table's creation (version 0) and its state is their replay.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sluice_schema::topics::Position;
 
+use super::held::Held;
 use super::ranges::RangeSet;
 use super::state::CatalogState;
 
-/// The commit and checkpoint format this build writes and the newest it
-/// reads. Bump it when a change alters what replaying a commit means;
-/// fields that only add information may be added without a bump (readers
-/// ignore unknown fields).
-pub const FORMAT: u32 = 1;
+/// The format of Sluice's state cache (`_sluice/state/`) this build writes
+/// and the newest it reads. Bump it when a change alters what the state
+/// means; fields that only add information may be added without a bump
+/// (readers ignore unknown fields). Format 1 was the catalog before Delta
+/// Lake (`_catalog/`), which only `sluice archive migrate` reads.
+pub const FORMAT: u32 = 2;
 
 /// Which table a split belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -67,6 +70,11 @@ pub struct SplitEntry {
     pub roles: Vec<String>,
     /// When the writer made this entry, Unix milliseconds (writer's clock).
     pub created_unix_ms: u64,
+    /// The lines and events the split holds, as its `add` action's tags
+    /// carry them. Filled for the splits of a draft and of a decoded
+    /// commit; the state's live splits drop it (the state keeps the union).
+    #[serde(skip)]
+    pub held: Held,
 }
 
 impl SplitEntry {
@@ -155,6 +163,14 @@ pub struct Commit {
     /// Ids of cluster events newly archived.
     #[serde(default)]
     pub event_ids: Vec<String>,
+    /// False for a commit that only rearranges data (a compaction): its
+    /// actions say `dataChange: false` and it archives nothing.
+    #[serde(default = "yes")]
+    pub data_change: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The result of [`Catalog::commit`](super::Catalog::commit).
@@ -189,6 +205,8 @@ pub struct CommitDraft {
     pub archived: BTreeMap<u64, RangeSet>,
     /// Ids of the cluster events this draft archives.
     pub event_ids: BTreeSet<String>,
+    /// False for a draft that only rearranges data (see [`Commit::data_change`]).
+    pub data_change: bool,
     commit_id: String,
     base_version: u64,
     /// The catalog's bus positions at the base, per group.
@@ -205,6 +223,7 @@ impl CommitDraft {
             bus: None,
             archived: BTreeMap::new(),
             event_ids: BTreeSet::new(),
+            data_change: true,
             commit_id: unique_id(),
             base_version: base.version(),
             base_bus: base.bus().clone(),
@@ -213,8 +232,22 @@ impl CommitDraft {
     }
 
     /// Adds a split to make live; upload its objects before committing.
+    /// What it holds is archived by the draft (unless the draft only
+    /// rearranges data).
     pub fn add_split(&mut self, entry: SplitEntry) {
+        if self.data_change {
+            for (source, ranges) in &entry.held.lines {
+                self.archived.entry(*source).or_default().extend(ranges);
+            }
+            self.event_ids.extend(entry.held.events.ids());
+        }
         self.added.push(entry);
+    }
+
+    /// Marks the draft as one that only rearranges data (a compaction): it
+    /// must archive nothing and record no Bus positions.
+    pub fn rearranges_only(&mut self) {
+        self.data_change = false;
     }
 
     /// Removes the live split with data object `key`; the janitor deletes its
@@ -352,7 +385,15 @@ impl CommitDraft {
             removed: self.removed.clone(),
             bus: self.bus.clone(),
             archived: self.archived.clone(),
-            event_ids: self.event_ids.iter().cloned().collect(),
+            // In the order the table gives them back (see `IdSet::ids`).
+            event_ids: self
+                .event_ids
+                .iter()
+                .map(String::as_str)
+                .collect::<super::IdSet>()
+                .ids()
+                .collect(),
+            data_change: self.data_change,
         }
     }
 
@@ -362,6 +403,33 @@ impl CommitDraft {
     pub(crate) fn validate(&self, state: &CatalogState) -> Result<(), String> {
         if self.is_empty() {
             return Err("nothing to commit".into());
+        }
+        if !self.data_change
+            && (self.bus.is_some() || !self.archived.is_empty() || !self.event_ids.is_empty())
+        {
+            return Err(
+                "a draft that only rearranges data archives lines, events or Bus positions".into(),
+            );
+        }
+        // What the draft archives must be held by its splits: the table
+        // keeps it in their `add` tags, nowhere else.
+        let mut held = Held::default();
+        for entry in &self.added {
+            held.extend(&entry.held);
+        }
+        for (source, ranges) in &self.archived {
+            let covered = held.lines.get(source);
+            if let Some((s, e)) = ranges
+                .iter()
+                .find(|&(s, e)| !covered.is_some_and(|c| within(c, s, e)))
+            {
+                return Err(format!(
+                    "lines [{s}, {e}) of source {source} are archived by no split of the draft"
+                ));
+            }
+        }
+        if let Some(id) = self.event_ids.iter().find(|id| !held.events.contains(id)) {
+            return Err(format!("event {id} is archived by no split of the draft"));
         }
         let mut removed = BTreeSet::new();
         for key in &self.removed {
@@ -404,6 +472,12 @@ impl CommitDraft {
         }
         Ok(())
     }
+}
+
+/// Whether `[start, end)` lies inside one range of `set` (its ranges are
+/// maximal, so inside the set means inside one of them).
+fn within(set: &RangeSet, start: u64, end: u64) -> bool {
+    set.iter().any(|(s, e)| s <= start && end <= e)
 }
 
 pub(crate) use sluice_schema::time::now_unix_ms;

@@ -13,8 +13,9 @@ use super::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CatalogConfig {
-    /// A checkpoint (the full state) is written after every commit whose
-    /// version is a multiple of this.
+    /// A checkpoint (Sluice's state cache and a Delta checkpoint) is written
+    /// after every commit whose version is a multiple of this; it is also
+    /// the tables' `delta.checkpointInterval`.
     pub checkpoint_interval: u64,
     /// A draft older than this is refused by `commit`; the janitor's grace
     /// period must be at least twice this.
@@ -22,8 +23,7 @@ pub struct CatalogConfig {
     /// How long the janitor spares the objects of a split after compaction
     /// or retention removed it from the catalog: longer than any query
     /// runs (a query planned before the removal may still read them), and
-    /// short, because engines that read the files directly (DuckDB over
-    /// `logs/**/*.parquet`) see a merged hour twice until then.
+    /// no longer than needed: `--as-of` reads of older versions need them too.
     pub removed_grace_secs: u64,
     /// Attempts of a store call that fails transiently (1: no retry).
     pub retry_attempts: u32,
@@ -32,9 +32,6 @@ pub struct CatalogConfig {
     pub retry_initial_backoff_ms: u64,
     /// Cap on the wait between retries, in milliseconds (before jitter).
     pub retry_max_backoff_ms: u64,
-    /// Folders (under the archive prefix) holding split objects; the janitor
-    /// looks for orphans there.
-    pub data_roots: Vec<String>,
 }
 
 impl Default for CatalogConfig {
@@ -46,7 +43,6 @@ impl Default for CatalogConfig {
             retry_attempts: 5,
             retry_initial_backoff_ms: 100,
             retry_max_backoff_ms: 5_000,
-            data_roots: vec!["logs".into(), "events".into()],
         }
     }
 }
@@ -76,23 +72,6 @@ impl CatalogConfig {
                 "must not exceed retry_max_backoff_ms",
             );
         }
-        if self.data_roots.is_empty() {
-            return bad("data_roots", "must name at least one folder");
-        }
-        for root in &self.data_roots {
-            let clean = !root.is_empty()
-                && !root.starts_with('/')
-                && !root.ends_with('/')
-                && !root
-                    .split('/')
-                    .any(|p| p.is_empty() || p == "." || p == "..");
-            if !clean || root == "_catalog" || root.starts_with("_catalog/") {
-                return bad(
-                    "data_roots",
-                    &format!("{root:?} is not a relative folder outside _catalog"),
-                );
-            }
-        }
         Ok(())
     }
 
@@ -121,17 +100,12 @@ mod tests {
     fn defaults_are_valid_and_bad_fields_are_named() {
         CatalogConfig::default().validate().unwrap();
         type Change = fn(&mut CatalogConfig);
-        let cases: [(Change, &str); 5] = [
+        let cases: [(Change, &str); 3] = [
             (|c| c.checkpoint_interval = 0, "catalog.checkpoint_interval"),
             (|c| c.retry_attempts = 0, "catalog.retry_attempts"),
             (
                 |c| c.retry_initial_backoff_ms = 10_000,
                 "catalog.retry_initial",
-            ),
-            (|c| c.data_roots = vec!["/abs".into()], "catalog.data_roots"),
-            (
-                |c| c.data_roots = vec!["_catalog".into()],
-                "catalog.data_roots",
             ),
         ];
         for (change, field) in cases {

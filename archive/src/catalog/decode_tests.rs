@@ -1,16 +1,18 @@
 //! Bad catalog objects never panic a reader: property tests over arbitrary
-//! bytes and over damaged copies of a valid commit and checkpoint, whose
-//! errors name the object and, when the JSON is well formed, the field; a
-//! commit or checkpoint that decodes is replayed without a panic either.
+//! bytes and over damaged copies of a valid Delta commit, state cache and
+//! commit of the catalog before Delta Lake (which `sluice archive migrate`
+//! reads), whose errors name the object and, when the JSON is well formed,
+//! the field; an object that decodes is replayed without a panic either.
 
 use object_store::path::Path;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 
-use super::log::{decode_checkpoint, decode_commit};
+use super::log::{decode_checkpoint, decode_legacy_commit as decode_commit};
 use super::*;
 
 const COMMIT_KEY: &str = "archive/_catalog/commits/00000000000000000007.json";
+const DELTA_KEY: &str = "archive/logs/_delta_log/00000000000000000007.json";
 const CHECKPOINT_KEY: &str = "archive/_catalog/checkpoints/00000000000000000006.json";
 
 fn split(name: &str, rows: u64) -> SplitEntry {
@@ -30,6 +32,7 @@ fn split(name: &str, rows: u64) -> SplitEntry {
         jobs: vec!["www/prod/web".into()],
         roles: vec!["www".into()],
         created_unix_ms: 1,
+        held: Held::default(),
     }
 }
 
@@ -57,7 +60,24 @@ fn commit(version: u64) -> Commit {
         }),
         archived: [(1, [(0, 10), (20, 30)].into_iter().collect())].into(),
         event_ids: vec![format!("node-1/{version}")],
+        data_change: true,
     }
+}
+
+/// Commit `version` as a Delta commit carries it: what it archives is held
+/// by its splits.
+fn delta_commit(version: u64) -> Commit {
+    let mut c = commit(version);
+    c.added[0].held.lines = c.archived.clone();
+    c.added[1].held.events.insert(&c.event_ids[0]);
+    c.format = FORMAT;
+    c
+}
+
+fn valid_delta_commit() -> Vec<u8> {
+    let c = delta_commit(7);
+    let removed = vec![split("s6", 10)];
+    delta::encode(SplitKind::Logs, &c, &removed).unwrap()
 }
 
 fn valid_commit() -> Vec<u8> {
@@ -180,6 +200,26 @@ fn check_commit(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Decodes `bytes` as Delta commit 7 and replays it: never a panic; an
+/// error names the object, and the line for a line that is not an action.
+fn check_delta(bytes: &[u8]) -> Result<(), TestCaseError> {
+    match delta::decode(&Path::from(DELTA_KEY), SplitKind::Logs, 7, bytes) {
+        Ok(commit) => {
+            let mut state = state();
+            state.apply(&commit);
+            prop_assert_eq!(state.version(), 7);
+        }
+        Err(err) => {
+            let message = err.to_string();
+            prop_assert!(
+                message.contains(DELTA_KEY),
+                "{message:?} does not name {DELTA_KEY}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Decodes `bytes` as checkpoint 6 and replays commit 7 on it.
 fn check_checkpoint(bytes: &[u8]) -> Result<(), TestCaseError> {
     match decode_checkpoint(&Path::from(CHECKPOINT_KEY), 6, bytes) {
@@ -207,6 +247,16 @@ proptest! {
     }
 
     #[test]
+    fn delta_commit_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_delta(&bytes)?;
+    }
+
+    #[test]
+    fn delta_commit_mutations_never_panic(bytes in mutated(valid_delta_commit())) {
+        check_delta(&bytes)?;
+    }
+
+    #[test]
     fn catalog_checkpoint_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         check_checkpoint(&bytes)?;
     }
@@ -221,6 +271,9 @@ proptest! {
 fn the_valid_objects_decode() {
     let path = Path::from(COMMIT_KEY);
     assert_eq!(decode_commit(&path, 7, &valid_commit()).unwrap(), commit(7));
+    let path = Path::from(DELTA_KEY);
+    let decoded = delta::decode(&path, SplitKind::Logs, 7, &valid_delta_commit()).unwrap();
+    assert_eq!(decoded, delta_commit(7));
     let path = Path::from(CHECKPOINT_KEY);
     assert_eq!(
         decode_checkpoint(&path, 6, &valid_checkpoint()).unwrap(),

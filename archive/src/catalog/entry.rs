@@ -34,6 +34,7 @@ pub fn split_entry(
         jobs: stats.jobs.iter().cloned().collect(),
         roles: roles.into_iter().collect(),
         created_unix_ms: (now_nanos() / 1_000_000) as u64,
+        held: stats.held.clone(),
     }
 }
 

@@ -67,6 +67,25 @@ pub enum Error {
     /// A configuration value is wrong; names the field.
     #[error("invalid catalog configuration: {0}")]
     Config(String),
+
+    /// delta-rs failed (writing a Delta checkpoint).
+    #[error("{what}: {detail}")]
+    Delta {
+        /// What was being done.
+        what: String,
+        /// delta-rs's error.
+        detail: String,
+    },
+
+    /// The archive is in the format before Delta Lake: it must be migrated
+    /// before this build reads or writes it.
+    #[error(
+        "the archive at {key} is in the format before Delta Lake (a _catalog/ log): run `sluice archive migrate` first"
+    )]
+    Legacy {
+        /// Store path of the old catalog's first commit.
+        key: String,
+    },
 }
 
 impl Error {

@@ -1,13 +1,13 @@
 //! The janitor: deletes split objects nothing needs any more.
 //!
-//! An object under a data root (`logs/`, `events/`) is an orphan when no
-//! live split references it, no split removed within
-//! `removed_grace_secs` does (a query that planned before the removal may
-//! still read it; shorter than the grace period, so readers of the raw
-//! files see a compacted hour twice only briefly), and it was last
-//! modified before the grace period. That covers the objects of failed
-//! attempts (uploaded, never committed) and of splits that compaction or
-//! retention removed.
+//! An object under the table's root (data files and `_index/`; never the
+//! `_delta_log/` or Sluice's `_sluice/`) is an orphan when no live split
+//! references it, no split removed within `removed_grace_secs` does (a
+//! query that planned before the removal may still read it), and it was
+//! last modified before the grace period. That covers the objects of
+//! failed attempts (uploaded, never committed) and of splits that
+//! compaction or retention removed: Delta's `vacuum`, with the indexes
+//! Delta tools do not know about.
 //!
 //! Safety rests on one rule: a draft is committed within `max_draft_age`
 //! of its start (`commit` refuses older ones), and the grace period is at
@@ -49,18 +49,23 @@ impl Catalog {
         let removed_cutoff_ms = now_ms - self.io.config.removed_grace_secs as i64 * 1000;
         let referenced = self.referenced(removed_cutoff_ms.max(cutoff_ms));
         let mut orphans = Vec::new();
-        for root in &self.io.config.data_roots {
-            let dir = self.layout.object(root);
-            for meta in self.io.list(&dir).await? {
-                if meta.last_modified.timestamp_millis() > cutoff_ms {
-                    continue;
-                }
-                let Some(key) = self.layout.relative(&meta.location) else {
-                    continue;
-                };
-                if !is_referenced(&referenced, &key) {
-                    orphans.push(meta);
-                }
+        let table = self.layout.table();
+        for meta in self.io.list(&table).await? {
+            if meta.last_modified.timestamp_millis() > cutoff_ms {
+                continue;
+            }
+            let Some(key) = self.layout.relative(&meta.location) else {
+                continue;
+            };
+            let within: Vec<&str> = key.split('/').skip(1).collect();
+            if within.first().is_some_and(|top| {
+                *top == sluice_schema::archive::DELTA_LOG_DIR
+                    || *top == sluice_schema::archive::SLUICE_DIR
+            }) {
+                continue;
+            }
+            if !is_referenced(&referenced, &key) {
+                orphans.push(meta);
             }
         }
         orphans.sort_by(|a, b| a.location.cmp(&b.location));

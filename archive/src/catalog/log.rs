@@ -1,14 +1,18 @@
-//! [`Catalog`]: opening the log (latest checkpoint, then the commits after
-//! it), following it, and committing to it.
+//! [`Catalog`]: one table's Delta log. Opening it (Sluice's latest state
+//! cache, then the commits after it), following it, and committing to it.
 //!
-//! Commit `v` is written with put-if-absent at `v = base + 1`, so of two
+//! Commit `v` is written with put-if-absent at `v = base + 1` (on local
+//! files and on S3, whose conditional put needs no lock table), so of two
 //! writers on the same base exactly one wins; the other gets
 //! [`CommitOutcome::Conflict`] with the commits it missed. A put that fails
 //! transiently may still have landed (object_store also retries a 5xx
 //! itself, so even `AlreadyExists` may be our own write): the writer then
-//! reads commit `v` back and compares its `commit_id`, and only puts again
-//! when `v` is absent. The tail of the log is read by GET-ing `v + 1`,
+//! reads commit `v` back and compares its `sluiceCommitId`, and only puts
+//! again when `v` is absent. The tail of the log is read by GET-ing `v + 1`,
 //! `v + 2`, … until one is absent, never by listing.
+//!
+//! Version 0 creates the table; the first writer puts it (put-if-absent,
+//! so racing writers agree on one) before its first commit.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,8 +21,11 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-use super::commit::{Commit, CommitDraft, CommitOutcome, FORMAT, now_unix_ms};
+use super::commit::{
+    Commit, CommitDraft, CommitOutcome, FORMAT, SplitEntry, SplitKind, now_unix_ms,
+};
 use super::config::CatalogConfig;
+use super::delta;
 use super::error::{Error, Result, is_transient};
 use super::state::CatalogState;
 use super::store::{Io, Layout, Put, parse_version};
@@ -30,7 +37,7 @@ const RECENT_COMMITS: usize = 256;
 /// Commits read at once when catching up.
 pub const MAX_PARALLEL_READS: u64 = 32;
 
-/// A checkpoint object: the state as of `state.version`.
+/// A state cache object: the state as of `state.version`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Checkpoint {
     format: u32,
@@ -38,40 +45,152 @@ struct Checkpoint {
     state: CatalogState,
 }
 
-/// One reader or writer of the catalog under an archive prefix.
+/// One reader or writer of one table's catalog under an archive prefix.
 #[derive(Debug)]
 pub struct Catalog {
     pub(crate) io: Io,
     pub(crate) layout: Layout,
+    kind: SplitKind,
     state: CatalogState,
     recent: VecDeque<Commit>,
+    /// Version 0 (the table's creation) is known to exist.
+    created: bool,
 }
 
 impl Catalog {
-    /// Opens the catalog under `prefix` with the default configuration.
-    pub async fn open(store: Arc<dyn ObjectStore>, prefix: &Path) -> Result<Catalog> {
-        Catalog::open_with(store, prefix, CatalogConfig::default()).await
+    /// Opens `kind`'s table under `prefix` with the default configuration.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        prefix: &Path,
+        kind: SplitKind,
+    ) -> Result<Catalog> {
+        Catalog::open_with(store, prefix, kind, CatalogConfig::default()).await
     }
 
-    /// Loads the latest readable checkpoint and replays the commits after
-    /// it. An empty store is an empty catalog (version 0).
+    /// Loads the latest readable state cache and replays the commits after
+    /// it. A table that does not exist yet is an empty catalog (version 0);
+    /// an archive in the format before Delta Lake is an error
+    /// ([`Error::Legacy`]).
     pub async fn open_with(
         store: Arc<dyn ObjectStore>,
         prefix: &Path,
+        kind: SplitKind,
         config: CatalogConfig,
+    ) -> Result<Catalog> {
+        Catalog::open_at(store, prefix, kind, config, None).await
+    }
+
+    /// [`open_with`](Self::open_with) as of `version` (a time-travel read:
+    /// the state after commit `version`, or the latest if it is beyond it).
+    pub async fn open_at(
+        store: Arc<dyn ObjectStore>,
+        prefix: &Path,
+        kind: SplitKind,
+        config: CatalogConfig,
+        version: Option<u64>,
+    ) -> Result<Catalog> {
+        Catalog::open_inner(store, prefix, kind, config, version, false).await
+    }
+
+    /// Opens a table that `sluice archive migrate` is filling from the
+    /// catalog before Delta Lake (which every other open refuses until the
+    /// migration is done).
+    pub(crate) async fn open_migrating(
+        store: Arc<dyn ObjectStore>,
+        prefix: &Path,
+        kind: SplitKind,
+        config: CatalogConfig,
+    ) -> Result<Catalog> {
+        Catalog::open_inner(store, prefix, kind, config, None, true).await
+    }
+
+    async fn open_inner(
+        store: Arc<dyn ObjectStore>,
+        prefix: &Path,
+        kind: SplitKind,
+        config: CatalogConfig,
+        version: Option<u64>,
+        migrating: bool,
     ) -> Result<Catalog> {
         config.validate()?;
         let mut catalog = Catalog {
             io: Io { store, config },
-            layout: Layout::new(prefix),
+            layout: Layout::new(prefix, kind),
+            kind,
             state: CatalogState::default(),
             recent: VecDeque::new(),
+            created: false,
         };
-        if let Some(state) = catalog.load_latest_checkpoint().await? {
+        if let Some(state) = catalog.load_latest_checkpoint(version).await? {
             catalog.state = state;
+            catalog.created = true;
         }
-        catalog.refresh().await?;
+        if !catalog.created {
+            catalog.created = catalog.read_created().await?;
+        }
+        // An archive in the format before Delta Lake, not (fully) migrated:
+        // reading or writing the tables now would miss its splits, and the
+        // janitor would take them for orphans.
+        if !migrating
+            && catalog
+                .io
+                .exists(&catalog.layout.legacy_first_commit())
+                .await?
+            && !catalog.io.exists(&catalog.layout.legacy_migrated()).await?
+        {
+            return Err(Error::Legacy {
+                key: catalog.layout.legacy_first_commit().to_string(),
+            });
+        }
+        match version {
+            Some(v) => catalog.refresh_to(v).await?,
+            None => catalog.refresh().await?,
+        };
         Ok(catalog)
+    }
+
+    /// Which table this is.
+    pub fn kind(&self) -> SplitKind {
+        self.kind
+    }
+
+    /// The store path of the table's root.
+    pub fn table_path(&self) -> Path {
+        self.layout.table()
+    }
+
+    /// Whether version 0 exists and is Sluice's table of this kind.
+    async fn read_created(&self) -> Result<bool> {
+        let path = self.layout.commit(0);
+        match self.io.get(&path).await? {
+            Some(bytes) => {
+                delta::check_created(&path, self.kind, &bytes)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Creates the table (version 0: its protocol and schema) if it does
+    /// not exist yet, so that other engines can read it even while it is
+    /// empty. Writers call it when they open; a commit does it too.
+    pub async fn create_table(&mut self) -> Result<()> {
+        self.ensure_created().await
+    }
+
+    /// Puts version 0 if it is not there: the table's protocol and schema.
+    async fn ensure_created(&mut self) -> Result<()> {
+        if self.created {
+            return Ok(());
+        }
+        let bytes =
+            delta::create_table(self.kind, self.io.config.checkpoint_interval, now_unix_ms());
+        self.io
+            .put_idempotent(&self.layout.commit(0), bytes.into())
+            .await?;
+        // Ours or a racing writer's: either way check what is there.
+        self.created = self.read_created().await?;
+        Ok(())
     }
 
     /// The state as of the last commit read.
@@ -99,9 +218,9 @@ impl Catalog {
         self.layout.commit(version)
     }
 
-    /// The store path of the checkpoint of `version`.
+    /// The store path of the state cache of `version`.
     pub fn checkpoint_path(&self, version: u64) -> Path {
-        self.layout.checkpoint(version)
+        self.layout.state_cache(version)
     }
 
     /// A new draft on top of the current state.
@@ -117,11 +236,20 @@ impl Catalog {
     /// [`MAX_PARALLEL_READS`] at a time: a follower that is up to date pays
     /// one GET, one that is far behind does not pay a round trip per commit.
     pub async fn refresh(&mut self) -> Result<u64> {
+        self.refresh_to(u64::MAX).await
+    }
+
+    /// [`refresh`](Self::refresh), stopping after commit `last`.
+    pub async fn refresh_to(&mut self, last: u64) -> Result<u64> {
         let mut applied = 0;
         let mut batch = 1;
         loop {
             let next = self.state.version() + 1;
-            let reads = (next..next + batch).map(|v| self.read_commit(v));
+            if next > last {
+                return Ok(applied);
+            }
+            let end = (next + batch).min(last.saturating_add(1));
+            let reads = (next..end).map(|v| self.read_commit(v));
             let results = futures::future::join_all(reads).await;
             for (version, result) in (next..).zip(results) {
                 match result? {
@@ -192,12 +320,23 @@ impl Catalog {
             });
         }
         draft.validate(&self.state).map_err(Error::InvalidDraft)?;
+        if let Some(entry) = draft.added.iter().find(|e| e.kind != self.kind) {
+            return Err(Error::InvalidDraft(format!(
+                "split {} is not of the {} table",
+                entry.key,
+                delta::table_name(self.kind)
+            )));
+        }
+        self.ensure_created().await?;
 
         let commit = draft.to_commit(now_unix_ms());
         let path = self.layout.commit(commit.version);
-        let bytes = Bytes::from(serde_json::to_vec_pretty(&commit).map_err(|e| {
-            Error::InvalidDraft(format!("cannot encode commit {}: {e}", commit.version))
-        })?);
+        let removed: Vec<SplitEntry> = commit
+            .removed
+            .iter()
+            .filter_map(|key| self.state.split(key).cloned())
+            .collect();
+        let bytes = Bytes::from(delta::encode(self.kind, &commit, &removed)?);
         let mut attempt = 1;
         loop {
             let put = self.io.put_create(&path, bytes.clone()).await;
@@ -255,18 +394,65 @@ impl Catalog {
         }
     }
 
-    /// Writes the checkpoint of the current version (if absent).
+    /// When commit `version` was written (its `commitInfo` timestamp, Unix
+    /// milliseconds); version 0 is the table's creation.
+    pub async fn commit_time(&self, version: u64) -> Result<u64> {
+        match self.read_commit(version).await? {
+            Some(commit) => Ok(commit.created_unix_ms),
+            None => Err(Error::Gap {
+                missing: version,
+                key: self.layout.commit(version).to_string(),
+            }),
+        }
+    }
+
+    /// The last version committed at or before `unix_ms` (0 when even the
+    /// first commit is later), among the versions read so far: a binary
+    /// search over the commits' times.
+    pub async fn version_at(&self, unix_ms: u64) -> Result<u64> {
+        let (mut low, mut high) = (0, self.state.version());
+        if high == 0 || self.commit_time(1).await? > unix_ms {
+            return Ok(0);
+        }
+        // Invariant: commit `low` (or the table's start) is at or before
+        // `unix_ms`; every version after `high` is later.
+        low = low.max(1);
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            if self.commit_time(mid).await? <= unix_ms {
+                low = mid;
+            } else {
+                high = mid - 1;
+            }
+        }
+        Ok(low)
+    }
+
+    /// Writes the state cache of the current version (if absent), and the
+    /// Delta checkpoint of that version for other engines.
     pub async fn write_checkpoint(&self) -> Result<()> {
+        self.write_state_cache().await?;
+        super::checkpoint::write_delta_checkpoint(
+            self.io.store.clone(),
+            &self.layout.object(""),
+            self.kind,
+            self.state.version(),
+        )
+        .await
+    }
+
+    /// Writes Sluice's state cache of the current version (if absent).
+    pub async fn write_state_cache(&self) -> Result<()> {
         let checkpoint = Checkpoint {
             format: FORMAT,
             created_unix_ms: now_unix_ms(),
             state: self.state.clone(),
         };
-        let path = self.layout.checkpoint(self.state.version());
+        let path = self.layout.state_cache(self.state.version());
         let bytes = serde_json::to_vec(&checkpoint)
-            .map_err(|e| Error::corrupt(&path, format!("cannot encode checkpoint: {e}")))?;
+            .map_err(|e| Error::corrupt(&path, format!("cannot encode state cache: {e}")))?;
         if self.io.put_idempotent(&path, bytes.into()).await? == Put::Exists {
-            tracing::debug!(key = %path, "catalog checkpoint already written");
+            tracing::debug!(key = %path, "catalog state cache already written");
         }
         Ok(())
     }
@@ -308,7 +494,7 @@ impl Catalog {
         let Some(bytes) = self.io.get(&path).await? else {
             return Ok(None);
         };
-        decode_commit(&path, version, &bytes).map(Some)
+        delta::decode(&path, self.kind, version, &bytes).map(Some)
     }
 
     /// `version` is absent: fine if `version + 1` is too. If it is present,
@@ -327,14 +513,15 @@ impl Catalog {
         })
     }
 
-    /// The newest checkpoint that parses; an unreadable one is logged and
-    /// the one before it used (commits are the truth, so this only costs
-    /// replay time).
-    async fn load_latest_checkpoint(&self) -> Result<Option<CatalogState>> {
-        let listed = self.io.list(self.layout.checkpoints_dir()).await?;
+    /// The newest state cache (at or before `at`, if given) that parses; an
+    /// unreadable one is logged and the one before it used (commits are the
+    /// truth, so this only costs replay time).
+    async fn load_latest_checkpoint(&self, at: Option<u64>) -> Result<Option<CatalogState>> {
+        let listed = self.io.list(&self.layout.state_caches()).await?;
         let mut versions: Vec<(u64, Path)> = listed
             .into_iter()
             .filter_map(|meta| parse_version(&meta.location).map(|v| (v, meta.location)))
+            .filter(|(v, _)| at.is_none_or(|at| *v <= at))
             .collect();
         versions.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
         for (version, path) in versions {
@@ -358,10 +545,11 @@ impl Catalog {
     }
 }
 
-/// Commit `version` from the bytes of its object at `path`, checked. An
-/// error names the object and, when the JSON is well formed, the field
+/// Commit `version` of the catalog before Delta Lake (`_catalog/`, its
+/// format one) from the bytes of its object at `path`, checked. An error
+/// names the object and, when the JSON is well formed, the field
 /// (`added[0].rows`).
-pub(crate) fn decode_commit(path: &Path, version: u64, bytes: &[u8]) -> Result<Commit> {
+pub(crate) fn decode_legacy_commit(path: &Path, version: u64, bytes: &[u8]) -> Result<Commit> {
     let commit: Commit = decode_json(path, bytes)?;
     if commit.format > FORMAT {
         return Err(Error::UnsupportedFormat {

@@ -1,17 +1,22 @@
-//! The archive's catalog, kept in the object store next to the splits: an
-//! append-only log of commits, each adding and removing splits and carrying
-//! the Bus positions and the line ranges and event ids it archived.
+//! The archive's catalog: each table's Delta Lake log, kept in the object
+//! store with the splits. An append-only log of commits, each adding and
+//! removing splits and carrying the Bus positions (`txn`) and, in its
+//! splits' `add` tags, the line ranges and event ids it archived.
 //!
 //! ```text
-//! <prefix>/_catalog/commits/00000000000000000001.json      commit 1, 2, 3, … (put-if-absent)
-//! <prefix>/_catalog/checkpoints/00000000000000000050.json  state as of 50, every 50 commits
-//! <prefix>/logs/…, <prefix>/events/…                       split objects (keys in commits)
+//! <prefix>/logs/_delta_log/00000000000000000000.json        the table's creation
+//! <prefix>/logs/_delta_log/00000000000000000001.json        commit 1, 2, 3, … (put-if-absent)
+//! <prefix>/logs/_delta_log/00000000000000000050.checkpoint.parquet   Delta checkpoint (delta-rs)
+//! <prefix>/logs/_sluice/state/00000000000000000050.json     Sluice's state as of 50
+//! <prefix>/logs/date=…/hour=…/<id>.parquet, logs/_index/…    split objects
+//! <prefix>/events/…                                          the same for events
 //! ```
 //!
-//! - [`Catalog::open`] loads the latest checkpoint and replays the commits
-//!   after it; [`Catalog::refresh`] follows new ones. [`CatalogState`] is the
-//!   result: live splits, Bus positions, archived `(source_id, offset)`
-//!   ranges ([`RangeSet`]), recent event ids.
+//! - [`Catalog::open`] loads the latest state cache and replays the Delta
+//!   commits after it; [`Catalog::refresh`] follows new ones.
+//!   [`CatalogState`] is the result: live splits, Bus positions, archived
+//!   `(source_id, offset)` ranges ([`RangeSet`]), recent event ids. Other
+//!   engines read the same log: the same files are live for them.
 //! - [`Catalog::commit`] writes a [`CommitDraft`] as the next version. Two
 //!   writers on one base: one wins, the other gets
 //!   [`CommitOutcome::Conflict`] and decides with
@@ -28,11 +33,15 @@
 //! crash after it means the Bus delivers again what the catalog already
 //! holds, which dedup drops.
 
+mod checkpoint;
 mod commit;
 mod config;
+pub mod delta;
 mod entry;
 mod error;
+mod held;
 mod janitor;
+pub mod legacy;
 mod log;
 mod ranges;
 mod state;
@@ -49,6 +58,7 @@ pub use commit::{
 pub use config::CatalogConfig;
 pub use entry::split_entry;
 pub use error::{Error, Result};
+pub use held::{Held, IdSet};
 pub use log::{Catalog, MAX_PARALLEL_READS};
 pub use ranges::RangeSet;
 pub use state::{

@@ -1,6 +1,6 @@
-//! The catalog's state: the replay of its commits. Live splits, Bus
-//! positions, archived line ranges per source, recently archived event ids
-//! and recently removed splits.
+//! One table's state: the replay of its Delta log. Live splits, Bus
+//! positions (the `txn` versions), archived line ranges per source,
+//! recently archived event ids and recently removed splits.
 //!
 //! Replay is a pure function of the commit sequence (time comes from the
 //! commits, never from the clock), so a checkpoint plus the commits after it
@@ -233,11 +233,13 @@ impl CatalogState {
             }
         }
         for entry in &commit.added {
-            if self
-                .splits
-                .insert(entry.key.clone(), entry.clone())
-                .is_some()
-            {
+            // What it holds is in `sources` and `events` below (for the
+            // splits that change data): not kept twice.
+            let live = SplitEntry {
+                held: Default::default(),
+                ..entry.clone()
+            };
+            if self.splits.insert(entry.key.clone(), live).is_some() {
                 tracing::warn!(
                     version = commit.version,
                     split = %entry.key,

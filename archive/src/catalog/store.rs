@@ -1,9 +1,11 @@
 //! The catalog's objects in the store and the calls that read and write
 //! them, with retries of transient errors.
 //!
-//! Keys, under the archive prefix:
-//! - `_catalog/commits/<version:020>.json`: commit `version` (1, 2, 3, …);
-//! - `_catalog/checkpoints/<version:020>.json`: the state as of `version`.
+//! Keys (from [`sluice_schema::archive`], relative to the archive root):
+//! - `<table>/_delta_log/<version:020>.json`: Delta commit `version` (0
+//!   creates the table);
+//! - `<table>/_sluice/state/<version:020>.json`: Sluice's state as of
+//!   `version`, a cache of the replay.
 //!
 //! Both are written with put-if-absent and never overwritten. Only reads
 //! and idempotent writes are retried here; the put of a commit is not (see
@@ -15,42 +17,57 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use sluice_schema::archive as keys;
 
+use super::commit::SplitKind;
 use super::config::CatalogConfig;
 use super::error::{Error, Result, is_transient};
 
-const CATALOG_DIR: &str = "_catalog";
-const COMMITS_DIR: &str = "commits";
-const CHECKPOINTS_DIR: &str = "checkpoints";
-
-/// Where the catalog's objects are.
+/// Where one table's catalog objects are.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
     prefix: Path,
-    commits: Path,
-    checkpoints: Path,
+    logs: bool,
 }
 
 impl Layout {
-    pub(crate) fn new(prefix: &Path) -> Self {
-        let catalog = prefix.clone().join(CATALOG_DIR);
+    pub(crate) fn new(prefix: &Path, kind: SplitKind) -> Self {
         Layout {
             prefix: prefix.clone(),
-            commits: catalog.clone().join(COMMITS_DIR),
-            checkpoints: catalog.join(CHECKPOINTS_DIR),
+            logs: kind == SplitKind::Logs,
         }
     }
 
-    pub(crate) fn checkpoints_dir(&self) -> &Path {
-        &self.checkpoints
+    /// The table's root folder.
+    pub(crate) fn table(&self) -> Path {
+        self.object(keys::table_prefix(self.logs))
+    }
+
+    pub(crate) fn state_caches(&self) -> Path {
+        self.object(&keys::state_cache_prefix(self.logs))
     }
 
     pub(crate) fn commit(&self, version: u64) -> Path {
-        self.commits.clone().join(file_name(version).as_str())
+        self.object(&keys::delta_commit_key(self.logs, version))
     }
 
-    pub(crate) fn checkpoint(&self, version: u64) -> Path {
-        self.checkpoints.clone().join(file_name(version).as_str())
+    pub(crate) fn state_cache(&self, version: u64) -> Path {
+        self.object(&keys::state_cache_key(self.logs, version))
+    }
+
+    /// Commit 1 of the catalog before Delta Lake, if the archive has one.
+    pub(crate) fn legacy_first_commit(&self) -> Path {
+        self.object(&format!(
+            "{}/commits/{:020}.json",
+            keys::LEGACY_CATALOG_DIR,
+            1
+        ))
+    }
+
+    /// The marker `sluice archive migrate` puts when every split of the old
+    /// catalog is in the tables.
+    pub(crate) fn legacy_migrated(&self) -> Path {
+        self.object(&format!("{}/MIGRATED", keys::LEGACY_CATALOG_DIR))
     }
 
     /// A key relative to the prefix as a store path.
@@ -68,18 +85,9 @@ impl Layout {
     }
 }
 
-fn file_name(version: u64) -> String {
-    format!("{version:020}.json")
-}
-
-/// The version a catalog object's name stands for.
+/// The version a commit's or state cache's store path stands for.
 pub(crate) fn parse_version(path: &Path) -> Option<u64> {
-    let name = path.filename()?;
-    let digits = name.strip_suffix(".json")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    keys::parse_version_key(path.as_ref())
 }
 
 /// The store, with the retry policy of the catalog.
@@ -198,27 +206,35 @@ mod tests {
 
     #[test]
     fn keys_and_versions() {
-        let layout = Layout::new(&Path::default());
+        let layout = Layout::new(&Path::default(), SplitKind::Logs);
         assert_eq!(
             layout.commit(7).as_ref(),
-            "_catalog/commits/00000000000000000007.json"
+            "logs/_delta_log/00000000000000000007.json"
         );
         assert_eq!(parse_version(&layout.commit(7)), Some(7));
-        assert_eq!(parse_version(&layout.checkpoint(u64::MAX)), Some(u64::MAX));
-        assert_eq!(parse_version(&Path::from("_catalog/commits/7.json")), None);
-        assert_eq!(parse_version(&Path::from("_catalog/commits/x.tmp")), None);
+        assert_eq!(parse_version(&layout.state_cache(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_version(&Path::from("logs/_delta_log/7.json")), None);
+        assert_eq!(parse_version(&Path::from("logs/_delta_log/x.tmp")), None);
 
-        let layout = Layout::new(&Path::from("archive/a"));
+        let layout = Layout::new(&Path::from("archive/a"), SplitKind::Events);
         assert_eq!(
-            layout.checkpoint(50).as_ref(),
-            "archive/a/_catalog/checkpoints/00000000000000000050.json"
+            layout.state_cache(50).as_ref(),
+            "archive/a/events/_sluice/state/00000000000000000050.json"
         );
-        let object = layout.object("logs/date=2026-11-03/x.parquet");
-        assert_eq!(object.as_ref(), "archive/a/logs/date=2026-11-03/x.parquet");
+        assert_eq!(layout.table().as_ref(), "archive/a/events");
+        let object = layout.object("events/date=2026-11-03/x.parquet");
+        assert_eq!(
+            object.as_ref(),
+            "archive/a/events/date=2026-11-03/x.parquet"
+        );
         assert_eq!(
             layout.relative(&object).as_deref(),
-            Some("logs/date=2026-11-03/x.parquet")
+            Some("events/date=2026-11-03/x.parquet")
         );
         assert_eq!(layout.relative(&Path::from("other/logs/x")), None);
+        assert_eq!(
+            layout.legacy_first_commit().as_ref(),
+            "archive/a/_catalog/commits/00000000000000000001.json"
+        );
     }
 }

@@ -37,7 +37,28 @@ fn split(name: &str) -> SplitEntry {
         jobs: vec!["www/prod/web".into()],
         roles: vec!["www".into()],
         created_unix_ms: 1,
+        held: Held::default(),
     }
+}
+
+/// Lines `[start, end)` of `source`, held by the draft's last split (what
+/// an archiver's split holds) and so archived by the draft.
+fn hold_lines(draft: &mut CommitDraft, source: u64, start: u64, end: u64) {
+    let last = draft.added.last_mut().expect("a split to hold the lines");
+    last.held
+        .lines
+        .entry(source)
+        .or_default()
+        .insert(start, end);
+    draft.archive_lines(source, start, end);
+}
+
+/// An event held by the draft's last split.
+fn hold_event(draft: &mut CommitDraft, id: impl Into<String>) -> bool {
+    let id = id.into();
+    let last = draft.added.last_mut().expect("a split to hold the event");
+    last.held.events.insert(&id);
+    draft.archive_event(id)
 }
 
 fn bus(group: &str, positions: &[(u32, u64)]) -> BusCheckpoint {
@@ -70,23 +91,25 @@ async fn commit_many(catalog: &mut Catalog, n: u64) {
         let v = catalog.version();
         let mut draft = catalog.draft("archiver-a");
         draft.add_split(split(&format!("s{v}")));
-        draft.archive_lines(1, v * 10, v * 10 + 10);
-        draft.archive_event(format!("node-1/{v}"));
+        hold_lines(&mut draft, 1, v * 10, v * 10 + 10);
+        hold_event(&mut draft, format!("node-1/{v}"));
         draft.set_bus(bus("archiver", &[(0, v + 1)]));
         committed(catalog, &draft).await;
     }
 }
 
 async fn round_trip(store: Arc<dyn ObjectStore>, prefix: Path) {
-    let mut catalog = Catalog::open(store.clone(), &prefix).await.unwrap();
+    let mut catalog = Catalog::open(store.clone(), &prefix, SplitKind::Logs)
+        .await
+        .unwrap();
     assert_eq!(catalog.version(), 0);
 
     let mut draft = catalog.draft("archiver-a");
     draft.add_split(split("a"));
     draft.add_split(split("b"));
-    draft.archive_lines(42, 0, 100);
-    draft.archive_lines(7, 10, 20);
-    draft.archive_event("node-1/1");
+    hold_lines(&mut draft, 42, 0, 100);
+    hold_lines(&mut draft, 7, 10, 20);
+    hold_event(&mut draft, "node-1/1");
     draft.set_bus(bus("archiver", &[(0, 5), (1, 9)]));
     let first = committed(&mut catalog, &draft).await;
     assert_eq!((first.version, first.parent), (1, 0));
@@ -94,12 +117,15 @@ async fn round_trip(store: Arc<dyn ObjectStore>, prefix: Path) {
 
     // Compaction: remove both, add their merge, in one commit.
     let mut draft = catalog.draft("compactor");
+    draft.rearranges_only();
     draft.remove_split(split("a").key);
     draft.remove_split(split("b").key);
     draft.add_split(split("ab"));
     committed(&mut catalog, &draft).await;
 
-    let reopened = Catalog::open(store.clone(), &prefix).await.unwrap();
+    let reopened = Catalog::open(store.clone(), &prefix, SplitKind::Logs)
+        .await
+        .unwrap();
     assert_eq!(reopened.state(), catalog.state());
     let state = reopened.state();
     assert_eq!(state.version(), 2);
@@ -120,7 +146,7 @@ async fn round_trip(store: Arc<dyn ObjectStore>, prefix: Path) {
         ]
     );
 
-    // The object is the commit, in JSON.
+    // The object is a Delta commit: JSON lines of actions.
     let bytes = store
         .get(&catalog.commit_path(1))
         .await
@@ -128,15 +154,61 @@ async fn round_trip(store: Arc<dyn ObjectStore>, prefix: Path) {
         .bytes()
         .await
         .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(json["version"], 1);
-    assert_eq!(json["parent"], 0);
-    assert_eq!(json["writer"], "archiver-a");
-    assert_eq!(json["archived"]["42"], serde_json::json!([[0, 100]]));
-    assert_eq!(json["bus"]["positions"]["sluice.logs/1"], 9);
-    assert_eq!(json["added"][0]["kind"], "logs");
-    let parsed: Commit = serde_json::from_slice(&bytes).unwrap();
+    let actions: Vec<serde_json::Value> = std::str::from_utf8(&bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |name: &str| -> Vec<&serde_json::Value> {
+        actions.iter().filter_map(|a| a.get(name)).collect()
+    };
+    let info = of("commitInfo")[0];
+    assert_eq!(info["sluiceCommitId"], first.commit_id.as_str());
+    assert_eq!(info["sluiceWriter"], "archiver-a");
+    assert_eq!(info["operation"], "WRITE");
+    let adds = of("add");
+    assert_eq!(adds.len(), 2);
+    assert_eq!(adds[0]["path"], "date=2026-11-03/hour=07/a.parquet");
+    assert_eq!(
+        adds[0]["partitionValues"],
+        serde_json::json!({"date": "2026-11-03", "hour": "7"})
+    );
+    assert_eq!(adds[0]["dataChange"], true);
+    assert_eq!(
+        adds[0]["tags"]["sluice.index"],
+        "date=2026-11-03/hour=07/a.index"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(adds[0]["stats"].as_str().unwrap()).unwrap();
+    assert_eq!(stats["numRecords"], 10);
+    assert_eq!(stats["minValues"]["ts_nanos"], 1_000);
+    assert_eq!(stats["maxValues"]["ts"], "1970-01-01T00:00:00.000002Z");
+    // What the draft archived is in its splits' tags.
+    let lines: Vec<&str> = adds
+        .iter()
+        .filter_map(|a| a["tags"]["sluice.lines"].as_str())
+        .collect();
+    assert_eq!(
+        lines,
+        [r#"{"0000000000000007":[[10,20]],"000000000000002a":[[0,100]]}"#]
+    );
+    let txns = of("txn");
+    assert_eq!(txns.len(), 2);
+    assert_eq!(txns[1]["appId"], "archiver/sluice.logs/1");
+    assert_eq!(txns[1]["version"], 9);
+    let parsed = delta::decode(&catalog.commit_path(1), SplitKind::Logs, 1, &bytes).unwrap();
     assert_eq!(parsed, first);
+    // The compaction's actions change no data.
+    let bytes = store
+        .get(&catalog.commit_path(2))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let text = std::str::from_utf8(&bytes).unwrap();
+    assert!(text.contains(r#""operation":"OPTIMIZE""#), "{text}");
+    assert_eq!(text.matches(r#""dataChange":false"#).count(), 3, "{text}");
 }
 
 #[tokio::test]
@@ -153,7 +225,7 @@ async fn commits_replay_on_local_files() {
     round_trip(store, root()).await;
     assert!(
         dir.path()
-            .join("_catalog/commits/00000000000000000002.json")
+            .join("logs/_delta_log/00000000000000000002.json")
             .is_file()
     );
 }
@@ -165,7 +237,7 @@ async fn checkpoint_and_tail_equal_a_full_replay() {
         checkpoint_interval: 5,
         ..CatalogConfig::default()
     };
-    let mut catalog = Catalog::open_with(store.clone(), &root(), config.clone())
+    let mut catalog = Catalog::open_with(store.clone(), &root(), SplitKind::Logs, config.clone())
         .await
         .unwrap();
     commit_many(&mut catalog, 13).await;
@@ -174,15 +246,32 @@ async fn checkpoint_and_tail_equal_a_full_replay() {
     }
     assert!(store.head(&catalog.checkpoint_path(13)).await.is_err());
 
+    // Delta checkpoints for other engines, at the same versions.
+    let table = Path::from("logs/_delta_log");
+    for name in [
+        "00000000000000000005.checkpoint.parquet",
+        "00000000000000000010.checkpoint.parquet",
+        "_last_checkpoint",
+    ] {
+        assert!(
+            store.head(&table.clone().join(name)).await.is_ok(),
+            "{name}"
+        );
+    }
+
     // Only the commits: a full replay.
     let commits_only = memory();
-    for v in 1..=13 {
+    for v in 0..=13 {
         let path = catalog.commit_path(v);
         let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
         commits_only.put(&path, bytes.into()).await.unwrap();
     }
-    let full = Catalog::open(commits_only, &root()).await.unwrap();
-    let from_checkpoint = Catalog::open(store.clone(), &root()).await.unwrap();
+    let full = Catalog::open(commits_only, &root(), SplitKind::Logs)
+        .await
+        .unwrap();
+    let from_checkpoint = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     assert_eq!(full.state(), catalog.state());
     assert_eq!(from_checkpoint.state(), catalog.state());
 
@@ -190,15 +279,21 @@ async fn checkpoint_and_tail_equal_a_full_replay() {
     for v in 1..=10 {
         store.delete(&catalog.commit_path(v)).await.unwrap();
     }
-    let reopened = Catalog::open(store, &root()).await.unwrap();
+    let reopened = Catalog::open(store, &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     assert_eq!(reopened.state(), catalog.state());
 }
 
 #[tokio::test]
 async fn a_follower_catches_up_with_refresh() {
     let store = memory();
-    let mut writer = Catalog::open(store.clone(), &root()).await.unwrap();
-    let mut follower = Catalog::open(store, &root()).await.unwrap();
+    let mut writer = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
+    let mut follower = Catalog::open(store, &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     commit_many(&mut writer, 70).await;
     assert_eq!(follower.refresh().await.unwrap(), 70);
     assert_eq!(follower.state(), writer.state());
@@ -215,38 +310,44 @@ async fn an_unreadable_checkpoint_falls_back_to_an_older_one() {
         checkpoint_interval: 2,
         ..CatalogConfig::default()
     };
-    let mut catalog = Catalog::open_with(store.clone(), &root(), config)
+    let mut catalog = Catalog::open_with(store.clone(), &root(), SplitKind::Logs, config)
         .await
         .unwrap();
     commit_many(&mut catalog, 5).await;
     let latest = catalog.checkpoint_path(4);
     store.delete(&latest).await.unwrap();
     store.put(&latest, "{not json".into()).await.unwrap();
-    let reopened = Catalog::open(store, &root()).await.unwrap();
+    let reopened = Catalog::open(store, &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     assert_eq!(reopened.state(), catalog.state());
 }
 
 #[tokio::test]
 async fn racing_writers_one_wins_the_other_conflicts() {
     let store = memory();
-    let mut a = Catalog::open(store.clone(), &root()).await.unwrap();
-    let mut b = Catalog::open(store.clone(), &root()).await.unwrap();
+    let mut a = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
+    let mut b = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
 
     let mut mine = a.draft("archiver-a");
     mine.add_split(split("a"));
-    mine.archive_lines(1, 0, 100);
+    hold_lines(&mut mine, 1, 0, 100);
     mine.set_bus(bus("archiver", &[(0, 100)]));
 
     // b consumed the same partition (a rebalance) and archived overlapping lines.
     let mut same_partition = b.draft("archiver-b");
     same_partition.add_split(split("b"));
-    same_partition.archive_lines(1, 50, 150);
+    hold_lines(&mut same_partition, 1, 50, 150);
     same_partition.set_bus(bus("archiver", &[(0, 150)]));
 
     // b also has a draft on another partition and another source.
     let mut other_partition = b.draft("archiver-b");
     other_partition.add_split(split("c"));
-    other_partition.archive_lines(2, 0, 10);
+    hold_lines(&mut other_partition, 2, 0, 10);
     other_partition.set_bus(bus("archiver", &[(1, 10)]));
 
     let won = committed(&mut a, &mine).await;
@@ -286,10 +387,12 @@ async fn concurrent_commits_of_one_version_make_one_commit() {
         let store = store.clone();
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
-            let mut catalog = Catalog::open(store, &root()).await.unwrap();
+            let mut catalog = Catalog::open(store, &root(), SplitKind::Logs)
+                .await
+                .unwrap();
             let mut draft = catalog.draft(format!("archiver-{i}"));
             draft.add_split(split(&format!("s{i}")));
-            draft.archive_lines(1, 0, 10);
+            hold_lines(&mut draft, 1, 0, 10);
             barrier.wait().await;
             catalog.commit(&draft).await.unwrap()
         }));
@@ -302,7 +405,9 @@ async fn concurrent_commits_of_one_version_make_one_commit() {
         }
     }
     assert_eq!(wins, 1);
-    let catalog = Catalog::open(store, &root()).await.unwrap();
+    let catalog = Catalog::open(store, &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     assert_eq!(catalog.version(), 1);
     assert_eq!(catalog.state().splits().len(), 1);
 }
@@ -320,6 +425,7 @@ fn commit_of(version: u64, f: impl FnOnce(&mut Commit)) -> Commit {
         bus: None,
         archived: BTreeMap::new(),
         event_ids: vec![],
+        data_change: true,
     };
     f(&mut commit);
     commit
@@ -327,7 +433,9 @@ fn commit_of(version: u64, f: impl FnOnce(&mut Commit)) -> Commit {
 
 #[tokio::test]
 async fn the_conflict_rule() {
-    let mut catalog = Catalog::open(memory(), &root()).await.unwrap();
+    let mut catalog = Catalog::open(memory(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     let mut seed = catalog.draft("seed");
     seed.add_split(split("old"));
     seed.set_bus(bus("archiver", &[(0, 100), (1, 50)]));
@@ -335,10 +443,10 @@ async fn the_conflict_rule() {
 
     let mut draft = catalog.draft("archiver-a");
     draft.set_bus(bus("archiver", &[(0, 200)]));
-    draft.archive_lines(9, 100, 200);
-    draft.archive_event("node-1/7");
     draft.remove_split(split("old").key);
     draft.add_split(split("new"));
+    hold_lines(&mut draft, 9, 100, 200);
+    hold_event(&mut draft, "node-1/7");
     let after = |f: fn(&mut Commit)| commit_of(2, f);
 
     // Bus: the same partition moved past the base → conflict; not moved,
@@ -369,7 +477,10 @@ async fn the_conflict_rule() {
 #[tokio::test]
 async fn a_put_that_landed_despite_an_error_is_recognized() {
     let (flaky, faults) = Flaky::with_faults();
-    let mut catalog = Catalog::open(flaky.clone(), &root()).await.unwrap();
+    let mut catalog = Catalog::open(flaky.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
+    catalog.create_table().await.unwrap();
     let mut draft = catalog.draft("archiver-a");
     draft.add_split(split("a"));
     faults.land_then_fail.store(1, SeqCst);
@@ -377,7 +488,9 @@ async fn a_put_that_landed_despite_an_error_is_recognized() {
     assert_eq!(commit.version, 1);
     assert_eq!(faults.land_then_fail.load(SeqCst), 0, "the fault fired");
     // One commit, not two.
-    let reopened = Catalog::open(flaky, &root()).await.unwrap();
+    let reopened = Catalog::open(flaky, &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     assert_eq!(reopened.version(), 1);
     assert_eq!(reopened.state(), catalog.state());
 }
@@ -385,13 +498,22 @@ async fn a_put_that_landed_despite_an_error_is_recognized() {
 #[tokio::test]
 async fn a_put_that_failed_is_put_again() {
     let (flaky, faults) = Flaky::with_faults();
-    let mut catalog = Catalog::open(flaky.clone(), &root()).await.unwrap();
+    let mut catalog = Catalog::open(flaky.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
+    catalog.create_table().await.unwrap();
     let mut draft = catalog.draft("archiver-a");
     draft.add_split(split("a"));
     faults.fail_before.store(2, SeqCst);
     assert_eq!(committed(&mut catalog, &draft).await.version, 1);
     assert_eq!(faults.fail_before.load(SeqCst), 0);
-    assert_eq!(Catalog::open(flaky, &root()).await.unwrap().version(), 1);
+    assert_eq!(
+        Catalog::open(flaky, &root(), SplitKind::Logs)
+            .await
+            .unwrap()
+            .version(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -403,9 +525,10 @@ async fn a_lost_answer_is_found_by_the_next_call() {
         retry_max_backoff_ms: 2,
         ..CatalogConfig::default()
     };
-    let mut catalog = Catalog::open_with(flaky.clone(), &root(), config.clone())
+    let mut catalog = Catalog::open_with(flaky.clone(), &root(), SplitKind::Logs, config.clone())
         .await
         .unwrap();
+    catalog.create_table().await.unwrap();
     let mut draft = catalog.draft("archiver-a");
     draft.add_split(split("a"));
     // The put lands but fails, and reading it back fails too: unknown.
@@ -425,7 +548,7 @@ async fn a_lost_answer_is_found_by_the_next_call() {
     faults.fail_gets.store(100, SeqCst);
     assert!(catalog.commit(&draft).await.is_err());
     faults.fail_gets.store(0, SeqCst);
-    let mut other = Catalog::open_with(flaky.clone(), &root(), config)
+    let mut other = Catalog::open_with(flaky.clone(), &root(), SplitKind::Logs, config)
         .await
         .unwrap();
     let mut theirs = other.draft("archiver-b");
@@ -447,76 +570,147 @@ async fn a_failed_checkpoint_is_harmless() {
         retry_max_backoff_ms: 2,
         ..CatalogConfig::default()
     };
-    let mut catalog = Catalog::open_with(flaky.clone(), &root(), config)
+    let mut catalog = Catalog::open_with(flaky.clone(), &root(), SplitKind::Logs, config)
         .await
         .unwrap();
     commit_many(&mut catalog, 5).await;
     assert!(flaky.head(&catalog.checkpoint_path(2)).await.is_err());
-    let reopened = Catalog::open(flaky, &root()).await.unwrap();
+    let reopened = Catalog::open(flaky, &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     assert_eq!(reopened.state(), catalog.state());
 }
 
 #[tokio::test]
 async fn a_corrupt_commit_is_an_error_naming_it() {
     let store = memory();
-    let mut catalog = Catalog::open(store.clone(), &root()).await.unwrap();
+    let mut catalog = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     commit_many(&mut catalog, 1).await;
     let path = catalog.commit_path(2);
     store.put(&path, "{\"version\": 2,".into()).await.unwrap();
-    let e = Catalog::open(store.clone(), &root()).await.unwrap_err();
+    let e = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(
         e.to_string()
-            .contains("_catalog/commits/00000000000000000002.json"),
+            .contains("logs/_delta_log/00000000000000000002.json"),
         "{e}"
     );
     assert!(catalog.refresh().await.is_err());
-    // A commit that claims another version is corrupt too.
+    // An add with a bad tag is corrupt too, naming the line and the tag.
     store.delete(&path).await.unwrap();
-    let mut wrong = commit_of(3, |_| {});
-    wrong.parent = 1;
-    let bytes = serde_json::to_vec(&wrong).unwrap();
-    store.put(&path, bytes.into()).await.unwrap();
-    let e = Catalog::open(store, &root()).await.unwrap_err();
+    let bad = r#"{"add":{"path":"date=2026-11-03/hour=07/x.parquet","partitionValues":{"date":"2026-11-03","hour":"7"},"size":1,"modificationTime":1,"dataChange":true,"tags":{"sluice.min_ts":"soon"}}}"#;
+    store.put(&path, bad.into()).await.unwrap();
+    let e = Catalog::open(store, &root(), SplitKind::Logs)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("00000000000000000002.json"), "{e}");
+    assert!(
+        e.to_string().contains("line 1") && e.to_string().contains("sluice.min_ts"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn a_gap_in_versions_is_an_error_naming_it() {
     let store = memory();
-    let mut catalog = Catalog::open(store.clone(), &root()).await.unwrap();
+    let mut catalog = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     commit_many(&mut catalog, 3).await;
     store.delete(&catalog.commit_path(2)).await.unwrap();
-    let e = Catalog::open(store, &root()).await.unwrap_err();
+    let e = Catalog::open(store, &root(), SplitKind::Logs)
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Gap { missing: 2, .. }), "{e}");
     assert!(
         e.to_string()
-            .contains("_catalog/commits/00000000000000000002.json"),
+            .contains("logs/_delta_log/00000000000000000002.json"),
         "{e}"
     );
 }
 
 #[tokio::test]
-async fn a_newer_format_is_refused() {
+async fn a_newer_protocol_is_refused() {
     let store = memory();
-    let catalog = Catalog::open(store.clone(), &root()).await.unwrap();
-    let bytes = serde_json::to_vec(&commit_of(1, |c| c.format = FORMAT + 1)).unwrap();
-    store
-        .put(&catalog.commit_path(1), bytes.into())
+    let mut catalog = Catalog::open(store.clone(), &root(), SplitKind::Logs)
         .await
         .unwrap();
-    let e = Catalog::open(store, &root()).await.unwrap_err();
-    assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
+    commit_many(&mut catalog, 1).await;
+    // Another engine turned on deletion vectors: its files no longer mean
+    // what they say without them.
+    let upgrade = r#"{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors"]}}"#;
+    store
+        .put(&catalog.commit_path(2), upgrade.into())
+        .await
+        .unwrap();
+    let e = Catalog::open(store, &root(), SplitKind::Logs)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::UnsupportedFormat { format: 3, .. }),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_table_of_another_kind_or_an_old_archive_is_refused() {
+    let store = memory();
+    let mut logs = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
+    logs.create_table().await.unwrap();
+    // The events table's folder holding a logs table.
+    let bytes = store
+        .get(&logs.commit_path(0))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    store
+        .put(
+            &Path::from("events/_delta_log/00000000000000000000.json"),
+            bytes.into(),
+        )
+        .await
+        .unwrap();
+    let e = Catalog::open(store, &root(), SplitKind::Events)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not Sluice's events table"), "{e}");
+
+    let old = memory();
+    old.put(
+        &Path::from("_catalog/commits/00000000000000000001.json"),
+        "{}".into(),
+    )
+    .await
+    .unwrap();
+    let e = Catalog::open(old.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Legacy { .. }), "{e}");
+    assert!(e.to_string().contains("sluice archive migrate"), "{e}");
+    old.put(&Path::from("_catalog/MIGRATED"), "done".into())
+        .await
+        .unwrap();
+    Catalog::open(old, &root(), SplitKind::Logs).await.unwrap();
 }
 
 #[tokio::test]
 async fn drafts_are_checked_against_the_state() {
-    let mut catalog = Catalog::open(memory(), &root()).await.unwrap();
+    let mut catalog = Catalog::open(memory(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     let mut draft = catalog.draft("archiver-a");
     draft.add_split(split("a"));
-    draft.archive_lines(1, 0, 100);
-    draft.archive_lines(1, 200, 300);
-    draft.archive_event("e1");
+    hold_lines(&mut draft, 1, 0, 100);
+    hold_lines(&mut draft, 1, 200, 300);
+    hold_event(&mut draft, "e1");
     committed(&mut catalog, &draft).await;
 
     let invalid = |f: fn(&mut CommitDraft)| {
@@ -531,12 +725,23 @@ async fn drafts_are_checked_against_the_state() {
             invalid(|d| d.add_split(split("a"))),
             "already in the catalog",
         ),
-        (invalid(|d| d.archive_lines(1, 99, 101)), "already archived"),
         (
             invalid(|d| {
-                d.archive_event("e1");
+                d.add_split(split("c"));
+                hold_lines(d, 1, 99, 101);
+            }),
+            "already archived",
+        ),
+        (
+            invalid(|d| {
+                d.add_split(split("d"));
+                hold_event(d, "e1");
             }),
             "event e1",
+        ),
+        (
+            invalid(|d| d.archive_lines(5, 0, 10)),
+            "archived by no split",
         ),
     ] {
         let e = catalog.commit(&draft).await.unwrap_err();
@@ -545,7 +750,8 @@ async fn drafts_are_checked_against_the_state() {
     }
     // The gap [100, 200) is filled later: exact dedup, not a high-water mark.
     let mut fill = catalog.draft("archiver-a");
-    fill.archive_lines(1, 100, 200);
+    fill.add_split(split("fill"));
+    hold_lines(&mut fill, 1, 100, 200);
     committed(&mut catalog, &fill).await;
     assert_eq!(
         catalog.state().archived(1).unwrap().to_vec(),
@@ -555,7 +761,9 @@ async fn drafts_are_checked_against_the_state() {
 
 #[tokio::test]
 async fn an_old_draft_is_refused() {
-    let mut catalog = Catalog::open(memory(), &root()).await.unwrap();
+    let mut catalog = Catalog::open(memory(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     let mut draft = catalog.draft("archiver-a");
     draft.add_split(split("a"));
     draft.set_started_unix_ms(draft.started_unix_ms() - 31 * 60 * 1000);
@@ -601,7 +809,9 @@ async fn orphans_are_deleted_and_needed_objects_kept() {
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
     let prefix = Path::from("archive");
-    let mut catalog = Catalog::open(store.clone(), &prefix).await.unwrap();
+    let mut catalog = Catalog::open(store.clone(), &prefix, SplitKind::Logs)
+        .await
+        .unwrap();
     let hours_ago = |h: u64| SystemTime::now() - Duration::from_secs(h * 3600);
     let write = |key: &str, modified: SystemTime| {
         let path = dir.path().join("archive").join(key);
@@ -649,15 +859,18 @@ async fn orphans_are_deleted_and_needed_objects_kept() {
         .iter()
         .map(|p| p.to_string())
         .collect();
+    // Each table's janitor looks after its own folder only.
     assert_eq!(
         orphans,
-        vec![
-            "archive/events/date=2026-11-03/failed-attempt.parquet",
-            "archive/logs/date=2026-11-03/hour=07/failed-attempt.parquet",
-        ]
+        vec!["archive/logs/date=2026-11-03/hour=07/failed-attempt.parquet"]
     );
     let deleted = catalog.delete_orphans(grace).await.unwrap();
-    assert_eq!(deleted.len(), 2);
+    assert_eq!(deleted.len(), 1);
+    let mut events = Catalog::open(store.clone(), &prefix, SplitKind::Events)
+        .await
+        .unwrap();
+    let deleted = events.delete_orphans(grace).await.unwrap();
+    assert_eq!(deleted.len(), 1);
     assert!(
         !dir.path()
             .join("archive/events/date=2026-11-03/failed-attempt.parquet")
@@ -671,8 +884,7 @@ async fn orphans_are_deleted_and_needed_objects_kept() {
     );
 
     // Twenty minutes later the removed split is past `removed_grace_secs`
-    // (its objects were written long ago): readers of the raw files must not
-    // see it beside the split that replaced it for the whole grace period.
+    // (its objects were written long ago), as `vacuum` would see it.
     let soon = SystemTime::now() + Duration::from_secs(20 * 60);
     let deleted = catalog.delete_orphans_at(soon, grace).await.unwrap();
     let deleted: Vec<String> = deleted.iter().map(|p| p.to_string()).collect();
@@ -684,9 +896,9 @@ async fn orphans_are_deleted_and_needed_objects_kept() {
         ]
     );
 
-    // Two hours later the object of
-    // the draft that never committed is old; the live split and what is
-    // outside the data roots stay.
+    // Two hours later the object of the draft that never committed is old;
+    // the live split, the Delta log, Sluice's state cache and what is
+    // outside the table stay.
     let later = SystemTime::now() + Duration::from_secs(2 * 3600);
     let deleted = catalog.delete_orphans_at(later, grace).await.unwrap();
     let deleted: Vec<String> = deleted.iter().map(|p| p.to_string()).collect();
@@ -698,6 +910,11 @@ async fn orphans_are_deleted_and_needed_objects_kept() {
         assert!(dir.path().join("archive").join(key).exists(), "{key}");
     }
     assert!(dir.path().join("archive/tmp/not-a-split").exists());
+    assert!(
+        dir.path()
+            .join("archive/logs/_delta_log/00000000000000000001.json")
+            .exists()
+    );
     // A grace period shorter than twice the draft age is refused.
     let e = catalog.orphans(Duration::from_secs(600)).await.unwrap_err();
     assert!(matches!(e, Error::Config(_)), "{e}");
@@ -706,16 +923,21 @@ async fn orphans_are_deleted_and_needed_objects_kept() {
 #[tokio::test]
 async fn a_conflicting_drafts_objects_are_discarded() {
     let store = memory();
-    let mut a = Catalog::open(store.clone(), &root()).await.unwrap();
-    let mut b = Catalog::open(store.clone(), &root()).await.unwrap();
+    let mut a = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
+    let mut b = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
     let mut lost = b.draft("archiver-b");
     lost.add_split(split("b"));
-    lost.archive_lines(1, 0, 10);
+    hold_lines(&mut lost, 1, 0, 10);
     for key in lost.added_object_keys() {
         store.put(&b.object_path(key), "x".into()).await.unwrap();
     }
     let mut won = a.draft("archiver-a");
-    won.archive_lines(1, 5, 15);
+    won.add_split(split("w"));
+    hold_lines(&mut won, 1, 5, 15);
     committed(&mut a, &won).await;
     let CommitOutcome::Conflict { theirs } = b.commit_rebasing(&mut lost).await.unwrap() else {
         panic!("overlapping lines conflict");
@@ -795,10 +1017,17 @@ impl ObjectStore for Flaky {
     {
         Box::pin(async move {
             let key = location.as_ref();
-            if key.contains("_catalog/checkpoints/") && self.faults.fail_checkpoints.load(SeqCst) {
+            let checkpoint = key.contains("_sluice/state/")
+                || key.contains(".checkpoint.")
+                || key.ends_with("_last_checkpoint");
+            if checkpoint && self.faults.fail_checkpoints.load(SeqCst) {
                 return Err(injected());
             }
-            if key.contains("_catalog/commits/") {
+            // Commits after the table's creation.
+            if key.contains("_delta_log/")
+                && key.ends_with(".json")
+                && !key.ends_with(&format!("{:020}.json", 0))
+            {
                 if take(&self.faults.fail_before) {
                     return Err(injected());
                 }

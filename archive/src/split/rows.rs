@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{TimestampNanosecondType, UInt32Type, UInt64Type};
+use arrow_array::types::{
+    Int32Type, Int64Type, TimestampMicrosecondType, TimestampNanosecondType, UInt32Type, UInt64Type,
+};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, TimestampNanosecondArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use bytes::Bytes;
 use sluice_schema::archive::{self as schema, split_job};
@@ -139,14 +141,15 @@ impl LogRow {
         String::from_utf8_lossy(&self.text)
     }
 
-    /// The split's sort order: job, instance, ts, source_id, offset.
-    pub fn sort_key(&self) -> (&str, u32, i64, u64, u64) {
+    /// The split's sort order: job, instance, ts, source_id, offset, the
+    /// ids compared as the file stores them (signed 64-bit).
+    pub fn sort_key(&self) -> (&str, u32, i64, i64, i64) {
         (
             &self.source.job,
             self.source.instance,
             self.ts_unix_nanos,
-            self.source.source_id,
-            self.offset,
+            self.source.source_id as i64,
+            self.offset as i64,
         )
     }
 }
@@ -243,8 +246,17 @@ fn string_column<'a>(rows: usize, values: impl Iterator<Item = &'a str>) -> Arra
     Arc::new(builder.finish())
 }
 
+/// The `ts` column: nanoseconds rounded down to the microsecond (Delta's
+/// unit); `ts_nanos` keeps them exactly.
 fn ts_column(values: impl Iterator<Item = i64>) -> ArrayRef {
-    Arc::new(TimestampNanosecondArray::from_iter_values(values).with_timezone("UTC"))
+    Arc::new(
+        TimestampMicrosecondArray::from_iter_values(values.map(|ns| ns.div_euclid(1_000)))
+            .with_timezone("UTC"),
+    )
+}
+
+fn i64_column(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(values))
 }
 
 /// The Arrow batch of `rows`, in order, in [`schema::logs_schema`]. The
@@ -273,22 +285,22 @@ pub fn log_batch(rows: &[LogRow], mut on_line: impl FnMut(&str)) -> Result<Recor
     }
     let columns: Vec<ArrayRef> = vec![
         ts_column(rows.iter().map(|r| r.ts_unix_nanos)),
+        i64_column(rows.iter().map(|r| r.ts_unix_nanos)),
         string_column(n, src().map(|s| s.host.as_str())),
         string_column(n, src().map(|s| s.job.as_str())),
         string_column(n, jobs().map(|j| j.0)),
         string_column(n, jobs().map(|j| j.1)),
         string_column(n, jobs().map(|j| j.2)),
-        Arc::new(UInt32Array::from_iter_values(src().map(|s| s.instance))),
+        i64_column(src().map(|s| i64::from(s.instance))),
         string_column(n, src().map(|s| s.task_id.as_str())),
-        Arc::new(UInt32Array::from_iter_values(src().map(|s| s.run))),
+        i64_column(src().map(|s| i64::from(s.run))),
         string_column(n, src().map(|s| s.process.as_str())),
         string_column(n, src().map(|s| schema::stream_name(s.stream))),
         string_column(n, src().map(|s| s.path.as_str())),
-        Arc::new(UInt64Array::from_iter_values(src().map(|s| s.source_id))),
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.offset))),
-        Arc::new(UInt32Array::from_iter_values(
-            rows.iter().map(|r| r.raw_len),
-        )),
+        // The u64 fingerprint's bits (see the schema's "Types" section).
+        i64_column(src().map(|s| s.source_id as i64)),
+        i64_column(rows.iter().map(|r| r.offset as i64)),
+        i64_column(rows.iter().map(|r| i64::from(r.raw_len))),
         Arc::new(line.finish()),
         Arc::new(line_bytes.finish()),
         Arc::new(BooleanArray::from_iter(
@@ -316,15 +328,18 @@ pub fn event_batch(rows: &[EventRow]) -> Result<RecordBatch> {
     let attributes: Vec<String> = rows.iter().map(|r| map_json(&r.attributes)).collect();
     let columns: Vec<ArrayRef> = vec![
         ts_column(rows.iter().map(|r| r.ts_unix_nanos)),
+        i64_column(rows.iter().map(|r| r.ts_unix_nanos)),
         string_column(n, rows.iter().map(|r| r.id.as_str())),
         string_column(n, kinds.iter().map(String::as_str)),
         string_column(n, rows.iter().map(|r| r.job.as_str())),
         string_column(n, jobs().map(|j| j.0)),
         string_column(n, jobs().map(|j| j.1)),
         string_column(n, jobs().map(|j| j.2)),
-        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.instance))),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|r| r.instance.map(i64::from)),
+        )),
         string_column(n, rows.iter().map(|r| r.task_id.as_str())),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.run))),
+        i64_column(rows.iter().map(|r| i64::from(r.run))),
         string_column(n, rows.iter().map(|r| r.host.as_str())),
         string_column(n, rows.iter().map(|r| r.actor.as_str())),
         string_column(n, rows.iter().map(|r| r.reason.as_str())),
@@ -356,28 +371,98 @@ impl<'a> Columns<'a> {
             .ok_or_else(|| Self::wrong(name))
     }
 
-    fn u32(&self, name: &str) -> Result<&'a UInt32Array> {
-        self.get(name)?
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| Self::wrong(name))
+    /// An integer column as written now (Int64) or before Delta Lake
+    /// (UInt32, UInt64), or as another engine may rewrite it (Int32).
+    fn int(&self, name: &str) -> Result<Ints<'a>> {
+        let array = self.get(name)?;
+        if let Some(a) = array.as_primitive_opt::<Int64Type>() {
+            return Ok(Ints::I64(a));
+        }
+        if let Some(a) = array.as_primitive_opt::<UInt64Type>() {
+            return Ok(Ints::U64(a));
+        }
+        if let Some(a) = array.as_primitive_opt::<UInt32Type>() {
+            return Ok(Ints::U32(a));
+        }
+        if let Some(a) = array.as_primitive_opt::<Int32Type>() {
+            return Ok(Ints::I32(a));
+        }
+        Err(Self::wrong(name))
     }
 
-    fn u64(&self, name: &str) -> Result<&'a UInt64Array> {
-        self.get(name)?
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| Self::wrong(name))
-    }
-
-    fn ts(&self, name: &str) -> Result<&'a TimestampNanosecondArray> {
-        self.get(name)?
-            .as_primitive_opt::<TimestampNanosecondType>()
-            .ok_or_else(|| Self::wrong(name))
+    /// The rows' instants in Unix nanoseconds: `ts_nanos`, or (in a split
+    /// written before Delta Lake) `ts` in nanoseconds.
+    fn ts_nanos(&self) -> Result<Ints<'a>> {
+        if self.0.column_by_name(schema::COL_TS_NANOS).is_some() {
+            return self.int(schema::COL_TS_NANOS);
+        }
+        let ts = self.get(schema::COL_TS)?;
+        if let Some(a) = ts.as_primitive_opt::<TimestampNanosecondType>() {
+            return Ok(Ints::Nanos(a));
+        }
+        if let Some(a) = ts.as_primitive_opt::<TimestampMicrosecondType>() {
+            return Ok(Ints::Micros(a));
+        }
+        Err(Self::wrong(schema::COL_TS))
     }
 
     fn bool(&self, name: &str) -> Result<&'a BooleanArray> {
         self.get(name)?
             .as_boolean_opt()
             .ok_or_else(|| Self::wrong(name))
+    }
+}
+
+/// An integer column of any type Sluice has written, read as the
+/// shipper's bits (`u64`) or as a signed number.
+#[derive(Clone, Copy)]
+enum Ints<'a> {
+    I64(&'a arrow_array::Int64Array),
+    I32(&'a arrow_array::Int32Array),
+    U64(&'a arrow_array::UInt64Array),
+    U32(&'a arrow_array::UInt32Array),
+    Nanos(&'a arrow_array::TimestampNanosecondArray),
+    Micros(&'a arrow_array::TimestampMicrosecondArray),
+}
+
+impl Ints<'_> {
+    fn is_valid(&self, i: usize) -> bool {
+        match self {
+            Ints::I64(a) => a.is_valid(i),
+            Ints::I32(a) => a.is_valid(i),
+            Ints::U64(a) => a.is_valid(i),
+            Ints::U32(a) => a.is_valid(i),
+            Ints::Nanos(a) => a.is_valid(i),
+            Ints::Micros(a) => a.is_valid(i),
+        }
+    }
+
+    /// The value as a signed number (a UInt64 by its bits).
+    fn i64(&self, i: usize) -> i64 {
+        match self {
+            Ints::I64(a) => a.value(i),
+            Ints::I32(a) => i64::from(a.value(i)),
+            Ints::U64(a) => a.value(i) as i64,
+            Ints::U32(a) => i64::from(a.value(i)),
+            Ints::Nanos(a) => a.value(i),
+            Ints::Micros(a) => a.value(i).saturating_mul(1_000),
+        }
+    }
+
+    /// The value's bits as the shipper's `u64` (source ids, offsets).
+    fn u64(&self, i: usize) -> u64 {
+        self.i64(i) as u64
+    }
+
+    /// The value as the shipper's `u32` (instances, runs, lengths): an
+    /// error names the column when it does not fit.
+    fn u32(&self, name: &str, i: usize) -> Result<u32> {
+        u32::try_from(self.i64(i)).map_err(|_| {
+            SplitError::Schema(format!(
+                "column {name} row {i}: {} is not a 32-bit unsigned number",
+                self.i64(i)
+            ))
+        })
     }
 }
 
@@ -391,11 +476,11 @@ fn parse_map(name: &str, json: &str) -> Result<BTreeMap<String, String>> {
 pub fn log_rows_from_batch(batch: &RecordBatch) -> Result<Vec<LogRow>> {
     use schema::*;
     let c = Columns(batch);
-    let (ts, host, job) = (c.ts(COL_TS)?, c.string(COL_HOST)?, c.string(COL_JOB)?);
+    let (ts, host, job) = (c.ts_nanos()?, c.string(COL_HOST)?, c.string(COL_JOB)?);
     let (instance, task_id, run) = (
-        c.u32(COL_INSTANCE)?,
+        c.int(COL_INSTANCE)?,
         c.string(COL_TASK_ID)?,
-        c.u32(COL_RUN)?,
+        c.int(COL_RUN)?,
     );
     let (process, stream, path) = (
         c.string(COL_PROCESS)?,
@@ -403,9 +488,9 @@ pub fn log_rows_from_batch(batch: &RecordBatch) -> Result<Vec<LogRow>> {
         c.string(COL_PATH)?,
     );
     let (source_id, offset, raw_len) = (
-        c.u64(COL_SOURCE_ID)?,
-        c.u64(COL_OFFSET)?,
-        c.u32(COL_RAW_LEN)?,
+        c.int(COL_SOURCE_ID)?,
+        c.int(COL_OFFSET)?,
+        c.int(COL_RAW_LEN)?,
     );
     let line = c.string(COL_LINE)?;
     let line_bytes = c
@@ -423,13 +508,13 @@ pub fn log_rows_from_batch(batch: &RecordBatch) -> Result<Vec<LogRow>> {
         let source = RowSource {
             host: host.value(i).to_string(),
             job: job.value(i).to_string(),
-            instance: instance.value(i),
+            instance: instance.u32(COL_INSTANCE, i)?,
             task_id: task_id.value(i).to_string(),
-            run: run.value(i),
+            run: run.u32(COL_RUN, i)?,
             process: process.value(i).to_string(),
             stream: stream_from_name(stream.value(i)),
             path: path.value(i).to_string(),
-            source_id: source_id.value(i),
+            source_id: source_id.u64(i),
             labels_json: labels.value(i).to_string(),
         };
         let text = if line_bytes.is_null(i) {
@@ -439,9 +524,9 @@ pub fn log_rows_from_batch(batch: &RecordBatch) -> Result<Vec<LogRow>> {
         };
         rows.push(LogRow {
             source: Arc::new(source),
-            ts_unix_nanos: ts.value(i),
-            offset: offset.value(i),
-            raw_len: raw_len.value(i),
+            ts_unix_nanos: ts.i64(i),
+            offset: offset.u64(i),
+            raw_len: raw_len.u32(COL_RAW_LEN, i)?,
             text,
             partial: partial.value(i),
             truncated: truncated.value(i),
@@ -456,15 +541,15 @@ pub fn event_rows_from_batch(batch: &RecordBatch) -> Result<Vec<EventRow>> {
     use schema::*;
     let c = Columns(batch);
     let (ts, id, kind, job) = (
-        c.ts(COL_TS)?,
+        c.ts_nanos()?,
         c.string(COL_ID)?,
         c.string(COL_KIND)?,
         c.string(COL_JOB)?,
     );
     let (instance, task_id, run, host) = (
-        c.u32(COL_INSTANCE)?,
+        c.int(COL_INSTANCE)?,
         c.string(COL_TASK_ID)?,
-        c.u32(COL_RUN)?,
+        c.int(COL_RUN)?,
         c.string(COL_HOST)?,
     );
     let (actor, reason, message, attributes) = (
@@ -480,12 +565,15 @@ pub fn event_rows_from_batch(batch: &RecordBatch) -> Result<Vec<EventRow>> {
         })?;
         rows.push(EventRow {
             id: id.value(i).to_string(),
-            ts_unix_nanos: ts.value(i),
+            ts_unix_nanos: ts.i64(i),
             kind,
             job: job.value(i).to_string(),
-            instance: instance.is_valid(i).then(|| instance.value(i)),
+            instance: match instance.is_valid(i) {
+                true => Some(instance.u32(COL_INSTANCE, i)?),
+                false => None,
+            },
             task_id: task_id.value(i).to_string(),
-            run: run.value(i),
+            run: run.u32(COL_RUN, i)?,
             host: host.value(i).to_string(),
             actor: actor.value(i).to_string(),
             reason: reason.value(i).to_string(),

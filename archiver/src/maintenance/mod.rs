@@ -12,9 +12,13 @@
 //! What it guarantees, and why:
 //!
 //! - **Readers see the inputs or the merged split, never both or
-//!   neither:** the swap is one catalog commit. The merged split holds
-//!   exactly the inputs' rows (checked against the catalog's row counts);
-//!   the archived line ranges are not touched (the lines stay archived).
+//!   neither:** the swap is one Delta commit of the table (`remove` of the
+//!   inputs and `add` of the output, all `dataChange: false`), so every
+//!   engine reading any version sees each row once. The merged split holds
+//!   exactly the inputs' rows (checked against the table's row counts) and
+//!   its tags hold their lines; the archived line ranges are not touched.
+//! - **Retention is a Delta `remove`**; files are deleted only after the
+//!   janitor's grace period, as `vacuum` would.
 //! - **A crash at any point loses and doubles nothing.** Before the commit
 //!   the inputs are still live and the uploaded objects are orphans, which
 //!   the janitor deletes after its grace period (an upload that fails is
@@ -55,8 +59,17 @@ pub use config::{
 pub use retention::{is_expired, plan_retention};
 
 use crate::{Error, Result};
-use sluice_archive::catalog::{Catalog, CommitDraft, CommitOutcome, SplitEntry};
+use sluice_archive::catalog::{Catalog, CommitDraft, CommitOutcome, SplitEntry, SplitKind};
 use sluice_archive::store::Store;
+
+const KINDS: [SplitKind; 2] = [SplitKind::Logs, SplitKind::Events];
+
+fn slot(kind: SplitKind) -> usize {
+    match kind {
+        SplitKind::Logs => 0,
+        SplitKind::Events => 1,
+    }
+}
 
 /// How long the inputs of a merge that failed for good are left out.
 const QUARANTINE: Duration = Duration::from_secs(3600);
@@ -102,9 +115,9 @@ pub struct MaintenanceMetrics {
 /// must lose and double nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
-    /// The merged split is uploaded; the catalog commit is next.
+    /// The merged split is uploaded; the table commit is next.
     Uploaded,
-    /// The catalog commit landed.
+    /// The table commit landed.
     Committed,
 }
 
@@ -139,7 +152,7 @@ pub struct MergeReport {
     pub bytes_out: u64,
     /// Wall time of the whole merge: reading, writing, uploading, committing.
     pub elapsed: Duration,
-    /// Catalog version of the commit that swapped the inputs for the output.
+    /// Table version of the commit that swapped the inputs for the output.
     pub version: u64,
 }
 
@@ -180,11 +193,12 @@ pub struct RetentionPass {
     pub conflicts: usize,
 }
 
-/// Compaction, retention and the janitor on one archive.
+/// Compaction, retention and the janitor on one archive's two tables.
 pub struct Maintenance {
     config: MaintenanceConfig,
     store: Store,
-    catalog: Catalog,
+    /// `logs`, then `events`.
+    catalogs: [Catalog; 2],
     metrics: Arc<MaintenanceMetrics>,
     hook: Option<StepHook>,
     /// Inputs of merges that failed for good, and when.
@@ -192,15 +206,22 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    /// Checks the configuration and opens the catalog.
+    /// Checks the configuration and opens both tables.
     pub async fn open(config: MaintenanceConfig, store: Store) -> Result<Maintenance> {
         config.validate()?;
-        let catalog =
-            Catalog::open_with(store.store.clone(), &store.prefix, config.catalog.clone()).await?;
+        let open = |kind| {
+            Catalog::open_with(
+                store.store.clone(),
+                &store.prefix,
+                kind,
+                config.catalog.clone(),
+            )
+        };
+        let catalogs = [open(SplitKind::Logs).await?, open(SplitKind::Events).await?];
         Ok(Maintenance {
             config,
             store,
-            catalog,
+            catalogs,
             metrics: Arc::new(MaintenanceMetrics::default()),
             hook: None,
             quarantine: HashMap::new(),
@@ -217,9 +238,22 @@ impl Maintenance {
         &self.config
     }
 
-    /// The catalog as maintenance last read or committed it.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// `kind`'s table as maintenance last read or committed it.
+    pub fn catalog(&self, kind: SplitKind) -> &Catalog {
+        &self.catalogs[slot(kind)]
+    }
+
+    async fn refresh(&mut self) -> Result<()> {
+        for catalog in &mut self.catalogs {
+            catalog.refresh().await?;
+        }
+        Ok(())
+    }
+
+    fn live_splits(&self) -> impl Iterator<Item = &SplitEntry> {
+        self.catalogs
+            .iter()
+            .flat_map(|c| c.state().splits().values())
     }
 
     /// Calls `hook` at each [`Step`] of every merge (fault tests).
@@ -236,14 +270,11 @@ impl Maintenance {
     /// The merges due now (after reading the latest commits), leaving out
     /// inputs of recently failed merges.
     pub async fn plan_compaction(&mut self) -> Result<Vec<CompactionJob>> {
-        self.catalog.refresh().await?;
+        self.refresh().await?;
         self.quarantine.retain(|_, at| at.elapsed() < QUARANTINE);
         let quarantine = &self.quarantine;
         let splits = self
-            .catalog
-            .state()
-            .splits()
-            .values()
+            .live_splits()
             .filter(|s| !quarantine.contains_key(&s.key));
         Ok(plan_compaction(
             splits,
@@ -255,8 +286,8 @@ impl Maintenance {
     /// The splits retention would remove now (after reading the latest
     /// commits).
     pub async fn plan_retention(&mut self) -> Result<Vec<SplitEntry>> {
-        self.catalog.refresh().await?;
-        let splits = self.catalog.state().splits().values();
+        self.refresh().await?;
+        let splits = self.live_splits();
         Ok(
             plan_retention(splits, &self.config.retention, now_unix_ms())
                 .into_iter()
@@ -309,28 +340,31 @@ impl Maintenance {
     /// error) possibly committed; uploaded objects are then the janitor's.
     pub async fn compact(&mut self, job: &CompactionJob) -> Result<MergeOutcome> {
         let started = Instant::now();
-        self.catalog.refresh().await?;
-        let state = self.catalog.state();
+        let kind = job.kind;
+        let catalog = &mut self.catalogs[slot(kind)];
+        catalog.refresh().await?;
+        let state = catalog.state();
         if job.inputs.iter().any(|s| state.split(&s.key) != Some(s)) {
             return Ok(MergeOutcome::Stale);
         }
-        let merged = compact::merge(&self.store, &self.catalog, job, &self.config.split).await?;
+        let merged = compact::merge(&self.store, catalog, job, &self.config.split).await?;
         // The draft starts before the upload: the janitor spares objects
         // younger than twice the age a draft may commit at.
-        let mut draft = self.catalog.draft(format!("{}/compaction", self.config.id));
+        let mut draft = catalog.draft(format!("{}/compaction", self.config.id));
+        draft.rearranges_only();
         for input in &job.inputs {
             draft.remove_split(&input.key);
         }
         draft.add_split(merged.entry.clone());
         for (key, bytes) in merged.objects() {
-            let path = self.catalog.object_path(key);
+            let path = self.store.object_path(key);
             if let Err(e) = io::put(&self.store, &path, bytes).await {
-                self.discard(&draft).await;
+                self.discard(&draft, kind).await;
                 return Err(e);
             }
         }
         self.reached(Step::Uploaded);
-        let commit = match self.commit(&mut draft).await? {
+        let commit = match self.commit(&mut draft, kind).await? {
             CommitOutcome::Committed(commit) => commit,
             CommitOutcome::Conflict { theirs } => {
                 self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -339,7 +373,7 @@ impl Maintenance {
                     commits = theirs.len(),
                     "compaction: an input was removed by another commit; dropping this merge"
                 );
-                self.discard(&draft).await;
+                self.discard(&draft, kind).await;
                 return Ok(MergeOutcome::Conflict);
             }
         };
@@ -386,12 +420,22 @@ impl Maintenance {
         for _ in 0..3 {
             let expired = self.plan_retention().await?;
             let mut conflicted = false;
-            for chunk in expired.chunks(self.config.retention.max_splits_per_commit) {
-                let mut draft = self.catalog.draft(format!("{}/retention", self.config.id));
+            let chunks = KINDS.iter().flat_map(|&kind| {
+                let of_kind: Vec<SplitEntry> =
+                    expired.iter().filter(|s| s.kind == kind).cloned().collect();
+                of_kind
+                    .chunks(self.config.retention.max_splits_per_commit)
+                    .map(|c| (kind, c.to_vec()))
+                    .collect::<Vec<_>>()
+            });
+            for (kind, chunk) in chunks.collect::<Vec<_>>() {
+                let chunk = chunk.as_slice();
+                let mut draft =
+                    self.catalogs[slot(kind)].draft(format!("{}/retention", self.config.id));
                 for split in chunk {
                     draft.remove_split(&split.key);
                 }
-                match self.commit(&mut draft).await? {
+                match self.commit(&mut draft, kind).await? {
                     CommitOutcome::Committed(commit) => {
                         self.removed(chunk, commit.version);
                         pass.removed.extend(chunk.iter().cloned());
@@ -447,7 +491,10 @@ impl Maintenance {
     /// grace period ago.
     pub async fn janitor_pass(&mut self) -> Result<Vec<Path>> {
         let grace = Duration::from_secs(self.config.janitor_grace_secs);
-        let deleted = self.catalog.delete_orphans(grace).await?;
+        let mut deleted = Vec::new();
+        for catalog in &mut self.catalogs {
+            deleted.extend(catalog.delete_orphans(grace).await?);
+        }
         self.metrics
             .janitor_objects_deleted
             .fetch_add(deleted.len() as u64, Ordering::Relaxed);
@@ -462,10 +509,10 @@ impl Maintenance {
 
     /// Commits, rebasing over commits that do not conflict and retrying
     /// transient errors. `Err`: the outcome is unknown.
-    async fn commit(&mut self, draft: &mut CommitDraft) -> Result<CommitOutcome> {
+    async fn commit(&mut self, draft: &mut CommitDraft, kind: SplitKind) -> Result<CommitOutcome> {
         let mut attempt = 1;
         loop {
-            match self.catalog.commit_rebasing(draft).await {
+            match self.catalogs[slot(kind)].commit_rebasing(draft).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) if e.is_retryable() && attempt < COMMIT_ATTEMPTS => {
                     tracing::warn!(error = %e, attempt, "maintenance: catalog commit failed; retrying");
@@ -479,17 +526,16 @@ impl Maintenance {
 
     /// Deletes the objects of a draft that will never be committed; what
     /// cannot be deleted now is left to the janitor.
-    async fn discard(&self, draft: &CommitDraft) {
-        if let Err(e) = self.catalog.discard(draft).await {
+    async fn discard(&self, draft: &CommitDraft, kind: SplitKind) {
+        if let Err(e) = self.catalogs[slot(kind)].discard(draft).await {
             tracing::warn!(error = %e, "maintenance: failed to delete the objects of a dropped merge; the janitor will");
         }
     }
 
     fn count_live(&self) {
-        self.metrics.live_splits.store(
-            self.catalog.state().splits().len() as u64,
-            Ordering::Relaxed,
-        );
+        self.metrics
+            .live_splits
+            .store(self.live_splits().count() as u64, Ordering::Relaxed);
     }
 
     /// Runs compaction, retention (when configured) and the janitor on

@@ -52,6 +52,7 @@ fn split(
         jobs: roles.iter().map(|r| format!("{r}/prod/x")).collect(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         created_unix_ms: at_ms,
+        held: Default::default(),
     }
 }
 

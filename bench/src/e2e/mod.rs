@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
-use sluice_archive::catalog::Catalog;
+use sluice_archive::catalog::{Catalog, SplitKind};
 use sluice_archive::store::Store;
 use sluice_broker::BusUrl;
 use sluice_query::{EngineConfig, QueryEngine, QueryRequest};

@@ -80,7 +80,7 @@ pub(super) struct Watched {
 
 impl Watcher {
     pub(super) async fn start(store: &Store) -> anyhow::Result<Watcher> {
-        let mut catalog = Catalog::open(store.store.clone(), &store.prefix)
+        let mut catalog = Catalog::open(store.store.clone(), &store.prefix, SplitKind::Logs)
             .await
             .context("failed to open the archive's catalog")?;
         let state = Arc::new(Mutex::new(Watched::default()));

@@ -1,60 +1,84 @@
 //! The archive's contract: the columns and Arrow types of the `logs` and
-//! `events` Parquet files, the tantivy field of the line index, and where
-//! splits live in the object store. Writers (the archiver), readers (the
-//! query engine, the catalog) and outside tools (DuckDB, Athena) all follow
+//! `events` tables, the tantivy field of the line index, and every key the
+//! archive writes. Writers (the archiver), readers (the query engine, the
+//! catalog) and outside engines (DuckDB, Trino, Spark, Athena) all follow
 //! this module; it does no I/O.
 //!
-//! # Splits and keys
+//! # Tables and keys
 //!
-//! A *split* is one Parquet file, and for logs a tantivy index of its `line`
-//! column stored as one object beside it (row N of the file is document N of
-//! the index). Keys are Hive-partitioned by the UTC date (and hour, for logs)
-//! of the rows' `ts`, relative to the archive's root:
+//! The archive is two Delta Lake tables, `logs` and `events`, under the
+//! archive's root. A *split* is one Parquet data file of a table, and for
+//! logs a tantivy index of its `line` column stored as one object under the
+//! table's `_index/` folder, which Delta tools leave alone (row N of the
+//! file is document N of the index). Keys are relative to the archive's
+//! root; data files are Hive-partitioned by the UTC date (and hour, for
+//! logs) of the rows' `ts`:
 //!
 //! ```text
-//! logs/date=2026-11-21/hour=07/<split id>.parquet
-//! logs/date=2026-11-21/hour=07/<split id>.index
-//! events/date=2026-11-21/<split id>.parquet
+//! logs/_delta_log/00000000000000000007.json         Delta commit 7 of `logs`
+//! logs/_delta_log/00000000000000000100.checkpoint.parquet
+//! logs/_sluice/state/00000000000000000100.json       Sluice's cache of the replayed log
+//! logs/date=2026-11-21/hour=07/<split id>.parquet     a data file (Delta `add` path
+//!                                                      `date=2026-11-21/hour=07/<id>.parquet`)
+//! logs/_index/date=2026-11-21/hour=07/<split id>.index
+//! events/_delta_log/…, events/date=2026-11-21/<split id>.parquet
 //! ```
 //!
-//! The partition columns `date` (`YYYY-MM-DD`) and `hour` (`00`–`23`) are in
-//! the path only, never in the file: DuckDB's `hive_partitioning` and
-//! Athena's partition projection add them. A log split holds only rows whose
-//! `ts` falls in its date and hour; an event split only rows of its date.
+//! The partition columns `date` (Delta `date`) and `hour` (Delta `integer`,
+//! 0–23) are in the Delta log's `partitionValues` (and the path), never in
+//! the file, as Delta requires. A log split holds only rows whose `ts`
+//! falls in its date and hour; an event split only rows of its date.
 //!
 //! A split id is 16 hex digits of its creation time in Unix nanoseconds, a
 //! `-`, and 16 hex digits of randomness (`0187a3f0c2d4e5f6-9c1e2a7b3d4f5a6b`):
 //! ids sort by creation time, never collide in practice, and are safe in any
 //! object store.
 //!
+//! # Types other engines read
+//!
+//! Delta has no unsigned integers and keeps timestamps in microseconds, so:
+//! - `ts` is a Delta `timestamp` (microseconds, UTC): every engine reads it
+//!   as a time. `ts_nanos` (BIGINT) keeps the exact nanoseconds Sluice
+//!   orders and prunes by; `ts` is `ts_nanos` rounded down to the
+//!   microsecond.
+//! - `source_id` is the shipper's 64-bit fingerprint stored as the BIGINT
+//!   with the same bits: values of 2^63 and above read as negative numbers.
+//!   Compare ids by equality, or print them as hex
+//!   (`printf('%016x', source_id)` in DuckDB) to see the shipper's value.
+//! - `offset`, `instance`, `run` and `raw_len` are BIGINT (the shipper's
+//!   values are unsigned and far below 2^63).
+//!
 //! # The `logs` table
 //!
 //! One row per shipped line (a piece of a long line is its own row). Rows
-//! are sorted by `job`, `instance`, `ts`, `source_id`, `offset`.
+//! are sorted by `job`, `instance`, `ts_nanos`, `source_id`, `offset`.
 //!
 //! | column         | Arrow type                 | null | what it holds |
 //! |----------------|----------------------------|------|---------------|
-//! | `ts`           | Timestamp(ns, "UTC")       | no   | event time of the line (framing time, else read time) |
+//! | `ts`           | Timestamp(µs, "UTC")       | no   | event time of the line (framing time, else read time) |
+//! | `ts_nanos`     | Int64                      | no   | the same instant in Unix nanoseconds, exact |
 //! | `host`         | Utf8                       | no   | host the shipper runs on |
 //! | `job`          | Utf8                       | no   | job key `role/env/name` |
 //! | `role`         | Utf8                       | no   | first segment of `job` |
 //! | `env`          | Utf8                       | no   | second segment of `job` |
 //! | `name`         | Utf8                       | no   | rest of `job` after the second `/` |
-//! | `instance`     | UInt32                     | no   | instance number |
+//! | `instance`     | Int64                      | no   | instance number |
 //! | `task_id`      | Utf8                       | no   | task id |
-//! | `run`          | UInt32                     | no   | run (restart) number, from 0 |
+//! | `run`          | Int64                      | no   | run (restart) number, from 0 |
 //! | `process`      | Utf8                       | no   | process or container |
 //! | `stream`       | Utf8                       | no   | `stdout`, `stderr` or empty |
 //! | `path`         | Utf8                       | no   | file path on the host |
-//! | `source_id`    | UInt64                     | no   | file generation; `(source_id, offset)` names a line |
-//! | `offset`       | UInt64                     | no   | byte offset of the line in its file |
-//! | `raw_len`      | UInt32                     | no   | bytes the line took in the file (framing, newline) |
+//! | `source_id`    | Int64                      | no   | file generation (bits of the u64); `(source_id, offset)` names a line |
+//! | `offset`       | Int64                      | no   | byte offset of the line in its file |
+//! | `raw_len`      | Int64                      | no   | bytes the line took in the file (framing, newline) |
 //! | `line`         | Utf8                       | no   | the text, invalid UTF-8 replaced by U+FFFD |
 //! | `line_bytes`   | Binary                     | yes  | the exact bytes, only when `line` had to replace some |
 //! | `partial`      | Boolean                    | no   | a piece of a longer line, continued by the next row |
 //! | `truncated`    | Boolean                    | no   | bytes of this line were lost |
 //! | `unterminated` | Boolean                    | no   | no newline had been written when shipped |
 //! | `labels`       | Utf8                       | no   | source labels as a JSON object with sorted keys, `{}` if none |
+//! | `date`         | Date32 (partition)         | no   | UTC date of `ts` |
+//! | `hour`         | Int32 (partition)          | no   | UTC hour of `ts`, 0–23 |
 //!
 //! `role`, `env` and `name` repeat `job` so that filters on one segment are
 //! plain equality on a dictionary-encoded column. `labels` is JSON text
@@ -64,29 +88,31 @@
 //! # The `events` table
 //!
 //! One row per cluster event, sorted by `job`, `instance` (null first),
-//! `ts`, `id`.
+//! `ts_nanos`, `id`.
 //!
 //! | column       | Arrow type           | null | what it holds |
 //! |--------------|----------------------|------|---------------|
-//! | `ts`         | Timestamp(ns, "UTC") | no   | when it happened |
+//! | `ts`         | Timestamp(µs, "UTC") | no   | when it happened |
+//! | `ts_nanos`   | Int64                | no   | the same instant in Unix nanoseconds, exact |
 //! | `id`         | Utf8                 | no   | unique id (`<origin>/<start>-<seq>`) |
 //! | `kind`       | Utf8                 | no   | snake_case kind: `task_state`, `quota_kill`, … (see [`event_kind_name`]) |
 //! | `job`        | Utf8                 | no   | job key, empty for node-wide events |
 //! | `role`       | Utf8                 | no   | first segment of `job` |
 //! | `env`        | Utf8                 | no   | second segment of `job` |
 //! | `name`       | Utf8                 | no   | rest of `job` |
-//! | `instance`   | UInt32               | yes  | instance, null when the event is not about one |
+//! | `instance`   | Int64                | yes  | instance, null when the event is not about one |
 //! | `task_id`    | Utf8                 | no   | task id or empty |
-//! | `run`        | UInt32               | no   | run number |
+//! | `run`        | Int64                | no   | run number |
 //! | `host`       | Utf8                 | no   | host or empty |
 //! | `actor`      | Utf8                 | no   | user or component on whose behalf it happened |
 //! | `reason`     | Utf8                 | no   | short machine-readable reason |
 //! | `message`    | Utf8                 | no   | human-readable sentence |
 //! | `attributes` | Utf8                 | no   | attributes as a JSON object with sorted keys, `{}` if none |
+//! | `date`       | Date32 (partition)   | no   | UTC date of `ts` |
 //!
-//! In Parquet, `ts` is INT64 `TIMESTAMP(NANOS, isAdjustedToUTC=true)`, the
-//! unsigned columns are INT32/INT64 with the `UINT_32`/`UINT_64` logical
-//! types, strings are `BYTE_ARRAY` `STRING`; no other logical types are used.
+//! In Parquet, `ts` is INT64 `TIMESTAMP(MICROS, isAdjustedToUTC=true)`, the
+//! integers are plain INT64, strings are `BYTE_ARRAY` `STRING`; no other
+//! logical types are used.
 
 use std::sync::Arc;
 
@@ -96,12 +122,15 @@ use crate::pb::{EventKind, Stream};
 
 /// Version of the archive layout, in each file's key-value metadata under
 /// [`FORMAT_VERSION_KEY`]. Bumped only for a change readers must know of.
-pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_VERSION: &str = "2";
 /// Key of [`FORMAT_VERSION`] in the Arrow schema (and Parquet) metadata.
 pub const FORMAT_VERSION_KEY: &str = "sluice.archive.version";
 
-/// Column of both tables: event time as Timestamp(ns, "UTC"), never null.
+/// Column of both tables: event time as Timestamp(µs, "UTC"), never null.
 pub const COL_TS: &str = "ts";
+/// Column of both tables: event time in Unix nanoseconds (Int64), exact;
+/// `ts` is this rounded down to the microsecond.
+pub const COL_TS_NANOS: &str = "ts_nanos";
 /// Column of both tables: host the shipper runs on (`logs`), or host or empty (`events`).
 pub const COL_HOST: &str = "host";
 /// Column of both tables: job key `role/env/name`, empty for node-wide events.
@@ -155,9 +184,11 @@ pub const COL_MESSAGE: &str = "message";
 /// Column of `events`: attributes as a JSON object with sorted keys, `{}` if none.
 pub const COL_ATTRIBUTES: &str = "attributes";
 
-/// Hive partition column of both tables (in the key, not the file).
+/// Partition column of both tables (Delta `date`; in the log and the key,
+/// not the file).
 pub const PARTITION_DATE: &str = "date";
-/// Hive partition column of `logs` (in the key, not the file).
+/// Partition column of `logs` (Delta `integer`, 0–23; in the log and the
+/// key, not the file).
 pub const PARTITION_HOUR: &str = "hour";
 
 /// The one field of a log split's tantivy index: the `line` column.
@@ -169,17 +200,32 @@ pub const INDEX_TOKENIZER: &str = "sluice_line";
 /// Longest token (in UTF-8 bytes) a split index holds.
 pub const INDEX_MAX_TOKEN_BYTES: usize = 128;
 
-/// Key prefix of log splits.
+/// Key prefix of the `logs` table (its Delta table root).
 pub const LOGS_PREFIX: &str = "logs/";
-/// Key prefix of event splits.
+/// Key prefix of the `events` table (its Delta table root).
 pub const EVENTS_PREFIX: &str = "events/";
+/// Folder of a table's Delta log, under the table root.
+pub const DELTA_LOG_DIR: &str = "_delta_log";
+/// Folder of the log splits' indexes, under the `logs` table root; Delta
+/// tools (vacuum included) leave `_`-prefixed folders alone.
+pub const INDEX_DIR: &str = "_index";
+/// Folder of Sluice's own cache of a table's replayed log, under the table
+/// root: `state/<version:020>.json`.
+pub const SLUICE_DIR: &str = "_sluice";
+/// Folder of the catalog before Delta Lake (`sluice archive migrate` reads
+/// it), under the archive root.
+pub const LEGACY_CATALOG_DIR: &str = "_catalog";
 /// Suffix of a split's Parquet file.
 pub const PARQUET_SUFFIX: &str = ".parquet";
 /// Suffix of a log split's index.
 pub const INDEX_SUFFIX: &str = ".index";
 
 fn ts_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn int64(name: &str) -> Field {
+    Field::new(name, DataType::Int64, false)
 }
 
 fn utf8(name: &str) -> Field {
@@ -197,20 +243,21 @@ fn with_version(fields: Vec<Field>) -> Schema {
 pub fn logs_schema() -> Schema {
     with_version(vec![
         Field::new(COL_TS, ts_type(), false),
+        int64(COL_TS_NANOS),
         utf8(COL_HOST),
         utf8(COL_JOB),
         utf8(COL_ROLE),
         utf8(COL_ENV),
         utf8(COL_NAME),
-        Field::new(COL_INSTANCE, DataType::UInt32, false),
+        int64(COL_INSTANCE),
         utf8(COL_TASK_ID),
-        Field::new(COL_RUN, DataType::UInt32, false),
+        int64(COL_RUN),
         utf8(COL_PROCESS),
         utf8(COL_STREAM),
         utf8(COL_PATH),
-        Field::new(COL_SOURCE_ID, DataType::UInt64, false),
-        Field::new(COL_OFFSET, DataType::UInt64, false),
-        Field::new(COL_RAW_LEN, DataType::UInt32, false),
+        int64(COL_SOURCE_ID),
+        int64(COL_OFFSET),
+        int64(COL_RAW_LEN),
         utf8(COL_LINE),
         Field::new(COL_LINE_BYTES, DataType::Binary, true),
         Field::new(COL_PARTIAL, DataType::Boolean, false),
@@ -224,21 +271,41 @@ pub fn logs_schema() -> Schema {
 pub fn events_schema() -> Schema {
     with_version(vec![
         Field::new(COL_TS, ts_type(), false),
+        int64(COL_TS_NANOS),
         utf8(COL_ID),
         utf8(COL_KIND),
         utf8(COL_JOB),
         utf8(COL_ROLE),
         utf8(COL_ENV),
         utf8(COL_NAME),
-        Field::new(COL_INSTANCE, DataType::UInt32, true),
+        Field::new(COL_INSTANCE, DataType::Int64, true),
         utf8(COL_TASK_ID),
-        Field::new(COL_RUN, DataType::UInt32, false),
+        int64(COL_RUN),
         utf8(COL_HOST),
         utf8(COL_ACTOR),
         utf8(COL_REASON),
         utf8(COL_MESSAGE),
         utf8(COL_ATTRIBUTES),
     ])
+}
+
+/// The partition columns of `kind`'s table as queries see them: `date`
+/// (Date32) and, for logs, `hour` (Int32).
+pub fn partition_fields(logs: bool) -> Vec<Field> {
+    let mut fields = vec![Field::new(PARTITION_DATE, DataType::Date32, false)];
+    if logs {
+        fields.push(Field::new(PARTITION_HOUR, DataType::Int32, false));
+    }
+    fields
+}
+
+/// A table's full schema: the file's columns, then the partition columns
+/// (what Delta's `metaData` declares and every engine reads).
+pub fn table_schema(logs: bool) -> Schema {
+    let file = if logs { logs_schema() } else { events_schema() };
+    let mut fields: Vec<Field> = file.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(partition_fields(logs));
+    Schema::new_with_metadata(fields, file.metadata().clone())
 }
 
 /// [`logs_schema`] behind an `Arc`, as Arrow APIs take it.
@@ -475,12 +542,62 @@ pub fn log_split_key(date: Date, hour: u8, split_id: &str) -> String {
     )
 }
 
-/// `logs/date=YYYY-MM-DD/hour=HH/<split_id>.index`, beside the Parquet file.
+/// `logs/_index/date=YYYY-MM-DD/hour=HH/<split_id>.index`: the index of
+/// the split `log_split_key(date, hour, split_id)`.
 pub fn log_index_key(date: Date, hour: u8, split_id: &str) -> String {
     format!(
-        "{}{split_id}{INDEX_SUFFIX}",
-        log_partition_prefix(date, hour)
+        "{LOGS_PREFIX}{INDEX_DIR}/{}{split_id}{INDEX_SUFFIX}",
+        &log_partition_prefix(date, hour)[LOGS_PREFIX.len()..]
     )
+}
+
+/// `logs/` or `events/`: the root of a table (`logs` true for `logs`).
+pub fn table_prefix(logs: bool) -> &'static str {
+    if logs { LOGS_PREFIX } else { EVENTS_PREFIX }
+}
+
+/// `<table>/_delta_log/<version:020>.json`: Delta commit `version`.
+pub fn delta_commit_key(logs: bool, version: u64) -> String {
+    format!("{}{DELTA_LOG_DIR}/{version:020}.json", table_prefix(logs))
+}
+
+/// `<table>/_delta_log/`: the folder of a table's Delta log.
+pub fn delta_log_prefix(logs: bool) -> String {
+    format!("{}{DELTA_LOG_DIR}/", table_prefix(logs))
+}
+
+/// `<table>/_sluice/state/`: the folder of Sluice's state caches.
+pub fn state_cache_prefix(logs: bool) -> String {
+    format!("{}{SLUICE_DIR}/state/", table_prefix(logs))
+}
+
+/// `<table>/_sluice/state/<version:020>.json`: Sluice's state of the
+/// table as of `version`, a cache of replaying its Delta log.
+pub fn state_cache_key(logs: bool, version: u64) -> String {
+    format!("{}{version:020}.json", state_cache_prefix(logs))
+}
+
+/// The version a `<version:020>.json` key (commit or state cache) stands
+/// for; `None` for any other name.
+pub fn parse_version_key(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?;
+    let digits = name.strip_suffix(".json")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A data file's key as the Delta `add` path (relative to its table root);
+/// `None` when `key` is not under `table`'s root.
+pub fn delta_path(logs: bool, key: &str) -> Option<&str> {
+    key.strip_prefix(table_prefix(logs))
+}
+
+/// The archive key of a Delta `add`/`remove` path of `table` (the inverse
+/// of [`delta_path`]).
+pub fn key_of_delta_path(logs: bool, path: &str) -> String {
+    format!("{}{path}", table_prefix(logs))
 }
 
 /// `events/date=YYYY-MM-DD/<split_id>.parquet`.
@@ -502,6 +619,13 @@ pub fn parse_log_split_key(key: &str) -> Result<LogSplitKey, KeyError> {
     let rest = key
         .strip_prefix(LOGS_PREFIX)
         .ok_or_else(|| KeyError::new(key, "does not start with logs/"))?;
+    let (rest, index) = match rest
+        .strip_prefix(INDEX_DIR)
+        .and_then(|r| r.strip_prefix('/'))
+    {
+        Some(rest) => (rest, true),
+        None => (rest, false),
+    };
     let (date, rest) = partition(key, rest, PARTITION_DATE)?;
     let date = Date::parse(date).map_err(|e| KeyError::new(key, e.problem))?;
     let (hour, file) = partition(key, rest, PARTITION_HOUR)?;
@@ -512,10 +636,13 @@ pub fn parse_log_split_key(key: &str) -> Result<LogSplitKey, KeyError> {
     if hour > 23 {
         return Err(KeyError::new(key, "hour out of range"));
     }
-    let split_id = file
-        .strip_suffix(PARQUET_SUFFIX)
-        .or_else(|| file.strip_suffix(INDEX_SUFFIX))
-        .ok_or_else(|| KeyError::new(key, "file is neither .parquet nor .index"))?;
+    let split_id = if index {
+        file.strip_suffix(INDEX_SUFFIX)
+            .ok_or_else(|| KeyError::new(key, "a file under _index/ is not .index"))?
+    } else {
+        file.strip_suffix(PARQUET_SUFFIX)
+            .ok_or_else(|| KeyError::new(key, "file is not .parquet"))?
+    };
     check_split_id(key, split_id)?;
     Ok(LogSplitKey {
         date,
@@ -622,17 +749,31 @@ mod tests {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        assert_eq!(logs.len(), 21);
-        assert_eq!(logs[0], COL_TS);
+        assert_eq!(logs.len(), 22);
+        assert_eq!(logs[..2], [COL_TS, COL_TS_NANOS]);
         assert_eq!(logs.last().unwrap(), COL_LABELS);
         let events = events_schema();
-        assert_eq!(events.fields().len(), 15);
+        assert_eq!(events.fields().len(), 16);
         assert!(events.field_with_name(COL_INSTANCE).unwrap().is_nullable());
         for schema in [logs_schema(), events_schema()] {
             assert!(schema.field_with_name(PARTITION_DATE).is_err());
             assert!(schema.field_with_name(PARTITION_HOUR).is_err());
             assert_eq!(schema.metadata()[FORMAT_VERSION_KEY], FORMAT_VERSION);
+            // Delta has neither unsigned integers nor nanosecond timestamps.
+            for field in schema.fields() {
+                assert!(!field.data_type().is_unsigned_integer(), "{field}");
+                if let DataType::Timestamp(unit, _) = field.data_type() {
+                    assert_eq!(*unit, TimeUnit::Microsecond);
+                }
+            }
         }
+        let table = table_schema(true);
+        assert_eq!(table.fields().len(), 24);
+        assert_eq!(
+            table.field_with_name(PARTITION_HOUR).unwrap().data_type(),
+            &DataType::Int32
+        );
+        assert_eq!(table_schema(false).fields().len(), 17);
     }
 
     #[test]
@@ -671,8 +812,28 @@ mod tests {
         );
         assert_eq!(
             log_index_key(date, 7, &id),
-            format!("logs/date=2026-11-21/hour=07/{id}.index")
+            format!("logs/_index/date=2026-11-21/hour=07/{id}.index")
         );
+        assert_eq!(
+            delta_commit_key(true, 7),
+            "logs/_delta_log/00000000000000000007.json"
+        );
+        assert_eq!(
+            state_cache_key(false, 100),
+            "events/_sluice/state/00000000000000000100.json"
+        );
+        assert_eq!(parse_version_key(&delta_commit_key(false, 42)), Some(42));
+        assert_eq!(
+            parse_version_key("logs/_delta_log/00000000000000000100.checkpoint.parquet"),
+            None
+        );
+        let key = log_split_key(date, 7, &id);
+        assert_eq!(delta_path(true, &key), Some(&key["logs/".len()..]));
+        assert_eq!(
+            key_of_delta_path(true, delta_path(true, &key).unwrap()),
+            key
+        );
+        assert_eq!(delta_path(false, &key), None);
         assert_eq!(
             event_split_key(date, &id),
             format!("events/date=2026-11-21/{id}.parquet")
@@ -706,7 +867,15 @@ mod tests {
             ),
             (
                 "logs/date=2026-11-21/hour=07/a.json",
-                "file is neither .parquet nor .index",
+                "file is not .parquet",
+            ),
+            (
+                "logs/date=2026-11-21/hour=07/a.index",
+                "file is not .parquet",
+            ),
+            (
+                "logs/_index/date=2026-11-21/hour=07/a.parquet",
+                "a file under _index/ is not .index",
             ),
             (
                 "logs/date=2026-11-21/hour=07/.parquet",

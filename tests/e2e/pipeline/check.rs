@@ -129,7 +129,7 @@ pub(super) struct Archived {
 
 /// The live splits' rows (through the catalog, as every reader must).
 pub(super) async fn read_archive(store: &Store) -> Result<Archived, String> {
-    let catalog = Catalog::open(store.store.clone(), &store.prefix)
+    let catalog = Catalog::open(store.store.clone(), &store.prefix, SplitKind::Logs)
         .await
         .map_err(|e| format!("catalog: {e}"))?;
     let mut archived = Archived::default();
@@ -195,10 +195,14 @@ pub(super) fn take_batch(batch: &RecordBatch, archived: &mut Archived) {
         utf8_column(batch, "path"),
         utf8_column(batch, "line"),
     );
-    let instance = col("instance").as_primitive::<UInt32Type>();
-    let source_id = col("source_id").as_primitive::<UInt64Type>();
-    let offset = col("offset").as_primitive::<UInt64Type>();
-    let raw_len = col("raw_len").as_primitive::<UInt32Type>();
+    // BIGINT columns (Delta has no unsigned types): the shipper's values.
+    let int = |name: &str| col(name).as_primitive::<Int64Type>().clone();
+    let (instance, source_id, offset, raw_len) = (
+        int("instance"),
+        int("source_id"),
+        int("offset"),
+        int("raw_len"),
+    );
     let line_bytes = col("line_bytes").as_binary::<i32>();
     let (partial, truncated, unterminated) = (
         col("partial").as_boolean(),
@@ -233,12 +237,12 @@ pub(super) fn take_batch(batch: &RecordBatch, archived: &mut Archived) {
         archived
             .by_path
             .entry(path.value(i).to_string())
-            .or_insert_with(|| (instance.value(i), Vec::new()))
+            .or_insert_with(|| (instance.value(i) as u32, Vec::new()))
             .1
             .push(Row {
-                source_id: source_id.value(i),
-                offset: offset.value(i),
-                raw_len: raw_len.value(i),
+                source_id: source_id.value(i) as u64,
+                offset: offset.value(i) as u64,
+                raw_len: raw_len.value(i) as u32,
                 partial: partial.value(i),
                 unterminated: unterminated.value(i),
                 truncated: truncated.value(i),
@@ -250,7 +254,7 @@ pub(super) fn take_batch(batch: &RecordBatch, archived: &mut Archived) {
 
 /// Log rows in the catalog's live splits (cheap: no split is read).
 pub(super) async fn archived_row_count(store: &Store) -> u64 {
-    match Catalog::open(store.store.clone(), &store.prefix).await {
+    match Catalog::open(store.store.clone(), &store.prefix, SplitKind::Logs).await {
         Ok(catalog) => catalog
             .state()
             .splits()

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, UInt32Type, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -318,8 +318,12 @@ fn kill_9_of_nodes_and_archiver_on_kafka(
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
     let version = || {
-        rt.block_on(Catalog::open(store.store.clone(), &store.prefix))
-            .map_or(0, |c| c.version())
+        rt.block_on(Catalog::open(
+            store.store.clone(),
+            &store.prefix,
+            SplitKind::Logs,
+        ))
+        .map_or(0, |c| c.version())
     };
     // The archiver is killed once, when it works (it has committed), and
     // stays down longer than the consumer session timeout (librdkafka's
@@ -540,7 +544,11 @@ impl S3Cluster {
 
     fn catalog_version(&self) -> u64 {
         self.rt
-            .block_on(Catalog::open(self.store.store.clone(), &self.store.prefix))
+            .block_on(Catalog::open(
+                self.store.store.clone(),
+                &self.store.prefix,
+                SplitKind::Logs,
+            ))
             .unwrap()
             .version()
     }

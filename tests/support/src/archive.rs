@@ -23,11 +23,26 @@ pub fn memory_store() -> Store {
 
 pub use sluice_schema::time::now_unix_nanos as now_nanos;
 
-/// Opens the archive catalog under `store`'s prefix; panics if it cannot.
+/// Opens the `logs` table's catalog under `store`'s prefix; panics if it
+/// cannot.
 pub async fn catalog(store: &Store) -> Catalog {
-    Catalog::open(store.store.clone(), &store.prefix)
+    table(store, SplitKind::Logs).await
+}
+
+/// Opens `kind`'s table's catalog under `store`'s prefix; panics if it cannot.
+pub async fn table(store: &Store, kind: SplitKind) -> Catalog {
+    Catalog::open(store.store.clone(), &store.prefix, kind)
         .await
         .unwrap()
+}
+
+/// The live splits of both tables.
+pub async fn live_splits(store: &Store) -> Vec<SplitEntry> {
+    let mut splits = Vec::new();
+    for kind in [SplitKind::Logs, SplitKind::Events] {
+        splits.extend(table(store, kind).await.state().splits().values().cloned());
+    }
+    splits
 }
 
 /// Rows `offsets` of one source, one line per offset, at `ts` onwards.
@@ -65,13 +80,6 @@ pub async fn add_split(store: &Store, rows: Vec<LogRow>) -> SplitEntry {
     let (date, hour) = (Date::from_unix_nanos(ts), archive::hour_of(ts));
     let mut catalog = catalog(store).await;
     let mut draft = catalog.draft("test-archiver");
-    for row in &rows {
-        draft.archive_lines(
-            row.source.source_id,
-            row.offset,
-            row.offset + u64::from(row.raw_len),
-        );
-    }
     let split = split::write_log_split(rows, &SplitOptions::default()).unwrap();
     let id = archive::split_id_new(now_nanos());
     let key = archive::log_split_key(date, hour, &id);
@@ -100,13 +108,15 @@ pub async fn add_split(store: &Store, rows: Vec<LogRow>) -> SplitEntry {
         catalog.commit_rebasing(&mut draft).await.unwrap(),
         CommitOutcome::Committed(_)
     ));
+    // As the table's state keeps it (what it holds is in the state's ranges).
+    entry.held = Default::default();
     entry
 }
 
 /// Writes `events` (all of one day) as an event split and commits it.
 pub async fn add_event_split(store: &Store, events: Vec<EventRow>) -> SplitEntry {
     let date = Date::from_unix_nanos(events[0].ts_unix_nanos);
-    let mut catalog = catalog(store).await;
+    let mut catalog = table(store, SplitKind::Events).await;
     let mut draft = catalog.draft("test-archiver");
     let split = split::write_event_split(events, &SplitOptions::default()).unwrap();
     let key = archive::event_split_key(date, &archive::split_id_new(now_nanos()));
@@ -118,11 +128,12 @@ pub async fn add_event_split(store: &Store, events: Vec<EventRow>) -> SplitEntry
         )
         .await
         .unwrap();
-    let entry = split_entry(key, None, SplitKind::Events, date, None, &split.stats);
+    let mut entry = split_entry(key, None, SplitKind::Events, date, None, &split.stats);
     draft.add_split(entry.clone());
     assert!(matches!(
         catalog.commit_rebasing(&mut draft).await.unwrap(),
         CommitOutcome::Committed(_)
     ));
+    entry.held = Default::default();
     entry
 }
