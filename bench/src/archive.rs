@@ -453,8 +453,9 @@ async fn open_and_plan(commits: u64, scratch: &Path) -> anyhow::Result<serde_jso
         let (date, hour) = (Date::from_unix_nanos(ts), keys::hour_of(ts));
         let id = keys::split_id_with(ts, i as u64);
         let mut held = Held::default();
+        // Twenty sources of its own, each a range of lines.
         for source in 0..20u64 {
-            held.add_line(source * 7_919 + i as u64, 0, 1_000_000);
+            held.add_line(i as u64 * 20 + source, 0, 1_000_000);
         }
         let jobs: Vec<String> = (0..5)
             .map(|j| format!("role{j}/prod/job{}", i % 7))

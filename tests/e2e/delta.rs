@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use prost::Message as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sluice_archive::catalog::{Catalog, SplitKind};
+use sluice_archive::catalog::{Catalog, CatalogConfig, SplitKind};
 use sluice_archive::store::{Store, StoreUrl};
 use sluice_archiver::maintenance::{Maintenance, MaintenanceConfig, RetentionConfig};
 use sluice_archiver::{Archiver, ArchiverConfig};
@@ -262,8 +262,14 @@ fn other_engines_read_exactly_what_sluice_reads_at_every_version() {
     rt.block_on(async {
         let bus: Arc<dyn Bus> =
             Arc::new(EmbeddedBus::open(&bus_dir, EmbeddedConfig::default()).unwrap());
+        // A Delta checkpoint every third commit, so that the engines also
+        // read versions through checkpoints delta-rs wrote for Sluice.
         let config = ArchiverConfig {
             cut_ms: 100,
+            catalog: CatalogConfig {
+                checkpoint_interval: 3,
+                ..CatalogConfig::default()
+            },
             ..ArchiverConfig::default()
         };
         let mut archiver = Archiver::open(config, bus.clone(), store.clone())
@@ -356,6 +362,11 @@ fn other_engines_read_exactly_what_sluice_reads_at_every_version() {
         .args(["-TERM", &clean.id().to_string()])
         .status();
     let _ = clean.wait();
+
+    for table in ["logs", "events"] {
+        let last = archive.join(table).join("_delta_log/_last_checkpoint");
+        assert!(last.is_file(), "{}", last.display());
+    }
 
     // Every version of both tables, by every engine.
     let logs_latest = version(&store, &rt, SplitKind::Logs);

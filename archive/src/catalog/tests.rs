@@ -230,6 +230,30 @@ async fn commits_replay_on_local_files() {
     );
 }
 
+/// Local directories list in no particular order; Delta checkpoints are
+/// still written there (delta-rs expects a store's listing sorted).
+#[tokio::test]
+async fn delta_checkpoints_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let config = CatalogConfig {
+        checkpoint_interval: 10,
+        ..CatalogConfig::default()
+    };
+    let mut catalog = Catalog::open_with(store, &root(), SplitKind::Logs, config)
+        .await
+        .unwrap();
+    commit_many(&mut catalog, 61).await;
+    let log = dir.path().join("logs/_delta_log");
+    for v in (10..=60).step_by(10) {
+        let name = format!("{v:020}.checkpoint.parquet");
+        assert!(log.join(&name).is_file(), "{name}");
+    }
+    let last = std::fs::read_to_string(log.join("_last_checkpoint")).unwrap();
+    assert!(last.contains("\"version\":60"), "{last}");
+}
+
 #[tokio::test]
 async fn checkpoint_and_tail_equal_a_full_replay() {
     let store = memory();
