@@ -7,9 +7,9 @@
 # The archive is also read by DuckDB's delta extension and the deltalake
 # package (both from PyPI, in a venv of their own).
 #
-# From nothing on 2 cores it takes about 20 minutes (README, "The two
-# commands"); a second run reuses target/ and the tools and takes the
-# tests' own time. Package installs (apt-get) need root or sudo.
+# From nothing on 2 cores it takes about 27 minutes, 9 of them tansu's build
+# (README, "First run"); a second run reuses target/ and the tools and takes
+# about 7 (the tests' own time). Package installs (apt-get) need root or sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +38,7 @@ fi
 
 tansu="$tools/tansu/bin/tansu"
 if [ ! -x "$tansu" ]; then
-  step "Kafka-protocol broker: building tansu 0.6" "first run only: about 5 minutes on 2 cores, 15 on a loaded machine"
+  step "Kafka-protocol broker: building tansu 0.6" "first run only: about 10 minutes on 2 cores"
   # Its default build has no storage engine; the tests use SQLite storage
   # (which survives the broker's own restart), so that is the only one built.
   cargo install tansu --version 0.6.0 --locked --features libsql --root "$tools/tansu"
@@ -86,7 +86,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "doc tests" "builds the dependencies the tests use: about 5 minutes from nothing"
 cargo test --workspace --doc --locked
 
-step "tests" "builds the test binaries, then about 5 minutes of tests"
+step "tests" "builds the test binaries, then about 6 minutes of tests"
 # Last, so its summary is the run's closing line.
 cargo nextest run --workspace --locked --profile ci
 printf '    (%ss)\n\nall checks and tests passed in %sm%02ds\n' \

@@ -140,18 +140,20 @@ fn queries(needle: &str, zst: &Path, archive: &Path) -> anyhow::Result<Vec<Query
         "delta_scan('{}')",
         table.to_str().context("scratch path is not UTF-8")?
     );
+    // `grep -a`: the generated corpus has binary-ish lines, for which grep
+    // would print "binary file matches" instead of the lines.
     let cat = format!("zstd -dcq {zst} | LC_ALL=C");
     Ok(vec![
         Query {
             name: "needle",
             sluice: format!("SELECT count(*) FROM logs WHERE search(line, '{needle}')"),
-            grep: Some(format!("{cat} grep -cF -- '{needle}'")),
+            grep: Some(format!("{cat} grep -acF -- '{needle}'")),
             duckdb: format!("SELECT count(*) FROM {parquet} WHERE contains(line, '{needle}')"),
         },
         Query {
             name: "regex scan",
             sluice: format!("SELECT count(*) FROM logs WHERE regexp_like(line, '{REGEX}')"),
-            grep: Some(format!("{cat} grep -cE -- '{REGEX}'")),
+            grep: Some(format!("{cat} grep -acE -- '{REGEX}'")),
             duckdb: format!("SELECT count(*) FROM {parquet} WHERE regexp_matches(line, '{REGEX}')"),
         },
         Query {
@@ -184,7 +186,7 @@ fn queries(needle: &str, zst: &Path, archive: &Path) -> anyhow::Result<Vec<Query
                      GROUP BY line ORDER BY n DESC, line LIMIT 10"
                 .into(),
             grep: Some(format!(
-                "{cat} grep -iE -- '{ERROR_WORD}' | LC_ALL=C sort | uniq -c \
+                "{cat} grep -aiE -- '{ERROR_WORD}' | LC_ALL=C sort | uniq -c \
                  | LC_ALL=C sort -k1,1nr -k2 | head -n 10"
             )),
             duckdb: format!(
