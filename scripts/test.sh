@@ -9,7 +9,7 @@
 #
 # From nothing on 2 cores it takes about 27 minutes, 9 of them tansu's build
 # (README, "First run"); a second run reuses target/ and the tools and takes
-# about 7 (the tests' own time). Package installs (apt-get) need root or sudo.
+# about 6 (the tests' own time). Package installs (apt-get) need root or sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
