@@ -125,7 +125,7 @@ pub async fn migrate(
     report.found = true;
     let old: Vec<SplitEntry> = legacy.state().splits().values().cloned().collect();
     if !migrated {
-        for (slot, kind) in [SplitKind::Logs, SplitKind::Events].into_iter().enumerate() {
+        for (slot, kind) in SplitKind::ALL.into_iter().enumerate() {
             let mut splits: Vec<&SplitEntry> = old.iter().filter(|s| s.kind == kind).collect();
             splits.sort_by(|a, b| a.key.cmp(&b.key));
             report.splits[slot] = splits.len();

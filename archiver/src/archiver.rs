@@ -224,26 +224,11 @@ pub struct Archiver {
     hook: Option<StepHook>,
 }
 
-fn slot(kind: SplitKind) -> usize {
-    match kind {
-        SplitKind::Logs => 0,
-        SplitKind::Events => 1,
-    }
-}
-
 impl Archiver {
     /// Opens both tables and joins the archivers' consumer group.
     pub async fn open(config: ArchiverConfig, bus: Arc<dyn Bus>, store: Store) -> Result<Archiver> {
         config.validate()?;
-        let open = |kind| {
-            Catalog::open_with(
-                store.store.clone(),
-                &store.prefix,
-                kind,
-                config.catalog.clone(),
-            )
-        };
-        let (mut logs, mut events) = (open(SplitKind::Logs).await?, open(SplitKind::Events).await?);
+        let [mut logs, mut events] = Catalog::open_tables(&store, &config.catalog).await?;
         logs.create_table().await?;
         events.create_table().await?;
         let consumer = bus.consumer(GROUP, &[topics::LOGS, topics::EVENTS]).await?;
@@ -268,7 +253,7 @@ impl Archiver {
     }
 
     fn table(&mut self, kind: SplitKind) -> &mut Table {
-        &mut self.tables[slot(kind)]
+        &mut self.tables[kind.slot()]
     }
 
     /// Counters of what this archiver has done, shared with the metrics endpoint.
@@ -478,7 +463,7 @@ impl Archiver {
             return Ok(());
         }
         let id = self.config.id.clone();
-        let mut drafts = [SplitKind::Logs, SplitKind::Events].map(|kind| {
+        let mut drafts = SplitKind::ALL.map(|kind| {
             let table = self.table(kind);
             let fresh = table.catalog.draft(id.clone());
             std::mem::replace(&mut table.draft, fresh)
@@ -487,7 +472,7 @@ impl Archiver {
             .await?;
         self.reached(Step::Uploaded);
         let mut conflict = false;
-        for (kind, mut draft) in [SplitKind::Logs, SplitKind::Events].into_iter().zip(drafts) {
+        for (kind, mut draft) in SplitKind::ALL.into_iter().zip(drafts) {
             if draft.added.is_empty() {
                 // Its records were all archived already: the bus commit
                 // below moves past them.
@@ -500,7 +485,7 @@ impl Archiver {
                 .cloned()
                 .collect();
             draft.set_bus(BusCheckpoint::new(GROUP, &mine));
-            let catalog = &mut self.tables[slot(kind)].catalog;
+            let catalog = &mut self.tables[kind.slot()].catalog;
             let outcome = loop {
                 match catalog.commit_rebasing(&mut draft).await {
                     Ok(outcome) => break outcome,
@@ -583,7 +568,7 @@ impl Archiver {
             let index_key = archive::log_index_key(date, hour, &id);
             self.upload(&key, split.parquet.clone()).await?;
             self.upload(&index_key, split.index.clone()).await?;
-            drafts[slot(SplitKind::Logs)].add_split(split_entry(
+            drafts[SplitKind::Logs.slot()].add_split(split_entry(
                 key,
                 Some(index_key),
                 SplitKind::Logs,
@@ -602,7 +587,7 @@ impl Archiver {
             let id = archive::split_id_new(now_nanos());
             let key = archive::event_split_key(date, &id);
             self.upload(&key, split.parquet.clone()).await?;
-            drafts[slot(SplitKind::Events)].add_split(split_entry(
+            drafts[SplitKind::Events.slot()].add_split(split_entry(
                 key,
                 None,
                 SplitKind::Events,
@@ -686,7 +671,7 @@ impl Archiver {
 
     /// The catalog of `kind`'s table as this archiver last read or committed it.
     pub fn catalog(&self, kind: SplitKind) -> &Catalog {
-        &self.tables[slot(kind)].catalog
+        &self.tables[kind.slot()].catalog
     }
 }
 

@@ -36,7 +36,7 @@ pub use prune::{JobFilter, Pruning, SEARCH_FUNCTION, TimeRange};
 pub use search_udf::SearchUdf;
 pub use table::{ArchiveTable, QueryScope, Restrictions, ScanStats};
 
-use sluice_archive::catalog::{Catalog, SplitEntry, SplitKind};
+use sluice_archive::catalog::{Catalog, CatalogConfig, SplitEntry, SplitKind};
 use sluice_archive::split::SearchQuery;
 use sluice_archive::store::Store;
 
@@ -249,10 +249,7 @@ impl QueryEngine {
     /// Opens both tables under `store`'s prefix; the memory pool and the
     /// index cache are sized by `config`.
     pub async fn open(store: Store, config: EngineConfig) -> Result<QueryEngine, QueryError> {
-        let catalogs = [
-            Catalog::open(store.store.clone(), &store.prefix, SplitKind::Logs).await?,
-            Catalog::open(store.store.clone(), &store.prefix, SplitKind::Events).await?,
-        ];
+        let catalogs = Catalog::open_tables(&store, &CatalogConfig::default()).await?;
         let url = ObjectStoreUrl::parse("sluice://archive").expect("a valid url");
         Ok(QueryEngine {
             store,

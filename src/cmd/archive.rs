@@ -363,7 +363,7 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let live: usize = [SplitKind::Logs, SplitKind::Events]
+    let live: usize = SplitKind::ALL
         .map(|kind| maintenance.catalog(kind).state().splits().len())
         .iter()
         .sum();
@@ -502,7 +502,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let store = url.open(&client::s3_options())?;
     let mut kinds = serde_json::Map::new();
     let mut removed = 0;
-    for kind in [SplitKind::Logs, SplitKind::Events] {
+    for kind in SplitKind::ALL {
         let catalog = Catalog::open(store.store.clone(), &store.prefix, kind)
             .await
             .with_context(|| format!("failed to read the {kind:?} table of {url}"))?;

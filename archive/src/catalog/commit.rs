@@ -32,6 +32,19 @@ pub enum SplitKind {
     Events,
 }
 
+impl SplitKind {
+    /// Both tables, in the order of [`Catalog::open_tables`](super::Catalog::open_tables).
+    pub const ALL: [SplitKind; 2] = [SplitKind::Logs, SplitKind::Events];
+
+    /// This table's place in [`SplitKind::ALL`].
+    pub fn slot(self) -> usize {
+        match self {
+            SplitKind::Logs => 0,
+            SplitKind::Events => 1,
+        }
+    }
+}
+
 /// One split of the archive: a Parquet data object and, for logs, its
 /// tantivy index, with the statistics the query layer prunes by. Keys are
 /// relative to the archive's prefix (see [`Catalog::object_path`](super::Catalog::object_path)).

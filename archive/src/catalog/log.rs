@@ -67,6 +67,17 @@ impl Catalog {
         Catalog::open_with(store, prefix, kind, CatalogConfig::default()).await
     }
 
+    /// Opens both tables of the archive in `store`, in the order of
+    /// [`SplitKind::ALL`].
+    pub async fn open_tables(
+        store: &crate::store::Store,
+        config: &CatalogConfig,
+    ) -> Result<[Catalog; 2]> {
+        let open =
+            |kind| Catalog::open_with(store.store.clone(), &store.prefix, kind, config.clone());
+        Ok([open(SplitKind::Logs).await?, open(SplitKind::Events).await?])
+    }
+
     /// Loads the latest readable state cache and replays the commits after
     /// it. A table that does not exist yet is an empty catalog (version 0);
     /// an archive in the format before Delta Lake is an error

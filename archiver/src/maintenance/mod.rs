@@ -62,15 +62,6 @@ use crate::{Error, Result};
 use sluice_archive::catalog::{Catalog, CommitDraft, CommitOutcome, SplitEntry, SplitKind};
 use sluice_archive::store::Store;
 
-const KINDS: [SplitKind; 2] = [SplitKind::Logs, SplitKind::Events];
-
-fn slot(kind: SplitKind) -> usize {
-    match kind {
-        SplitKind::Logs => 0,
-        SplitKind::Events => 1,
-    }
-}
-
 /// How long the inputs of a merge that failed for good are left out.
 const QUARANTINE: Duration = Duration::from_secs(3600);
 /// Attempts of a catalog commit that fails transiently.
@@ -209,15 +200,7 @@ impl Maintenance {
     /// Checks the configuration and opens both tables.
     pub async fn open(config: MaintenanceConfig, store: Store) -> Result<Maintenance> {
         config.validate()?;
-        let open = |kind| {
-            Catalog::open_with(
-                store.store.clone(),
-                &store.prefix,
-                kind,
-                config.catalog.clone(),
-            )
-        };
-        let catalogs = [open(SplitKind::Logs).await?, open(SplitKind::Events).await?];
+        let catalogs = Catalog::open_tables(&store, &config.catalog).await?;
         Ok(Maintenance {
             config,
             store,
@@ -240,7 +223,7 @@ impl Maintenance {
 
     /// `kind`'s table as maintenance last read or committed it.
     pub fn catalog(&self, kind: SplitKind) -> &Catalog {
-        &self.catalogs[slot(kind)]
+        &self.catalogs[kind.slot()]
     }
 
     async fn refresh(&mut self) -> Result<()> {
@@ -341,7 +324,7 @@ impl Maintenance {
     pub async fn compact(&mut self, job: &CompactionJob) -> Result<MergeOutcome> {
         let started = Instant::now();
         let kind = job.kind;
-        let catalog = &mut self.catalogs[slot(kind)];
+        let catalog = &mut self.catalogs[kind.slot()];
         catalog.refresh().await?;
         let state = catalog.state();
         if job.inputs.iter().any(|s| state.split(&s.key) != Some(s)) {
@@ -420,7 +403,7 @@ impl Maintenance {
         for _ in 0..3 {
             let expired = self.plan_retention().await?;
             let mut conflicted = false;
-            let chunks = KINDS.iter().flat_map(|&kind| {
+            let chunks = SplitKind::ALL.iter().flat_map(|&kind| {
                 let of_kind: Vec<SplitEntry> =
                     expired.iter().filter(|s| s.kind == kind).cloned().collect();
                 of_kind
@@ -431,7 +414,7 @@ impl Maintenance {
             for (kind, chunk) in chunks.collect::<Vec<_>>() {
                 let chunk = chunk.as_slice();
                 let mut draft =
-                    self.catalogs[slot(kind)].draft(format!("{}/retention", self.config.id));
+                    self.catalogs[kind.slot()].draft(format!("{}/retention", self.config.id));
                 for split in chunk {
                     draft.remove_split(&split.key);
                 }
@@ -512,7 +495,7 @@ impl Maintenance {
     async fn commit(&mut self, draft: &mut CommitDraft, kind: SplitKind) -> Result<CommitOutcome> {
         let mut attempt = 1;
         loop {
-            match self.catalogs[slot(kind)].commit_rebasing(draft).await {
+            match self.catalogs[kind.slot()].commit_rebasing(draft).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) if e.is_retryable() && attempt < COMMIT_ATTEMPTS => {
                     tracing::warn!(error = %e, attempt, "maintenance: catalog commit failed; retrying");
@@ -527,7 +510,7 @@ impl Maintenance {
     /// Deletes the objects of a draft that will never be committed; what
     /// cannot be deleted now is left to the janitor.
     async fn discard(&self, draft: &CommitDraft, kind: SplitKind) {
-        if let Err(e) = self.catalogs[slot(kind)].discard(draft).await {
+        if let Err(e) = self.catalogs[kind.slot()].discard(draft).await {
             tracing::warn!(error = %e, "maintenance: failed to delete the objects of a dropped merge; the janitor will");
         }
     }

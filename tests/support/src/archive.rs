@@ -39,7 +39,7 @@ pub async fn table(store: &Store, kind: SplitKind) -> Catalog {
 /// The live splits of both tables.
 pub async fn live_splits(store: &Store) -> Vec<SplitEntry> {
     let mut splits = Vec::new();
-    for kind in [SplitKind::Logs, SplitKind::Events] {
+    for kind in SplitKind::ALL {
         splits.extend(table(store, kind).await.state().splits().values().cloned());
     }
     splits
