@@ -23,7 +23,8 @@ pub fn file_of(data_dir: &Path) -> PathBuf {
 /// overrides), to `file` when given, else to standard error (coloured as
 /// `color` says).
 pub fn init(level: &str, color: ColorArg, file: Option<&Path>) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let filter =
+        EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(directives(level)));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
@@ -39,6 +40,15 @@ pub fn init(level: &str, color: ColorArg, file: Option<&Path>) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// The filter for `level`: below `debug`, the Delta kernel's and delta-rs's
+/// `info` lines (a few per checkpoint written) are left out.
+fn directives(level: &str) -> String {
+    match level {
+        "debug" | "trace" => level.to_string(),
+        _ => format!("{level},buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn"),
+    }
 }
 
 /// Opens `path` for appending, after moving a large one aside.

@@ -461,6 +461,11 @@ fn an_old_archive_migrated_through_kill_9s_reads_the_same_everywhere() {
         if out.status.success() {
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(text.contains("per GiB"), "{text}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !err.contains("buoyant_kernel") && !err.contains("deltalake"),
+                "the Delta libraries' info lines stay out of the terminal: {err}"
+            );
             break;
         }
         let err = String::from_utf8_lossy(&out.stderr);

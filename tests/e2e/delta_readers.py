@@ -73,11 +73,17 @@ def with_duckdb(path, table, version):
 
 
 def with_deltalake(path, table, version):
+    # The package's own engine (QueryBuilder) rather than `to_pyarrow_table`:
+    # the latter's pyarrow dataset threads abort the interpreter at exit about
+    # one run in three ("terminate called without an active exception",
+    # delta-io/delta-rs#2184, apache/arrow#34314) after reading correctly.
     import deltalake
+    import pyarrow
 
     dt = deltalake.DeltaTable(path, version=version)
-    data = dt.to_pyarrow_table(columns=COLUMNS[table])
-    return data.to_pylist()
+    cols = ", ".join('"%s"' % c for c in COLUMNS[table])
+    reader = deltalake.QueryBuilder().register("t", dt).execute(f"SELECT {cols} FROM t")
+    return [row for batch in reader for row in pyarrow.record_batch(batch).to_pylist()]
 
 
 ENGINES = {"duckdb": with_duckdb, "deltalake": with_deltalake}
