@@ -421,7 +421,9 @@ impl QueryEngine {
             .with_memory_pool(self.memory.clone())
             .build_arc()
             .map_err(|e| QueryError::Execution(e.to_string()))?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        datafusion_functions_json::register_all(&mut ctx)
+            .map_err(|e| QueryError::Execution(e.to_string()))?;
         ctx.register_object_store(self.url.as_ref(), self.store.store.clone());
         ctx.register_udf(ScalarUDF::from(SearchUdf::default()));
         ctx.register_udf(ScalarUDF::from(date_trunc::UtcDateTrunc::default()));

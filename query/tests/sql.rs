@@ -499,3 +499,135 @@ async fn a_user_over_the_query_limit_is_refused() {
     );
     assert!(service.run(request("bob")).await.is_ok());
 }
+
+/// A split's Parquet file without the columns parsed from the line, as a
+/// build before them wrote it.
+fn without_parsed_columns(bytes: bytes::Bytes) -> bytes::Bytes {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let keep: Vec<usize> = (0..22).collect();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap().project(&keep).unwrap()).collect();
+    assert_eq!(batches[0].schema().field(21).name(), "labels");
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, batches[0].schema(), None).unwrap();
+    for batch in &batches {
+        writer.write(batch).unwrap();
+    }
+    writer.close().unwrap();
+    out.into()
+}
+
+fn strings(output: &QueryOutput, column: usize) -> Vec<String> {
+    use datafusion::arrow::array::Array;
+    output
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let c = datafusion::arrow::compute::cast(
+                b.column(column),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let c = c.as_string::<i32>().clone();
+            (0..c.len())
+                .map(|i| {
+                    if c.is_null(i) {
+                        "∅".into()
+                    } else {
+                        c.value(i).to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// JSON, logfmt and plain lines answer by level, message, ids and fields,
+/// in SQL and in `search()`; a file written before those columns reads
+/// them as null.
+#[tokio::test]
+async fn structured_lines_answer_by_level_and_field() {
+    use datafusion::arrow::array::Array;
+    let store = memory_store();
+    let lines = [
+        r#"{"level":"error","msg":"batch 28 failed","trace_id":"4bf92f3577b34da6","user":"bob","http":{"code":500}}"#,
+        r#"{"level":"info","msg":"batch 29 ok","trace_id":"00f067aa0ba902b7","user":"ann"}"#,
+        r#"ts=1 level=warn msg="slow query" user=bob"#,
+        "ERROR plain failure",
+        "nothing to see",
+    ];
+    let mut new = rows(1, "www/prod/web", 0..5, T0);
+    for (row, line) in new.iter_mut().zip(lines) {
+        row.text = line.to_string().into();
+    }
+    add_split(&store, new).await;
+    let mut old = rows(2, "www/prod/old", 0..3, T0 + 10);
+    old[0].text = "ERROR written before levels were parsed".into();
+    sluice_testkit::archive::add_split_as(&store, old, without_parsed_columns).await;
+    let engine = engine(&store).await;
+
+    let out = run(
+        &engine,
+        "SELECT level, message, trace_id, fields['user'] FROM logs \
+         WHERE job = 'www/prod/web' ORDER BY \"offset\"",
+    )
+    .await;
+    assert_eq!(strings(&out, 0), ["error", "info", "warn", "error", "∅"]);
+    assert_eq!(
+        strings(&out, 1),
+        ["batch 28 failed", "batch 29 ok", "slow query", "∅", "∅"]
+    );
+    assert_eq!(
+        strings(&out, 2),
+        ["4bf92f3577b34da6", "00f067aa0ba902b7", "∅", "∅", "∅"]
+    );
+    assert_eq!(strings(&out, 3), ["bob", "ann", "bob", "∅", "∅"]);
+
+    let out = run(
+        &engine,
+        "SELECT count(*) FROM logs WHERE level IN ('warn', 'error')",
+    )
+    .await;
+    assert_eq!(count(&out), 3, "the old file's ERROR line has no level");
+    let out = run(
+        &engine,
+        "SELECT \"offset\" FROM logs WHERE search(line, 'level:error AND trace_id:4bf92f3577b34da6')",
+    )
+    .await;
+    assert_eq!(ints(&out.batches, 0), [0]);
+    // A level is searched in the old file's lines too: it is parsed from
+    // the line when checking.
+    let out = run(
+        &engine,
+        "SELECT job FROM logs WHERE search(line, 'level:error') ORDER BY job, \"offset\"",
+    )
+    .await;
+    assert_eq!(
+        strings(&out, 0),
+        ["www/prod/old", "www/prod/web", "www/prod/web"]
+    );
+    let out = run(
+        &engine,
+        "SELECT json_get_int(line, 'http', 'code'), json_get_str(line, 'user') FROM logs \
+         WHERE search(line, 'fields.http.code:500')",
+    )
+    .await;
+    assert_eq!(strings(&out, 0), ["500"]);
+    assert_eq!(strings(&out, 1), ["bob"]);
+    let out = run(&engine, "SELECT level FROM logs WHERE job = 'www/prod/old'").await;
+    assert!(
+        out.batches
+            .iter()
+            .all(|b| b.column(0).null_count() == b.num_rows())
+    );
+    let err = fails(
+        &engine,
+        "SELECT 1 FROM logs WHERE search(line, 'level:loud')",
+    )
+    .await;
+    assert!(err.to_string().contains("unknown level"), "{err}");
+}

@@ -70,17 +70,28 @@ fn is_logs(kind: SplitKind) -> bool {
     kind == SplitKind::Logs
 }
 
-/// The Delta type of an Arrow field of the archive's schema.
-fn delta_type(field: &arrow_schema::Field) -> &'static str {
+/// The Delta type of an Arrow type of the archive's schema.
+fn delta_type(data_type: &arrow_schema::DataType) -> Value {
     use arrow_schema::DataType::*;
-    match field.data_type() {
-        Timestamp(..) => "timestamp",
-        Int64 => "long",
-        Int32 => "integer",
-        Date32 => "date",
-        Boolean => "boolean",
-        Binary => "binary",
-        _ => "string",
+    match data_type {
+        Timestamp(..) => json!("timestamp"),
+        Int64 => json!("long"),
+        Int32 => json!("integer"),
+        Date32 => json!("date"),
+        Boolean => json!("boolean"),
+        Binary => json!("binary"),
+        Map(entries, _) => {
+            let Struct(kv) = entries.data_type() else {
+                unreachable!("the archive's maps have struct entries")
+            };
+            json!({
+                "type": "map",
+                "keyType": delta_type(kv[0].data_type()),
+                "valueType": delta_type(kv[1].data_type()),
+                "valueContainsNull": kv[1].is_nullable(),
+            })
+        }
+        _ => json!("string"),
     }
 }
 
@@ -93,7 +104,7 @@ pub fn schema_string(kind: SplitKind) -> String {
         .map(|f| {
             json!({
                 "name": f.name(),
-                "type": delta_type(f),
+                "type": delta_type(f.data_type()),
                 "nullable": f.is_nullable(),
                 "metadata": {},
             })
@@ -169,6 +180,44 @@ pub fn check_created(path: &Path, kind: SplitKind, bytes: &[u8]) -> Result<()> {
         )),
         None => Err(Error::corrupt(path, "version 0 has no metaData action")),
     }
+}
+
+/// The `metaData` of version 0 with this build's schema, when version 0's
+/// is an earlier one (a table created before columns were added); `None`
+/// when it is already this build's.
+pub fn metadata_to_upgrade(path: &Path, kind: SplitKind, bytes: &[u8]) -> Result<Option<Value>> {
+    let Some(mut metadata) = lines(path, bytes)?
+        .into_iter()
+        .find_map(|mut line| line.get_mut("metaData").map(Value::take))
+    else {
+        return Err(Error::corrupt(path, "version 0 has no metaData action"));
+    };
+    let current: Value = serde_json::from_str(&schema_string(kind)).expect("our schema is JSON");
+    let theirs: Option<Value> = metadata["schemaString"]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok());
+    if theirs.as_ref() == Some(&current) {
+        return Ok(None);
+    }
+    metadata["schemaString"] = Value::String(schema_string(kind));
+    Ok(Some(metadata))
+}
+
+/// The JSON lines of a commit that changes the table's schema to
+/// `metadata`'s (Delta's `ADD COLUMNS`: older files read the new columns
+/// as null).
+pub fn add_columns(metadata: &Value, commit_id: &str, now_unix_ms: u64) -> Vec<u8> {
+    json_lines(&[
+        json!({"commitInfo": {
+            "timestamp": now_unix_ms,
+            "operation": "ADD COLUMNS",
+            "operationParameters": {},
+            "engineInfo": engine_info(),
+            INFO_COMMIT_ID: commit_id,
+            INFO_FORMAT: schema::FORMAT_VERSION,
+        }}),
+        json!({"metaData": metadata}),
+    ])
 }
 
 /// Refuses a `protocol` this build cannot read correctly: reader version

@@ -185,8 +185,66 @@ impl Catalog {
     /// Creates the table (version 0: its protocol and schema) if it does
     /// not exist yet, so that other engines can read it even while it is
     /// empty. Writers call it when they open; a commit does it too.
+    ///
+    /// A table an earlier build created gets this build's schema first
+    /// (see [`upgrade_schema`](Self::upgrade_schema)).
     pub async fn create_table(&mut self) -> Result<()> {
-        self.ensure_created().await
+        self.ensure_created().await?;
+        self.upgrade_schema().await.map(|_| ())
+    }
+
+    /// Brings the schema of a table created by an earlier build up to this
+    /// build's: one commit whose `metaData` adds the new columns (Delta's
+    /// `ADD COLUMNS`; files written before read them as null), then the
+    /// table's `_sluice/schema-N` marker so later opens need one HEAD.
+    /// Returns whether it committed. Two writers upgrading at once may both
+    /// commit; the second `metaData` is the same schema again.
+    pub async fn upgrade_schema(&mut self) -> Result<bool> {
+        let marker = self.layout.schema_marker();
+        if self.io.exists(&marker).await? {
+            return Ok(false);
+        }
+        let first = self.layout.commit(0);
+        let Some(bytes) = self.io.get(&first).await? else {
+            return Ok(false);
+        };
+        let Some(metadata) = delta::metadata_to_upgrade(&first, self.kind, &bytes)? else {
+            return Ok(false);
+        };
+        let commit_id = format!("{:016x}", sluice_schema::random_u64());
+        let mut attempt = 1;
+        loop {
+            self.refresh().await?;
+            let path = self.layout.commit(self.state.version() + 1);
+            let bytes = delta::add_columns(&metadata, &commit_id, now_unix_ms());
+            match self.io.put_create(&path, bytes.into()).await {
+                Ok(()) => break,
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) if is_transient(&e) && attempt < self.io.config.retry_attempts => {
+                    tokio::time::sleep(self.io.config.backoff(attempt)).await;
+                }
+                Err(e) => return Err(Error::store(format!("failed to write {path}"), e)),
+            }
+            attempt += 1;
+            if attempt > 100 {
+                return Err(Error::Delta {
+                    what: format!(
+                        "failed to add this build's columns to {}",
+                        self.layout.table()
+                    ),
+                    detail: "every one of 100 versions tried was taken by another writer".into(),
+                });
+            }
+        }
+        self.refresh().await?;
+        tracing::info!(
+            table = delta::table_name(self.kind),
+            "added this build's columns to the table's schema"
+        );
+        self.io
+            .put_idempotent(&marker, Bytes::from_static(b"{}\n"))
+            .await?;
+        Ok(true)
     }
 
     /// Puts version 0 if it is not there: the table's protocol and schema.

@@ -70,6 +70,11 @@ impl Layout {
         self.object(&format!("{}/MIGRATED", keys::LEGACY_CATALOG_DIR))
     }
 
+    /// The marker of the table's schema being this build's.
+    pub(crate) fn schema_marker(&self) -> Path {
+        self.object(&keys::schema_marker_key(self.logs, keys::SCHEMA_GENERATION))
+    }
+
     /// A key relative to the prefix as a store path.
     pub(crate) fn object(&self, key: &str) -> Path {
         crate::store::object_path(&self.prefix, key)

@@ -1133,3 +1133,81 @@ impl ObjectStore for Flaky {
         self.inner.copy_opts(from, to, options)
     }
 }
+
+/// A `logs` table created by a build before the parsed columns: the first
+/// writer to open it adds them with one `metaData` commit, once.
+#[tokio::test]
+async fn a_table_of_an_earlier_schema_gets_the_new_columns_once() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let layout = super::store::Layout::new(&root(), SplitKind::Logs);
+    let old_schema = {
+        let mut schema: serde_json::Value =
+            serde_json::from_str(&delta::schema_string(SplitKind::Logs)).unwrap();
+        let fields = schema["fields"].as_array_mut().unwrap();
+        fields.retain(|f| {
+            !["level", "message", "trace_id", "span_id", "fields"]
+                .contains(&f["name"].as_str().unwrap())
+        });
+        schema.to_string()
+    };
+    let v0 = String::from_utf8(delta::create_table(SplitKind::Logs, 50, 1)).unwrap();
+    let v0 = v0.replace(
+        &serde_json::to_string(&delta::schema_string(SplitKind::Logs)).unwrap(),
+        &serde_json::to_string(&old_schema).unwrap(),
+    );
+    assert!(!v0.contains("trace_id"), "the old schema lacks the columns");
+    store
+        .put(&layout.commit(0), v0.clone().into_bytes().into())
+        .await
+        .unwrap();
+
+    let mut catalog = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
+    catalog.create_table().await.unwrap();
+    assert_eq!(catalog.version(), 1);
+    let v1 = store
+        .get(&layout.commit(1))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let v1 = std::str::from_utf8(&v1).unwrap();
+    assert!(v1.contains(r#""operation":"ADD COLUMNS""#), "{v1}");
+    let metadata: serde_json::Value = v1
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find_map(|l| l.get("metaData").cloned())
+        .unwrap();
+    assert_eq!(
+        metadata["schemaString"].as_str().unwrap(),
+        delta::schema_string(SplitKind::Logs)
+    );
+    // The table's identity and settings are kept.
+    assert!(v0.contains(metadata["id"].as_str().unwrap()));
+    assert_eq!(
+        metadata["partitionColumns"],
+        serde_json::json!(["date", "hour"])
+    );
+    assert!(store.head(&layout.schema_marker()).await.is_ok());
+
+    // The next writer finds the marker: no second commit.
+    let mut again = Catalog::open(store.clone(), &root(), SplitKind::Logs)
+        .await
+        .unwrap();
+    again.create_table().await.unwrap();
+    assert!(!again.upgrade_schema().await.unwrap());
+    assert_eq!(again.version(), 1);
+    // A table this build created needs nothing.
+    let fresh: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    for kind in SplitKind::ALL {
+        let mut catalog = Catalog::open(fresh.clone(), &root(), kind).await.unwrap();
+        catalog.create_table().await.unwrap();
+        assert_eq!(catalog.version(), 0, "{kind:?}");
+    }
+    // And it still commits on top of the upgrade.
+    let mut draft = again.draft("archiver-a");
+    draft.add_split(split("a"));
+    assert_eq!(committed(&mut again, &draft).await.version, 2);
+}

@@ -186,7 +186,7 @@ fn parquet_row(label: &str, level: i32, rows: &[LogRow], raw: usize) {
         ..Default::default()
     };
     let start = Instant::now();
-    let parquet = encode_log_parquet(rows, &options, |_| {}).expect("writes");
+    let parquet = encode_log_parquet(rows, &options, |_, _| {}).expect("writes");
     let write = start.elapsed();
     let start = Instant::now();
     let builder = ParquetRecordBatchReaderBuilder::try_new(parquet.clone()).expect("reads");
@@ -424,7 +424,7 @@ fn measure_parquet_columns() {
         }
         let start = Instant::now();
         let parquet =
-            super::writer::encode_log_parquet_with(&rows, &options, builder.build(), |_| {})
+            super::writer::encode_log_parquet_with(&rows, &options, builder.build(), |_, _| {})
                 .expect("writes");
         let write = start.elapsed();
         let meta = ParquetRecordBatchReaderBuilder::try_new(parquet.clone())

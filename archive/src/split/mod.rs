@@ -107,6 +107,10 @@ pub struct SplitOptions {
     /// doc ids, 240,000 lines (28.9 MB) needed more than 15 MB and less
     /// than 30 MB: about one byte per byte of line text.
     pub index_memory_bytes: usize,
+    /// Fill the `level`, `message`, `trace_id`, `span_id` and `fields`
+    /// columns from each line ([`sluice_schema::fields::parse`]); off, they
+    /// are null (for measuring what parsing costs).
+    pub parse_fields: bool,
 }
 
 impl Default for SplitOptions {
@@ -117,6 +121,7 @@ impl Default for SplitOptions {
             page_rows: 8_192,
             index_postings: IndexPostings::DocIds,
             index_memory_bytes: 512 << 20,
+            parse_fields: true,
         }
     }
 }

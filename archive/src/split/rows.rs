@@ -10,16 +10,19 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, StringBuilder};
+use arrow_array::builder::{BinaryBuilder, MapBuilder, MapFieldNames, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Int32Type, Int64Type, TimestampMicrosecondType, TimestampNanosecondType, UInt32Type, UInt64Type,
 };
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Int64Array, MapArray, RecordBatch, StructArray,
+    TimestampMicrosecondArray,
 };
+use arrow_schema::DataType;
 use bytes::Bytes;
 use sluice_schema::archive::{self as schema, split_job};
+use sluice_schema::fields::{self, Format, Parsed};
 use sluice_schema::pb::{ClusterEvent, Line, LogChunk, Source};
 
 use super::error::{Result, SplitError};
@@ -259,29 +262,117 @@ fn i64_column(values: impl Iterator<Item = i64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(values))
 }
 
+/// The columns [`fields::parse`] fills, built row by row.
+struct ParsedColumns {
+    level: StringBuilder,
+    message: StringBuilder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    fields: MapBuilder<StringBuilder, StringBuilder>,
+}
+
+impl ParsedColumns {
+    fn new(rows: usize) -> ParsedColumns {
+        let names = MapFieldNames {
+            entry: schema::FIELDS_ENTRIES.into(),
+            key: schema::FIELDS_KEY.into(),
+            value: schema::FIELDS_VALUE.into(),
+        };
+        ParsedColumns {
+            level: StringBuilder::with_capacity(rows, rows * 4),
+            message: StringBuilder::with_capacity(rows, 0),
+            trace_id: StringBuilder::with_capacity(rows, 0),
+            span_id: StringBuilder::with_capacity(rows, 0),
+            fields: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new()),
+        }
+    }
+
+    fn push(&mut self, parsed: Option<&Parsed>) -> Result<()> {
+        let Some(p) = parsed else {
+            self.level.append_null();
+            self.message.append_null();
+            self.trace_id.append_null();
+            self.span_id.append_null();
+            self.fields.append(false)?;
+            return Ok(());
+        };
+        self.level.append_option(p.level.map(|l| l.as_str()));
+        self.message.append_option(p.message.as_deref());
+        self.trace_id.append_option(p.trace_id.as_deref());
+        self.span_id.append_option(p.span_id.as_deref());
+        for (key, value) in &p.fields {
+            self.fields.keys().append_value(key);
+            self.fields.values().append_value(value);
+        }
+        self.fields.append(p.format != Format::Plain)?;
+        Ok(())
+    }
+
+    fn finish(mut self, columns: &mut Vec<ArrayRef>) -> Result<()> {
+        columns.push(Arc::new(self.level.finish()));
+        columns.push(Arc::new(self.message.finish()));
+        columns.push(Arc::new(self.trace_id.finish()));
+        columns.push(Arc::new(self.span_id.finish()));
+        // The builder's map type says nothing of the value's nullability
+        // the schema declares; rebuild it with the schema's type.
+        let map = self.fields.finish();
+        let (_, offsets, entries, nulls, sorted) = map.into_parts();
+        let DataType::Map(entries_field, _) = schema::fields_type() else {
+            unreachable!("fields_type is a map")
+        };
+        let entries = StructArray::try_new(
+            match entries_field.data_type() {
+                DataType::Struct(f) => f.clone(),
+                _ => unreachable!("map entries are a struct"),
+            },
+            entries.columns().to_vec(),
+            None,
+        )?;
+        columns.push(Arc::new(MapArray::try_new(
+            entries_field,
+            offsets,
+            entries,
+            nulls,
+            sorted,
+        )?));
+        Ok(())
+    }
+}
+
 /// The Arrow batch of `rows`, in order, in [`schema::logs_schema`]. The
-/// `line` values are also handed to `on_line` in row order, so the caller
-/// can index them without converting the text twice.
-pub fn log_batch(rows: &[LogRow], mut on_line: impl FnMut(&str)) -> Result<RecordBatch> {
+/// `line` values are also handed to `on_line` in row order, with what
+/// [`fields::parse`] read in them when `parse_fields` (the same parse
+/// fills the batch's `level` … `fields` columns; without it they are null),
+/// so the caller can index them without converting the text twice.
+pub fn log_batch(
+    rows: &[LogRow],
+    parse_fields: bool,
+    mut on_line: impl FnMut(&str, Option<&Parsed>),
+) -> Result<RecordBatch> {
     let n = rows.len();
     let src = || rows.iter().map(|r| r.source.as_ref());
     let jobs = || src().map(|s| split_job(&s.job));
     let text_bytes: usize = rows.iter().map(|r| r.text.len()).sum();
     let mut line = StringBuilder::with_capacity(n, text_bytes);
     let mut line_bytes = BinaryBuilder::with_capacity(n, 0);
+    let mut parsed_columns = ParsedColumns::new(n);
     for row in rows {
-        match row.line() {
+        let text = row.line();
+        // Parsed from `line` as stored, so a query re-reading the column
+        // (`search(line, 'level:error')`) reads exactly what was parsed.
+        let parsed = parse_fields.then(|| fields::parse(text.as_bytes()));
+        parsed_columns.push(parsed.as_ref())?;
+        match &text {
             Cow::Borrowed(text) => {
                 line.append_value(text);
                 line_bytes.append_null();
-                on_line(text);
             }
             Cow::Owned(text) => {
-                line.append_value(&text);
+                line.append_value(text);
                 line_bytes.append_value(&row.text);
-                on_line(&text);
             }
         }
+        on_line(&text, parsed.as_ref());
     }
     let columns: Vec<ArrayRef> = vec![
         ts_column(rows.iter().map(|r| r.ts_unix_nanos)),
@@ -314,6 +405,8 @@ pub fn log_batch(rows: &[LogRow], mut on_line: impl FnMut(&str)) -> Result<Recor
         )),
         string_column(n, src().map(|s| s.labels_json.as_str())),
     ];
+    let mut columns = columns;
+    parsed_columns.finish(&mut columns)?;
     Ok(RecordBatch::try_new(schema::logs_schema_ref(), columns)?)
 }
 
@@ -617,7 +710,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert!(Arc::ptr_eq(&rows[0].source, &rows[1].source));
         assert_eq!(rows[0].source.labels_json, r#"{"team":"web"}"#);
-        let batch = log_batch(&rows, |_| {}).unwrap();
+        let batch = log_batch(&rows, true, |_, _| {}).unwrap();
         assert_eq!(log_rows_from_batch(&batch).unwrap(), rows);
     }
 
@@ -634,7 +727,10 @@ mod tests {
             unterminated: true,
         };
         let mut lines = Vec::new();
-        let batch = log_batch(std::slice::from_ref(&row), |l| lines.push(l.to_string())).unwrap();
+        let batch = log_batch(std::slice::from_ref(&row), true, |l, _| {
+            lines.push(l.to_string())
+        })
+        .unwrap();
         assert_eq!(lines, ["a\u{fffd}b"]);
         assert_eq!(log_rows_from_batch(&batch).unwrap(), [row]);
     }

@@ -15,8 +15,26 @@
 //! and `Oom`, and `kill` does not find `killed`. `AND`, `OR` and `NOT` are
 //! operators only in upper case (`not found` is two words); `NOT` binds
 //! tighter than `AND`, which binds tighter than `OR`; parentheses group.
-//! There is no field syntax, no wildcard and no `-` prefix, so log text such
-//! as `status:500` or `-1608999` is searched as written.
+//! There is no wildcard and no `-` prefix, so log text such as `-1608999`
+//! is searched as written.
+//!
+//! # Fields
+//!
+//! ```text
+//! level:error AND trace_id:4bf92f3577b34da6a3ce929d0e0e4736
+//! fields.user:bob            fields.http.code:503
+//! fields.path:"/api/v1 x"    a value with spaces is quoted
+//! ```
+//!
+//! `NAME:VALUE` targets a field that [`sluice_schema::fields::parse`] reads
+//! in the line (the archive's columns of the same name), for these names
+//! only: `level` (equal to the line's level; the value may be any spelling
+//! of it, `WARNING` is `warn`), `trace_id` and `span_id` (equal, ignoring
+//! ASCII case), and `fields.NAME` (the field's value, exactly). Any other
+//! word with a colon (`status:500`, `10.0.0.7:8080`) is searched as text,
+//! as before fields existed. The index answers field terms approximately
+//! (an id by its tokens, a level or other field by every row) and the rows
+//! it returns are checked exactly.
 //!
 //! A word or phrase with no letter or digit (`->`) cannot be searched and is
 //! refused, as is a token longer than 128 bytes (the index drops those).
@@ -31,8 +49,9 @@
 //! through posting lists); `NOT` is a set difference over sorted row ids.
 
 use sluice_schema::archive::INDEX_MAX_TOKEN_BYTES;
+use sluice_schema::fields::{self, Level, Parsed};
 use tantivy::Term;
-use tantivy::query::{BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, TermQuery};
+use tantivy::query::{AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::{LowerCaser, SimpleTokenizer, TextAnalyzer, TokenStream};
 
@@ -54,9 +73,78 @@ enum Expr {
     /// Tokens that must appear next to each other, in order (one token:
     /// anywhere).
     Tokens(Vec<String>),
+    /// A parsed field equal to a value.
+    Field(FieldTerm),
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
+}
+
+/// `NAME:VALUE` (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FieldTerm {
+    Level(Level),
+    TraceId(String),
+    SpanId(String),
+    Other { name: String, value: String },
+}
+
+impl FieldTerm {
+    /// The term of `NAME:` and its value, `None` when `name` is not a field
+    /// name (the word is then text).
+    fn parse(name: &str, value: &str) -> Option<std::result::Result<FieldTerm, String>> {
+        let term = match name {
+            "level" => match Level::from_word(value) {
+                Some(level) => Ok(FieldTerm::Level(level)),
+                None => Err(format!(
+                    "level:{value}: unknown level, expected one of trace, debug, info, warn, \
+                     error, fatal"
+                )),
+            },
+            "trace_id" => Ok(FieldTerm::TraceId(value.to_string())),
+            "span_id" => Ok(FieldTerm::SpanId(value.to_string())),
+            _ => match name.strip_prefix("fields.") {
+                Some(field) if !field.is_empty() => Ok(FieldTerm::Other {
+                    name: field.to_string(),
+                    value: value.to_string(),
+                }),
+                _ => return None,
+            },
+        };
+        Some(term.and_then(|t| match &t {
+            FieldTerm::TraceId(v) | FieldTerm::SpanId(v) if v.is_empty() => {
+                Err(format!("{name}: needs a value"))
+            }
+            _ => Ok(t),
+        }))
+    }
+
+    fn matches(&self, parsed: &Parsed) -> bool {
+        match self {
+            FieldTerm::Level(level) => parsed.level == Some(*level),
+            FieldTerm::TraceId(id) => parsed
+                .trace_id
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(id)),
+            FieldTerm::SpanId(id) => parsed
+                .span_id
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(id)),
+            FieldTerm::Other { name, value } => parsed
+                .fields
+                .binary_search_by(|(k, _)| k.as_str().cmp(name))
+                .is_ok_and(|i| parsed.fields[i].1 == *value),
+        }
+    }
+
+    /// Tokens every matching line has (an id is written in the line);
+    /// none known for a level or another field.
+    fn tokens(&self) -> Option<Vec<String>> {
+        match self {
+            FieldTerm::TraceId(id) | FieldTerm::SpanId(id) => query_tokens(id).ok(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +196,7 @@ impl SearchQuery {
         fn walk(e: &Expr, contains: &dyn Fn(&str) -> bool) -> bool {
             match e {
                 Expr::Tokens(tokens) => tokens.iter().all(|t| contains(t)),
+                Expr::Field(f) => f.tokens().is_none_or(|t| t.iter().all(|t| contains(t))),
                 Expr::And(xs) => xs.iter().all(|x| walk(x, contains)),
                 Expr::Or(xs) => xs.iter().any(|x| walk(x, contains)),
                 Expr::Not(_) => true,
@@ -122,6 +211,21 @@ impl SearchQuery {
         fn walk(e: &Expr) -> bool {
             match e {
                 Expr::Tokens(t) => t.len() > 1,
+                Expr::Field(_) => false,
+                Expr::And(xs) | Expr::Or(xs) => xs.iter().any(walk),
+                Expr::Not(x) => walk(x),
+            }
+        }
+        walk(&self.expr)
+    }
+
+    /// Whether the query targets a field (`level:error`), which the index
+    /// only approximates.
+    pub fn has_fields(&self) -> bool {
+        fn walk(e: &Expr) -> bool {
+            match e {
+                Expr::Tokens(_) => false,
+                Expr::Field(_) => true,
                 Expr::And(xs) | Expr::Or(xs) => xs.iter().any(walk),
                 Expr::Not(x) => walk(x),
             }
@@ -130,7 +234,7 @@ impl SearchQuery {
     }
 
     /// Whether `line` matches: the exact semantics the index answers (or
-    /// approximates, without positions).
+    /// approximates, without positions or for fields).
     pub fn matches(&self, line: &str) -> bool {
         let mut analyzer = line_analyzer();
         let mut stream = analyzer.token_stream(line);
@@ -138,7 +242,8 @@ impl SearchQuery {
         while let Some(token) = stream.next() {
             tokens.push((token.position, token.text.clone()));
         }
-        eval(&self.expr, &tokens)
+        let parsed = self.has_fields().then(|| fields::parse(line.as_bytes()));
+        eval(&self.expr, &tokens, parsed.as_ref())
     }
 
     /// Evaluates the query on a split index's one segment: `run` runs a
@@ -172,7 +277,7 @@ impl SearchQuery {
 
 fn has_not(expr: &Expr) -> bool {
     match expr {
-        Expr::Tokens(_) => false,
+        Expr::Tokens(_) | Expr::Field(_) => false,
         Expr::And(xs) | Expr::Or(xs) => xs.iter().any(has_not),
         Expr::Not(_) => true,
     }
@@ -438,7 +543,24 @@ impl Parser {
         };
         self.at += 1;
         match lexeme {
-            Lexeme::Word(text) | Lexeme::Phrase(text) => Ok(Expr::Tokens(query_tokens(&text)?)),
+            Lexeme::Word(text) => {
+                if let Some((name, value)) = text.split_once(':') {
+                    // `trace_id:"…"`: the value is the phrase that follows.
+                    let quoted = match (value, self.peek()) {
+                        ("", Some(Lexeme::Phrase(p))) => Some(p.clone()),
+                        _ => None,
+                    };
+                    let value = quoted.as_deref().unwrap_or(value);
+                    if let Some(term) = FieldTerm::parse(name, value) {
+                        if quoted.is_some() {
+                            self.at += 1;
+                        }
+                        return Ok(Expr::Field(term?));
+                    }
+                }
+                Ok(Expr::Tokens(query_tokens(&text)?))
+            }
+            Lexeme::Phrase(text) => Ok(Expr::Tokens(query_tokens(&text)?)),
             Lexeme::Not => {
                 self.nest()?;
                 let inner = self.unary()?;
@@ -468,8 +590,9 @@ impl Parser {
     }
 }
 
-fn eval(expr: &Expr, line: &[(usize, String)]) -> bool {
+fn eval(expr: &Expr, line: &[(usize, String)], parsed: Option<&Parsed>) -> bool {
     match expr {
+        Expr::Field(term) => parsed.is_some_and(|p| term.matches(p)),
         Expr::Tokens(want) => line.windows(want.len()).any(|window| {
             let first = window[0].0;
             window
@@ -478,9 +601,9 @@ fn eval(expr: &Expr, line: &[(usize, String)]) -> bool {
                 .enumerate()
                 .all(|(k, ((pos, text), want))| *pos == first + k && text == want)
         }),
-        Expr::And(xs) => xs.iter().all(|x| eval(x, line)),
-        Expr::Or(xs) => xs.iter().any(|x| eval(x, line)),
-        Expr::Not(x) => !eval(x, line),
+        Expr::And(xs) => xs.iter().all(|x| eval(x, line, parsed)),
+        Expr::Or(xs) => xs.iter().any(|x| eval(x, line, parsed)),
+        Expr::Not(x) => !eval(x, line, parsed),
     }
 }
 
@@ -502,6 +625,14 @@ fn build(
     exact: &mut bool,
 ) -> Box<dyn Query> {
     match expr {
+        Expr::Field(term) => {
+            *exact = false;
+            match (superset, term.tokens()) {
+                (false, _) => Box::new(EmptyQuery),
+                (true, Some(tokens)) => build(&Expr::Tokens(tokens), field, positions, true, exact),
+                (true, None) => Box::new(AllQuery),
+            }
+        }
         Expr::Tokens(tokens) if tokens.len() == 1 => term_query(field, &tokens[0]),
         Expr::Tokens(tokens) if positions => Box::new(PhraseQuery::new_with_offset(
             tokens

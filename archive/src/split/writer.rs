@@ -27,6 +27,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 use sluice_schema::archive::{self as schema};
+use sluice_schema::fields::Parsed;
 
 use super::error::{Result, SplitError};
 use super::index::IndexBuilder;
@@ -115,7 +116,7 @@ pub(crate) fn log_properties(options: &SplitOptions) -> Result<WriterProperties>
     // faster than plain (measure_parquet_columns).
     let builder =
         builder.set_column_encoding(ColumnPath::from(COL_LINE), Encoding::DELTA_BYTE_ARRAY);
-    Ok(no_statistics(builder, &[COL_LINE, COL_LINE_BYTES]).build())
+    Ok(no_statistics(builder, &[COL_LINE, COL_LINE_BYTES, COL_MESSAGE]).build())
 }
 
 fn event_properties(options: &SplitOptions) -> Result<WriterProperties> {
@@ -157,7 +158,7 @@ pub fn write_log_split(mut rows: Vec<LogRow>, options: &SplitOptions) -> Result<
 
     let mut index = IndexBuilder::new(options.index_postings, options.index_memory_bytes)?;
     let mut index_error = None;
-    let parquet = encode_log_parquet(&rows, options, |line| {
+    let parquet = encode_log_parquet(&rows, options, |line, _| {
         if index_error.is_none()
             && let Err(e) = index.add_line(line)
         {
@@ -182,7 +183,7 @@ pub fn write_log_split(mut rows: Vec<LogRow>, options: &SplitOptions) -> Result<
 pub(crate) fn encode_log_parquet(
     rows: &[LogRow],
     options: &SplitOptions,
-    on_line: impl FnMut(&str),
+    on_line: impl FnMut(&str, Option<&Parsed>),
 ) -> Result<Bytes> {
     encode_log_parquet_with(rows, options, log_properties(options)?, on_line)
 }
@@ -192,11 +193,11 @@ pub(crate) fn encode_log_parquet_with(
     rows: &[LogRow],
     options: &SplitOptions,
     properties: WriterProperties,
-    mut on_line: impl FnMut(&str),
+    mut on_line: impl FnMut(&str, Option<&Parsed>),
 ) -> Result<Bytes> {
     let mut writer = ArrowWriter::try_new(Vec::new(), schema::logs_schema_ref(), Some(properties))?;
     for chunk in rows.chunks(batch_rows(options)) {
-        let batch = log_batch(chunk, &mut on_line)?;
+        let batch = log_batch(chunk, options.parse_fields, &mut on_line)?;
         writer.write(&batch)?;
     }
     Ok(Bytes::from(writer.into_inner()?))

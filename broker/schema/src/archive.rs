@@ -77,8 +77,20 @@
 //! | `truncated`    | Boolean                    | no   | bytes of this line were lost |
 //! | `unterminated` | Boolean                    | no   | no newline had been written when shipped |
 //! | `labels`       | Utf8                       | no   | source labels as a JSON object with sorted keys, `{}` if none |
+//! | `level`        | Utf8                       | yes  | `trace`, `debug`, `info`, `warn`, `error` or `fatal`; null when the line names none |
+//! | `message`      | Utf8                       | yes  | a JSON or logfmt line's message field |
+//! | `trace_id`     | Utf8                       | yes  | a JSON or logfmt line's trace id, as written |
+//! | `span_id`      | Utf8                       | yes  | a JSON or logfmt line's span id, as written |
+//! | `fields`       | Map(Utf8, Utf8)            | yes  | a JSON or logfmt line's other fields (nested keys joined by `.`); null for plain text |
 //! | `date`         | Date32 (partition)         | no   | UTC date of `ts` |
 //! | `hour`         | Int32 (partition)          | no   | UTC hour of `ts`, 0–23 |
+//!
+//! `level`, `message`, `trace_id`, `span_id` and `fields` are what
+//! [`crate::fields::parse`] reads in the `line` column (of a multi-line
+//! event, the level of its first line); they are derived, so a file
+//! written before they existed reads them as null and a compaction fills
+//! them in. `fields` is a Parquet `MAP` (groups `key_value`, `key`,
+//! `value`), which DuckDB (`fields['user']`), Trino, Spark and Athena read.
 //!
 //! `role`, `env` and `name` repeat `job` so that filters on one segment are
 //! plain equality on a dictionary-encoded column. `labels` is JSON text
@@ -111,8 +123,8 @@
 //! | `date`       | Date32 (partition)   | no   | UTC date of `ts` |
 //!
 //! In Parquet, `ts` is INT64 `TIMESTAMP(MICROS, isAdjustedToUTC=true)`, the
-//! integers are plain INT64, strings are `BYTE_ARRAY` `STRING`; no other
-//! logical types are used.
+//! integers are plain INT64, strings are `BYTE_ARRAY` `STRING`, `fields` is
+//! a `MAP` of strings; no other logical types are used.
 
 use std::sync::Arc;
 
@@ -171,6 +183,14 @@ pub const COL_TRUNCATED: &str = "truncated";
 pub const COL_UNTERMINATED: &str = "unterminated";
 /// Column of `logs`: source labels as a JSON object with sorted keys, `{}` if none.
 pub const COL_LABELS: &str = "labels";
+/// `logs` column: the line's level (see [`crate::fields::Level`]).
+pub const COL_LEVEL: &str = "level";
+/// `logs` column: a structured line's trace id.
+pub const COL_TRACE_ID: &str = "trace_id";
+/// `logs` column: a structured line's span id.
+pub const COL_SPAN_ID: &str = "span_id";
+/// `logs` column: a structured line's other fields.
+pub const COL_FIELDS: &str = "fields";
 /// Column of `events`: unique event id, `<origin>/<start>-<seq>`.
 pub const COL_ID: &str = "id";
 /// Column of `events`: snake_case event kind (see [`event_kind_name`]).
@@ -179,7 +199,8 @@ pub const COL_KIND: &str = "kind";
 pub const COL_ACTOR: &str = "actor";
 /// Column of `events`: short machine-readable reason.
 pub const COL_REASON: &str = "reason";
-/// Column of `events`: human-readable sentence.
+/// Column of `events` (a human-readable sentence) and of `logs` (a structured
+/// line's message field).
 pub const COL_MESSAGE: &str = "message";
 /// Column of `events`: attributes as a JSON object with sorted keys, `{}` if none.
 pub const COL_ATTRIBUTES: &str = "attributes";
@@ -264,8 +285,37 @@ pub fn logs_schema() -> Schema {
         Field::new(COL_TRUNCATED, DataType::Boolean, false),
         Field::new(COL_UNTERMINATED, DataType::Boolean, false),
         utf8(COL_LABELS),
+        Field::new(COL_LEVEL, DataType::Utf8, true),
+        Field::new(COL_MESSAGE, DataType::Utf8, true),
+        Field::new(COL_TRACE_ID, DataType::Utf8, true),
+        Field::new(COL_SPAN_ID, DataType::Utf8, true),
+        Field::new(COL_FIELDS, fields_type(), true),
     ])
 }
+
+/// The Arrow type of the `fields` column: a map of strings, its groups
+/// named as the Parquet specification names them.
+pub fn fields_type() -> DataType {
+    let entries = Field::new(
+        FIELDS_ENTRIES,
+        DataType::Struct(
+            vec![
+                Field::new(FIELDS_KEY, DataType::Utf8, false),
+                Field::new(FIELDS_VALUE, DataType::Utf8, true),
+            ]
+            .into(),
+        ),
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
+
+/// Name of the `fields` map's entries group.
+pub const FIELDS_ENTRIES: &str = "key_value";
+/// Name of the `fields` map's key field.
+pub const FIELDS_KEY: &str = "key";
+/// Name of the `fields` map's value field.
+pub const FIELDS_VALUE: &str = "value";
 
 /// The Arrow schema of an `events` split (see the module documentation).
 pub fn events_schema() -> Schema {
@@ -575,6 +625,18 @@ pub fn state_cache_prefix(logs: bool) -> String {
 /// table as of `version`, a cache of replaying its Delta log.
 pub fn state_cache_key(logs: bool, version: u64) -> String {
     format!("{}{version:020}.json", state_cache_prefix(logs))
+}
+
+/// Generation of the tables' schemas: bumped when this build adds columns
+/// a table created by an earlier build lacks (1: `level`, `message`,
+/// `trace_id`, `span_id`, `fields` in `logs`).
+pub const SCHEMA_GENERATION: u32 = 1;
+
+/// `<table>/_sluice/schema-<generation>`: present once the table's Delta
+/// schema is that generation's (written after the `metaData` commit that
+/// made it so).
+pub fn schema_marker_key(logs: bool, generation: u32) -> String {
+    format!("{}{SLUICE_DIR}/schema-{generation}", table_prefix(logs))
 }
 
 /// The version a `<version:020>.json` key (commit or state cache) stands

@@ -20,6 +20,7 @@ pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod events;
+pub mod fields;
 pub mod glob;
 pub mod limits;
 pub mod metrics;

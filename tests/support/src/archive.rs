@@ -76,11 +76,23 @@ pub fn rows(source_id: u64, job: &str, offsets: std::ops::Range<u64>, ts: i64) -
 /// Writes `rows` (all in one hour) as a split and commits it as an archiver
 /// would: the split and the lines' ranges in one commit.
 pub async fn add_split(store: &Store, rows: Vec<LogRow>) -> SplitEntry {
+    add_split_as(store, rows, |parquet| parquet).await
+}
+
+/// [`add_split`], with the Parquet file as `rewrite` makes it (a file as an
+/// older build or another engine wrote it).
+pub async fn add_split_as(
+    store: &Store,
+    rows: Vec<LogRow>,
+    rewrite: impl FnOnce(Bytes) -> Bytes,
+) -> SplitEntry {
     let ts = rows[0].ts_unix_nanos;
     let (date, hour) = (Date::from_unix_nanos(ts), archive::hour_of(ts));
     let mut catalog = catalog(store).await;
     let mut draft = catalog.draft("test-archiver");
-    let split = split::write_log_split(rows, &SplitOptions::default()).unwrap();
+    let mut split = split::write_log_split(rows, &SplitOptions::default()).unwrap();
+    split.parquet = rewrite(split.parquet);
+    split.stats.parquet_bytes = split.parquet.len() as u64;
     let id = archive::split_id_new(now_nanos());
     let key = archive::log_split_key(date, hour, &id);
     let index_key = archive::log_index_key(date, hour, &id);
