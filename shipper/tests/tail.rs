@@ -394,6 +394,57 @@ async fn filters_run_on_the_node_and_heartbeats_carry_skipped_positions() {
     node.stop().await;
 }
 
+/// `min_level` runs on the node with the archive's parser: JSON, logfmt
+/// and plain lines at the level or above pass; lines without a level and
+/// lower ones do not, and still move the position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_level_filter_runs_on_the_node_with_the_archive_s_parser() {
+    let mut node = Node::new().await;
+    let log = node.sandbox("t-l0", "l/prod/api", 0);
+    let lines: Vec<String> = [
+        r#"{"level":"error","msg":"json error"}"#,
+        r#"{"severity":"INFO","msg":"json info"}"#,
+        "ts=1 level=warn msg=\"logfmt warn\"",
+        "ts=2 level=debug msg=\"logfmt debug\"",
+        "2026-12-07 10:00:00 WARN plain warn",
+        "E1207 10:00:00.000000 1 x.go:1] glog error",
+        "panic: plain fatal",
+        "no level at all",
+        "an error in prose",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    append(&log, &lines);
+    node.read_lines(lines.len() as u64).await;
+    let mut client = node.client(ADMIN).await;
+    let mut req = request("l", 100);
+    req.selector.as_mut().unwrap().min_level = "WARNING".into();
+    let mut stream = client.follow(req.clone()).await.unwrap().into_inner();
+    let mut seen = Seen::default();
+    seen.until(&mut stream, |s| s.caught_up).await;
+    let want: Vec<String> = [0, 2, 4, 5, 6].iter().map(|&i| lines[i].clone()).collect();
+    assert_eq!(seen.texts("l/prod/api", 0), want);
+    // Lines left out still move the position.
+    append(&log, &["no level, live".to_string()]);
+    let size = std::fs::metadata(&log).unwrap().len();
+    seen.until(&mut stream, |s| s.positions.values().any(|p| *p == size))
+        .await;
+
+    req.selector.as_mut().unwrap().min_level = "loud".into();
+    let err = match client.follow(req).await {
+        Ok(mut stream) => stream.get_mut().message().await.unwrap_err(),
+        Err(status) => status,
+    };
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("selector.min_level: unknown level"),
+        "{}",
+        err.message()
+    );
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_see_only_roles_they_may_read() {
     let mut node = Node::new().await;

@@ -20,6 +20,7 @@ pub const MAX_LISTED_INSTANCES: usize = 10_000;
     after_help = "The cluster is found like `sluice` finds it: --data-dir's client.toml \
                   (SLUICE_DATA_DIR), or SLUICE_ADDR and SLUICE_TOKEN.\n\
                   Examples:\n  tailll www/prod/web\n  tailll 'www/prod/*' -i 0,2-5 -g ERROR\n  \
+                  tailll www/prod/web --level warn\n  \
                   tailll batch/prod/etl --no-follow -n 100 --output json"
 )]
 pub struct Args {
@@ -50,6 +51,12 @@ pub struct Args {
     /// With --grep: the lines that do not match.
     #[arg(short = 'v', long, requires = "grep")]
     pub invert: bool,
+    /// Only lines at this level or above (trace, debug, info, warn, error,
+    /// fatal), read on the nodes from each line as the archive reads it:
+    /// JSON and logfmt level keys, or a level word near a plain line's
+    /// start. Lines that name no level are left out.
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<sluice_schema::fields::Level>,
     /// Print the backfill and exit.
     #[arg(long)]
     pub no_follow: bool,
@@ -60,7 +67,9 @@ pub struct Args {
     pub output: OutputArg,
     /// Print each line through a template instead: `{instance} {line}`;
     /// fields: ts, time, job, role, env, name, instance, run, host, stream,
-    /// process, task_id, source_id, offset, line; `{{` for a brace.
+    /// process, task_id, source_id, offset, line, and what the line says of
+    /// itself: level, message, trace_id, span_id, fields.NAME (a JSON or
+    /// logfmt line's field; empty when absent); `{{` for a brace.
     #[arg(long, value_name = "TEMPLATE")]
     pub template: Option<String>,
     /// Add the host to each line's prefix.
@@ -304,8 +313,13 @@ mod tests {
             "-v",
             "-H",
             "--run",
+            "--level",
+            "WARNING",
         ])
         .unwrap();
+        assert_eq!(a.level, Some(sluice_schema::fields::Level::Warn));
+        let err = parse(&["www", "--level", "loud"]).unwrap_err().to_string();
+        assert!(err.contains("unknown level \"loud\""), "{err}");
         assert_eq!(a.job.as_str(), "www/prod/*");
         assert_eq!(a.instances, Some(Instances(vec![0, 2, 3])));
         assert_eq!(a.grep.as_deref(), Some("ERR"));

@@ -119,6 +119,7 @@ pub async fn run(args: Args, terminal: Terminal) -> anyhow::Result<()> {
         processes: args.processes.clone(),
         regex: args.grep.clone().unwrap_or_default(),
         invert: args.invert,
+        min_level: args.level.map(|l| l.to_string()).unwrap_or_default(),
     };
     let backfill_lines = args.backfill_lines();
     let plan = Plan {

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::io::Write as _;
 
 use serde::Serialize;
+use sluice_schema::fields;
 use sluice_schema::pb::{Line, Source, Stream};
 
 /// Foreground colours for instance prefixes: the six colours and their
@@ -270,10 +271,14 @@ enum Field {
     SourceId,
     Offset,
     Line,
+    Level,
+    Message,
+    TraceId,
+    SpanId,
 }
 
 impl Field {
-    const ALL: [(&'static str, Field); 15] = [
+    const ALL: [(&'static str, Field); 19] = [
         ("ts", Field::Ts),
         ("time", Field::Time),
         ("job", Field::Job),
@@ -289,13 +294,27 @@ impl Field {
         ("source_id", Field::SourceId),
         ("offset", Field::Offset),
         ("line", Field::Line),
+        ("level", Field::Level),
+        ("message", Field::Message),
+        ("trace_id", Field::TraceId),
+        ("span_id", Field::SpanId),
     ];
+
+    /// Read from the line's text by [`sluice_schema::fields::parse`].
+    fn is_parsed(self) -> bool {
+        matches!(
+            self,
+            Field::Level | Field::Message | Field::TraceId | Field::SpanId
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
     Field(Field),
+    /// `{fields.NAME}`: a JSON or logfmt line's field.
+    Named(String),
 }
 
 /// `--template`: text with `{field}`s; `{{` and `}}` are braces.
@@ -322,6 +341,13 @@ impl Template {
                 }
                 '{' => {
                     let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    if let Some(field) = name.strip_prefix("fields.").filter(|f| !f.is_empty()) {
+                        if !literal.is_empty() {
+                            parts.push(Part::Text(std::mem::take(&mut literal)));
+                        }
+                        parts.push(Part::Named(field.to_string()));
+                        continue;
+                    }
                     let field = Field::ALL
                         .iter()
                         .find(|(n, _)| *n == name)
@@ -329,7 +355,8 @@ impl Template {
                         .ok_or_else(|| {
                             let known: Vec<&str> = Field::ALL.iter().map(|(n, _)| *n).collect();
                             format!(
-                                "template {text:?}: unknown field {{{name}}}; fields are {}",
+                                "template {text:?}: unknown field {{{name}}}; fields are {}, \
+                                 and fields.NAME for a JSON or logfmt line's field NAME",
                                 known.join(", ")
                             )
                         })?;
@@ -349,6 +376,13 @@ impl Template {
     }
 
     fn render(&self, out: &mut Vec<u8>, source: &Source, line: &Line) {
+        let parsed = self
+            .parts
+            .iter()
+            .any(|p| matches!(p, Part::Named(_)) || matches!(p, Part::Field(f) if f.is_parsed()))
+            .then(|| fields::parse(String::from_utf8_lossy(&line.text).as_bytes()));
+        let parsed = parsed.as_ref();
+        let text = |value: Option<&str>| value.unwrap_or_default().as_bytes().to_vec();
         let mut segments = source.job.splitn(3, '/');
         let (role, env, name) = (
             segments.next().unwrap_or_default(),
@@ -358,7 +392,25 @@ impl Template {
         for part in &self.parts {
             let _ = match part {
                 Part::Text(t) => out.write_all(t.as_bytes()),
+                Part::Named(name) => out.write_all(&text(parsed.and_then(|p| {
+                    p.fields
+                        .binary_search_by(|(k, _)| k.as_str().cmp(name))
+                        .ok()
+                        .map(|i| p.fields[i].1.as_str())
+                }))),
                 Part::Field(f) => match f {
+                    Field::Level => {
+                        out.write_all(&text(parsed.and_then(|p| p.level).map(|l| l.as_str())))
+                    }
+                    Field::Message => {
+                        out.write_all(&text(parsed.and_then(|p| p.message.as_deref())))
+                    }
+                    Field::TraceId => {
+                        out.write_all(&text(parsed.and_then(|p| p.trace_id.as_deref())))
+                    }
+                    Field::SpanId => {
+                        out.write_all(&text(parsed.and_then(|p| p.span_id.as_deref())))
+                    }
                     Field::Ts => write!(out, "{}", line.ts_unix_nanos),
                     Field::Time => out.write_all(
                         sluice_schema::time::rfc3339_nanos(line.ts_unix_nanos).as_bytes(),
@@ -526,6 +578,32 @@ mod tests {
             "{err}"
         );
         assert!(Template::parse("a } b").is_err());
+        let t = Template::parse(
+            "{level}|{message}|{trace_id}|{span_id}|{fields.user}|{fields.http.code}|{fields.none}",
+        )
+        .unwrap();
+        let json = br#"{"level":"WARNING","msg":"slow","trace_id":"t1","span_id":"s1","user":"bob","http":{"code":503}}"#;
+        let out = render(Format::Template(t.clone()), Style::default(), 3, json);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "warn|slow|t1|s1|bob|503|\n"
+        );
+        let out = render(
+            Format::Template(t.clone()),
+            Style::default(),
+            3,
+            b"ERROR boom",
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), "error||||||\n");
+        let out = render(
+            Format::Template(t),
+            Style::default(),
+            3,
+            b"level=info msg=hi user=ann",
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), "info|hi|||ann||\n");
+        let err = Template::parse("{fields.}").unwrap_err();
+        assert!(err.contains("fields.NAME"), "{err}");
         assert_eq!(Template::parse("").unwrap().parts, []);
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use sluice_schema::auth::Principal;
+use sluice_schema::fields::{self, Level};
 use sluice_schema::glob::JobGlob;
 use sluice_schema::pb::lifecycle::Kind;
 use sluice_schema::pb::tail_message::Kind as Msg;
@@ -52,6 +53,7 @@ pub(super) struct Plan {
     processes: HashSet<String>,
     regex: Option<regex::bytes::Regex>,
     invert: bool,
+    min_level: Option<Level>,
     principal: Arc<Principal>,
     backfill_lines: u32,
     since: Option<i64>,
@@ -76,6 +78,13 @@ impl Plan {
                     .map_err(|e| Status::invalid_argument(format!("selector.regex: {e}")))?,
             )
         };
+        let min_level = match selector.min_level.as_str() {
+            "" => None,
+            text => Some(
+                text.parse::<Level>()
+                    .map_err(|e| Status::invalid_argument(format!("selector.min_level: {e}")))?,
+            ),
+        };
         let resuming = !request.resume.is_empty() || request.resume_after_unix_nanos != 0;
         Ok(Plan {
             glob,
@@ -84,6 +93,7 @@ impl Plan {
             processes: selector.processes.into_iter().collect(),
             regex,
             invert: selector.invert,
+            min_level,
             principal,
             backfill_lines: request.backfill_lines,
             since: (request.since_unix_nanos != 0).then_some(request.since_unix_nanos),
@@ -119,11 +129,16 @@ impl Plan {
         !e.job.is_empty() && self.selects_job(&e.job, e.instance)
     }
 
-    /// Whether a line's text passes the regular expression.
+    /// Whether a line's text passes the regular expression and the level.
     fn passes(&self, text: &[u8]) -> bool {
         self.regex
             .as_ref()
             .is_none_or(|r| r.is_match(text) != self.invert)
+            && self.min_level.is_none_or(|min| {
+                // Read as the archive reads it: the text with invalid
+                // UTF-8 replaced.
+                fields::level(String::from_utf8_lossy(text).as_bytes()).is_some_and(|l| l >= min)
+            })
     }
 
     fn filter(&self) -> Box<dyn Fn(&Source) -> bool + Send> {
@@ -134,6 +149,7 @@ impl Plan {
             processes: self.processes.clone(),
             regex: None,
             invert: false,
+            min_level: None,
             principal: self.principal.clone(),
             backfill_lines: 0,
             since: None,
