@@ -299,6 +299,7 @@ fn write_sandboxes(
             run: 0,
             processes: vec!["main".into()],
             labels: Default::default(),
+            multiline: None,
         };
         std::fs::write(dir.join(sandbox::MANIFEST), serde_json::to_vec(&manifest)?)?;
         let path = logs.join(sandbox::log_file("main", false));

@@ -48,6 +48,12 @@ pub struct Checkpoint {
     pub tail: Prefix,
     /// Last path the file was seen at.
     pub path: PathBuf,
+    /// Offsets after `offset` where this run ended a multi-line event by
+    /// its timeout or shipped an unterminated line: a restart ends lines
+    /// and events there again, so what it sends again is what was sent
+    /// (see `files::multiline`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cuts: Vec<u64>,
 }
 
 /// A generation truncated recently: a copy of it (copytruncate) found later,
@@ -220,6 +226,7 @@ mod tests {
             offset,
             tail: Prefix::default(),
             path: PathBuf::from(format!("/s/{ino}")),
+            cuts: Vec::new(),
         }
     }
 

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sluice_schema::glob::JobGlob;
+use sluice_schema::multiline::Multiline;
 
 use crate::layout::LayoutKind;
 use crate::{Error, Result};
@@ -64,6 +66,28 @@ pub struct ShipperConfig {
     /// Added to every source's labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Multi-line rules by job glob, for layouts whose sandboxes do not
+    /// carry one (Kubernetes, Docker, Nomad, Mesos, Thermos; a native
+    /// sandbox's manifest rule wins). The first rule whose `job` glob
+    /// matches applies.
+    #[serde(default)]
+    pub multiline: Vec<JobMultiline>,
+}
+
+/// `[[shipper.multiline]]`: a multi-line rule for the jobs a glob matches.
+///
+/// ```toml
+/// [[shipper.multiline]]
+/// job = "payments/prod/*"
+/// rule = "java"                # or { start = '^\d{4}-' }, { continue = '^\s' }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobMultiline {
+    /// Job key glob (`www/prod/*`, `*/prod/web`, `www`).
+    pub job: String,
+    /// The rule (see `sluice_schema::multiline`).
+    pub rule: Multiline,
 }
 
 mod defaults {
@@ -127,6 +151,7 @@ impl ShipperConfig {
             checkpoint_ms: defaults::checkpoint_ms(),
             tail_buffer: defaults::tail_buffer(),
             labels: BTreeMap::new(),
+            multiline: Vec::new(),
         }
     }
 
@@ -177,7 +202,24 @@ impl ShipperConfig {
                 return bad(field, "must be positive");
             }
         }
+        for (i, rule) in self.multiline.iter().enumerate() {
+            if let Err(e) = JobGlob::parse(&rule.job) {
+                return bad(&format!("multiline[{i}].job"), &e.to_string());
+            }
+            if let Err(e) = rule.rule.validate() {
+                return bad(&format!("multiline[{i}].rule"), &e);
+            }
+        }
         Ok(())
+    }
+
+    /// The multi-line rule of `job` from `multiline`: the first whose glob
+    /// matches.
+    pub fn multiline_for(&self, job: &str) -> Option<&Multiline> {
+        self.multiline
+            .iter()
+            .find(|r| JobGlob::parse(&r.job).is_ok_and(|g| g.matches(job)))
+            .map(|r| &r.rule)
     }
 
     /// `quiet_ms` as a duration: how long an unterminated last line waits
@@ -286,5 +328,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown variant `lxc`"), "{err}");
+    }
+
+    #[test]
+    fn multiline_rules_are_checked_and_matched_by_glob() {
+        let mut c = ShipperConfig::new("n", LayoutKind::Kubernetes, "/r", "/s");
+        let json = r#"[
+            {"job": "pay/prod/*", "rule": "java"},
+            {"job": "*/*/*", "rule": {"start": "^\\d{4}-", "timeout_ms": 500}}
+        ]"#;
+        c.multiline = serde_json::from_str(json).unwrap();
+        c.validate().unwrap();
+        use sluice_schema::multiline::Rule;
+        assert_eq!(c.multiline_for("pay/prod/api").unwrap().rule, Rule::Java);
+        assert_eq!(c.multiline_for("web/prod/x").unwrap().timeout_ms, 500);
+        c.multiline[0].job = "a/b/c/d".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("multiline[0].job"), "{err}");
+        c.multiline[0].job = "pay".into();
+        c.multiline[1].rule.rule = Rule::Continue("(".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("multiline[1].rule: continue: regex parse error"),
+            "{err}"
+        );
     }
 }

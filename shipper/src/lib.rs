@@ -24,7 +24,7 @@ mod publish;
 mod shipper;
 pub mod tail;
 
-pub use config::ShipperConfig;
+pub use config::{JobMultiline, ShipperConfig};
 pub use error::{Error, Result};
 pub use shipper::{Shipper, ShipperHandle};
 pub use tail::TailService;

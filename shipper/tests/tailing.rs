@@ -564,3 +564,41 @@ async fn small_writes_close_together_share_a_read_and_a_record() {
     assert_eq!(w.duplicates, 0);
     shipper.shutdown().await;
 }
+
+/// A rule from the shipper's configuration (as for layouts whose sandboxes
+/// carry none) groups the jobs its glob matches: a stack trace arrives as
+/// one line, newlines kept; another job's lines are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_multiline_rule_ships_a_trace_as_one_line() {
+    use sluice_schema::multiline::{Multiline, Rule};
+    use sluice_shipper::JobMultiline;
+    let mut w = World::new().await;
+    let java = w
+        .sandbox("t-java", "pay/prod/api", 0, &["p"])
+        .join("p.stdout");
+    let plain = w
+        .sandbox("t-plain", "web/prod/x", 0, &["p"])
+        .join("p.stdout");
+    let trace = "ERROR batch 28 failed\njava.lang.OutOfMemoryError: heap\n\tat a.B.c(B.java:1)\n\t... 3 more";
+    let text = format!("INFO start\n{trace}\nINFO done\n");
+    append(&java, &text);
+    append(&plain, &text);
+    let mut config = w.config();
+    config.multiline = vec![JobMultiline {
+        job: "pay/*".into(),
+        rule: Multiline {
+            rule: Rule::Java,
+            timeout_ms: 200,
+        },
+    }];
+    config.validate().unwrap();
+    let shipper = w.start_with(config);
+    let mut want: Vec<String> = ["INFO start", trace, "INFO done"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    want.extend(text.lines().map(str::to_string));
+    w.expect_texts(&want).await;
+    assert_eq!(w.duplicates, 0);
+    shipper.shutdown().await;
+}

@@ -24,6 +24,7 @@ pub mod fields;
 pub mod glob;
 pub mod limits;
 pub mod metrics;
+pub mod multiline;
 pub mod sandbox;
 pub mod time;
 pub mod topics;

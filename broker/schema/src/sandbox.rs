@@ -46,6 +46,10 @@ pub struct Manifest {
     /// Source labels the shipper attaches to every line of the task; empty if absent.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// How the task's lines group into multi-line events (the job spec's
+    /// `multiline`); absent: every line is its own record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiline: Option<crate::multiline::Multiline>,
 }
 
 /// `run-<n>`, the directory of one run's logs.

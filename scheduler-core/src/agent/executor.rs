@@ -436,6 +436,7 @@ pub fn manifest(task: &TaskFile, run: u32) -> Manifest {
         run,
         processes: task.spec.processes.iter().map(|p| p.name.clone()).collect(),
         labels: task.spec.labels.clone(),
+        multiline: task.spec.multiline.clone(),
     }
 }
 

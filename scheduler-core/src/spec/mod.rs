@@ -23,6 +23,9 @@
 //! #   limit: 10              # restarts allowed; leave out for no limit
 //! cron: "*/15 * * * *"       # optional: one run per tick, never overlapping
 //! labels: {team: search}     # optional, for the sandbox manifest
+//! multiline: java            # optional: a stack trace is one record; python, go,
+//!                            #   {start: REGEX}, {continue: REGEX}, and timeout_ms
+//!                            #   (see sluice_schema::multiline)
 //! filesystem:                # optional: paths beyond the sandbox's work/ and tmp/
 //!   read: [/srv/models]      #   read and run (the system's /usr, /etc … always)
 //!   write: [/srv/scratch]    #   read and write; neither may reach the node's data
@@ -59,6 +62,8 @@ use std::str::FromStr;
 use serde::de::{self, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_yaml_ng::{Mapping, Number, Value};
+
+use sluice_schema::multiline::Multiline;
 
 use crate::cron::Schedule;
 use crate::{Error, Result};
@@ -239,6 +244,10 @@ pub struct JobSpec {
     /// Paths the task may use beyond its sandbox.
     #[serde(default)]
     pub filesystem: Filesystem,
+    /// How the task's lines group into multi-line events, copied into each
+    /// sandbox's manifest for the shipper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiline: Option<Multiline>,
 }
 
 /// What a task may reach beyond its sandbox (absolute paths).
@@ -531,6 +540,11 @@ impl JobSpec {
         }
 
         self.restart.validate(self.cron.is_some())?;
+        if let Some(multiline) = &self.multiline {
+            multiline
+                .validate()
+                .map_err(|e| Error::spec("multiline", e))?;
+        }
 
         let count = self.labels.len();
         ensure(
@@ -730,6 +744,7 @@ fn resolve(
         cron,
         labels: raw.labels.unwrap_or_default(),
         filesystem: raw.filesystem.unwrap_or_default(),
+        multiline: raw.multiline,
     };
     spec.validate()?;
     Ok(spec)
@@ -854,6 +869,7 @@ struct RawSpec {
     cron: Option<String>,
     labels: Option<BTreeMap<String, String>>,
     filesystem: Option<Filesystem>,
+    multiline: Option<Multiline>,
     envs: Option<BTreeMap<String, RawSpec>>,
 }
 

@@ -71,6 +71,7 @@ fn a_full_spec_resolves_and_round_trips_through_json() {
         cron: None,
         labels: BTreeMap::from([("team".into(), "search".into())]),
         filesystem: Filesystem::default(),
+        multiline: None,
     };
     assert_eq!(spec, expected);
     let json = serde_json::to_string(&spec).unwrap();
@@ -589,5 +590,41 @@ proptest! {
             };
             prop_assert_eq!(field.as_str(), "cron", "{}", err);
         }
+    }
+}
+
+#[test]
+fn multiline_rules_are_read_and_bad_ones_named() {
+    use sluice_schema::multiline::{Multiline, Rule};
+    let spec = parse(&with("{multiline: java}"), None).unwrap();
+    assert_eq!(spec.multiline, Some(Multiline::new(Rule::Java)));
+    let spec = parse(
+        &with(r"{multiline: {start: '^\d{4}-', timeout_ms: 500}}"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        spec.multiline,
+        Some(Multiline {
+            rule: Rule::Start(r"^\d{4}-".into()),
+            timeout_ms: 500
+        })
+    );
+    let back: JobSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+    assert_eq!(back, spec);
+    for (bad, says) in [
+        ("{multiline: ruby}", "unknown preset \"ruby\""),
+        ("{multiline: {start: '('}}", "start: regex parse error"),
+        (
+            "{multiline: {preset: go, timeout_ms: 0}}",
+            "timeout_ms: must be between",
+        ),
+        ("{multiline: {stop: x}}", "multiline.stop: unknown field"),
+    ] {
+        let err = parse(&with(bad), None).unwrap_err().to_string();
+        assert!(
+            err.contains("multiline") && err.contains(says),
+            "{bad}: {err}"
+        );
     }
 }

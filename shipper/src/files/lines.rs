@@ -14,9 +14,14 @@
 //! - bytes with no newline yet wait; [`LineAssembler::flush`] (after a quiet
 //!   period, or when the task ended) ships them as an `unterminated` line.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use bytes::Bytes;
+use sluice_schema::multiline::Grouping;
 use sluice_schema::pb::Stream;
 
+use super::multiline::{Grouper, Through};
 use crate::layout::Framing;
 
 /// One line as the assembler emits it, borrowing its text.
@@ -127,6 +132,11 @@ pub struct LineAssembler {
     joining: Option<Joining>,
     /// Physical lines that did not match the framing.
     pub framing_errors: u64,
+    /// Groups lines into multi-line events, when the source has a rule.
+    grouper: Option<Grouper>,
+    /// Recorded ends of unterminated lines an earlier run shipped (plain
+    /// text): a line read whole now is cut there again.
+    cuts: VecDeque<u64>,
 }
 
 impl LineAssembler {
@@ -139,7 +149,35 @@ impl LineAssembler {
             pending_offset: offset,
             joining: None,
             framing_errors: 0,
+            grouper: None,
+            cuts: VecDeque::new(),
         }
+    }
+
+    /// Groups lines into multi-line events by `grouping`; `cuts` are the
+    /// ends of events and unterminated lines that earlier runs shipped
+    /// (checkpointed), where lines and events end again.
+    pub fn with_grouping(mut self, grouping: Option<Arc<Grouping>>, cuts: &[u64]) -> Self {
+        let mut sorted = cuts.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        self.cuts = sorted.into();
+        self.grouper = grouping.map(|g| Grouper::new(g, cuts));
+        self
+    }
+
+    /// How long a held multi-line event waits for more lines, when one is
+    /// held.
+    pub fn group_timeout(&self) -> Option<std::time::Duration> {
+        let g = self.grouper.as_ref()?;
+        g.held_offset()
+            .map(|_| std::time::Duration::from_millis(g.timeout_ms()))
+    }
+
+    /// Ships the multi-line event held, if any (its timeout passed, or the
+    /// file ended); returns where it ended.
+    pub fn close_group(&mut self, out: &mut impl LineSink) -> Option<u64> {
+        self.grouper.as_mut()?.close(out)
     }
 
     /// Framing errors counted since the last call, for the shipper's counter.
@@ -150,6 +188,9 @@ impl LineAssembler {
     /// Offset of the first byte not yet part of an emitted line: where
     /// reading must resume after a restart that loses this assembler.
     pub fn resume_offset(&self) -> u64 {
+        if let Some(offset) = self.grouper.as_ref().and_then(Grouper::held_offset) {
+            return offset;
+        }
         self.joining
             .as_ref()
             .map_or(self.pending_offset, |j| j.offset)
@@ -162,12 +203,50 @@ impl LineAssembler {
 
     /// Bytes held that are not yet lines.
     pub fn held_bytes(&self) -> usize {
-        self.pending.len() + self.joining.as_ref().map_or(0, |j| j.text.len())
+        self.pending.len()
+            + self.joining.as_ref().map_or(0, |j| j.text.len())
+            + self.grouper.as_ref().map_or(0, Grouper::held_bytes)
     }
 
     /// Feeds the bytes that follow what was fed so far. Lines that lie
-    /// whole inside `bytes` are emitted without being copied.
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut impl LineSink) {
+    /// whole inside `bytes` are emitted without being copied (or, with a
+    /// multi-line rule, copied once into the event they belong to).
+    pub fn push(&mut self, bytes: &[u8], out: &mut impl LineSink) {
+        match self.grouper.take() {
+            None => self.push_lines(bytes, out),
+            Some(mut grouper) => {
+                self.push_lines(
+                    bytes,
+                    &mut Through {
+                        grouper: &mut grouper,
+                        out,
+                    },
+                );
+                self.grouper = Some(grouper);
+            }
+        }
+    }
+
+    /// Ships what is held as unterminated (quiet period or end of task);
+    /// with a multi-line rule the line joins the event held, which
+    /// [`close_group`](Self::close_group) ships. Returns where a plain
+    /// unterminated line ended: a place no later read would end a line by
+    /// itself, to be recorded as a cut.
+    pub fn flush(&mut self, out: &mut impl LineSink) -> Option<u64> {
+        match self.grouper.take() {
+            None => self.flush_lines(out),
+            Some(mut grouper) => {
+                let cut = self.flush_lines(&mut Through {
+                    grouper: &mut grouper,
+                    out,
+                });
+                self.grouper = Some(grouper);
+                cut
+            }
+        }
+    }
+
+    fn push_lines(&mut self, mut bytes: &[u8], out: &mut impl LineSink) {
         if !self.pending.is_empty() {
             let Some(i) = memchr::memchr(b'\n', bytes) else {
                 self.pending.extend_from_slice(bytes);
@@ -196,13 +275,16 @@ impl LineAssembler {
         }
     }
 
-    /// Ships what is held as unterminated (quiet period or end of task).
-    pub fn flush(&mut self, out: &mut impl LineSink) {
+    fn flush_lines(&mut self, out: &mut impl LineSink) -> Option<u64> {
+        let mut cut = None;
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             let offset = self.pending_offset;
             self.pending_offset += line.len() as u64;
             self.emit_raw(offset, &line, line_len(line.len()), false, true, out);
+            if self.framing == Framing::Plain {
+                cut = Some(self.pending_offset);
+            }
         }
         if let Some(j) = self.joining.take() {
             // Frames said "more follows" but nothing did: ship what came.
@@ -217,6 +299,7 @@ impl LineAssembler {
                 resume: true,
             });
         }
+        cut
     }
 
     /// A physical line with no `\n` longer than the limit: plain text is cut
@@ -254,6 +337,20 @@ impl LineAssembler {
 
     fn physical(&mut self, offset: u64, line: &[u8], raw_len: u32, out: &mut impl LineSink) {
         if self.framing == Framing::Plain {
+            // A cut inside this line: an earlier run shipped its start as an
+            // unterminated line; ship the same two lines again.
+            while self.cuts.front().is_some_and(|&c| c <= offset) {
+                self.cuts.pop_front();
+            }
+            if let Some(&cut) = self.cuts.front()
+                && cut - offset <= line.len() as u64
+            {
+                self.cuts.pop_front();
+                let (head, tail) = line.split_at((cut - offset) as usize);
+                self.emit_raw(offset, head, line_len(head.len()), false, true, out);
+                let end = offset + u64::from(raw_len);
+                return self.physical(cut, tail, line_len((end - cut) as usize), out);
+            }
             return self.emit_raw(offset, line, raw_len, false, false, out);
         }
         let frame = match self.framing.decode(line) {

@@ -4,5 +4,6 @@
 
 pub(crate) mod chunk;
 pub mod lines;
+pub mod multiline;
 pub mod source;
 pub(crate) mod tracker;

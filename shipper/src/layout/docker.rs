@@ -208,6 +208,7 @@ fn identity(id: &str, config: Option<ContainerConfig>) -> Identity {
         process: name.unwrap_or(short).to_string(),
         stream: Stream::Unspecified,
         labels,
+        multiline: None,
     }
 }
 
@@ -272,6 +273,7 @@ mod tests {
                     ("container_name".into(), "shop-web-2".into()),
                     ("image".into(), "nginx:1.27".into()),
                 ]),
+                multiline: None,
             }
         );
         let rotated = identify(root, &format!("{ID}-json.log.1"))
@@ -335,6 +337,7 @@ mod tests {
                 process: "4f3c2b1a0e9d".into(),
                 stream: Stream::Unspecified,
                 labels: BTreeMap::from([("container_id".into(), ID.into())]),
+                multiline: None,
             }
         );
 

@@ -93,6 +93,7 @@ impl Layout for Kubernetes {
             process: container.to_string(),
             stream: Stream::Unspecified,
             labels: labels([("namespace", namespace), ("pod", pod), ("uid", uid)]),
+            multiline: None,
         }))
     }
 
@@ -216,6 +217,7 @@ mod tests {
                 process: "nginx".into(),
                 stream: Stream::Unspecified,
                 labels: labels([("namespace", "default"), ("pod", "web-0"), ("uid", UID)]),
+                multiline: None,
             }
         );
         let rotated = root.join(format!("default_web-0_{UID}/nginx/0.log.20251121-070700"));

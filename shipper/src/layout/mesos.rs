@@ -133,6 +133,7 @@ impl Layout for Mesos {
                 process: "thermos_executor".to_string(),
                 stream,
                 labels,
+                multiline: None,
             }
         } else if let Some((app, incarnation)) = parse_marathon(executor) {
             Identity {
@@ -143,6 +144,7 @@ impl Layout for Mesos {
                 process: app.to_string(),
                 stream,
                 labels,
+                multiline: None,
             }
         } else {
             Identity {
@@ -153,6 +155,7 @@ impl Layout for Mesos {
                 process: executor.to_string(),
                 stream,
                 labels,
+                multiline: None,
             }
         };
         Ok(Some(identity))
@@ -264,6 +267,7 @@ mod tests {
                 process: "thermos_executor".into(),
                 stream: Stream::Stderr,
                 labels: ids(&executor),
+                multiline: None,
             }
         );
         assert_eq!(
@@ -304,6 +308,7 @@ mod tests {
                 process: "prod_web".into(),
                 stream: Stream::Stdout,
                 labels: ids(MARATHON),
+                multiline: None,
             }
         );
         assert_eq!(

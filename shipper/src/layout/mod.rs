@@ -49,6 +49,10 @@ pub struct Identity {
     /// Labels the layout found (manifest labels, pod namespace, container
     /// id, ...); they override the configured labels of the same name.
     pub labels: BTreeMap<String, String>,
+    /// How the task's lines group into multi-line events, when the layout
+    /// says (a native sandbox's manifest); otherwise the shipper's
+    /// configuration may give a rule for the job.
+    pub multiline: Option<sluice_schema::multiline::Multiline>,
 }
 
 /// Why a path that looks like a log file has no identity. The shipper

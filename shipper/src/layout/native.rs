@@ -113,6 +113,7 @@ impl Layout for Native {
             process: process.to_string(),
             stream,
             labels: manifest.labels,
+            multiline: manifest.multiline,
         }))
     }
 
@@ -209,6 +210,7 @@ mod tests {
             run: 1,
             processes: vec!["setup".into(), "hello_world".into()],
             labels: BTreeMap::from([("team".into(), "web".into())]),
+            multiline: None,
         }
     }
 
@@ -251,6 +253,7 @@ mod tests {
                 process: "hello_world".into(),
                 stream: Stream::Stderr,
                 labels: BTreeMap::from([("team".into(), "web".into())]),
+                multiline: None,
             }
         );
         let id = identify(root, &format!("{TASK}/logs/run-1/setup.stdout"))

@@ -70,6 +70,7 @@ impl Layout for Nomad {
             process: task.to_string(),
             stream,
             labels: labels([("alloc_id", alloc_id)]),
+            multiline: None,
         }))
     }
 
@@ -138,6 +139,7 @@ mod tests {
                 process: "web".into(),
                 stream: Stream::Stdout,
                 labels: BTreeMap::from([("alloc_id".into(), ALLOC.into())]),
+                multiline: None,
             }
         );
         assert_eq!(

@@ -90,6 +90,7 @@ impl Layout for Thermos {
             process: process.to_string(),
             stream,
             labels: task.labels,
+            multiline: None,
         }))
     }
 
@@ -290,6 +291,7 @@ mod tests {
                 process: "hello_world".into(),
                 stream: Stream::Stderr,
                 labels: BTreeMap::new(),
+                multiline: None,
             }
         );
         let rotated = Thermos

@@ -158,6 +158,18 @@ pub fn native_sandbox(
     instance: u32,
     processes: &[&str],
 ) -> PathBuf {
+    native_sandbox_with(root, task_id, job, instance, processes, None)
+}
+
+/// [`native_sandbox`] whose manifest carries a multi-line rule.
+pub fn native_sandbox_with(
+    root: &Path,
+    task_id: &str,
+    job: &str,
+    instance: u32,
+    processes: &[&str],
+    multiline: Option<sluice_schema::multiline::Multiline>,
+) -> PathBuf {
     use sluice_schema::sandbox::{self, Manifest};
     let dir = root.join(task_id);
     let logs = dir.join(sandbox::LOGS_DIR).join(sandbox::run_dir(0));
@@ -170,6 +182,7 @@ pub fn native_sandbox(
         run: 0,
         processes: processes.iter().map(|p| p.to_string()).collect(),
         labels: Default::default(),
+        multiline,
     };
     std::fs::write(
         dir.join(sandbox::MANIFEST),

@@ -223,6 +223,7 @@ fn processes_run_in_order_with_their_logs_in_run_0() {
             run: 0,
             processes: vec!["first".into(), "second".into(), "quiet".into()],
             labels: [("team".to_string(), "search".to_string())].into(),
+            multiline: None,
         }
     );
     let changes = node.changes("t-order");

@@ -34,7 +34,7 @@ impl Tracker {
             self.metrics.send_failures.inc();
             t.epoch += 1;
             t.inflight.clear();
-            t.lines = LineAssembler::new(self.framing, self.config.max_line_bytes, t.acked);
+            t.lines = t.assembler(self.framing, self.config.max_line_bytes, t.acked);
             t.read_tail = t.acked_tail;
             t.retry_at = Some(Instant::now() + t.backoff);
             t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
@@ -52,6 +52,9 @@ impl Tracker {
             t.acked = t.acked.max(end);
             t.inflight.pop_front();
         }
+        // Cuts at or before the acknowledged offset are never read again.
+        let acked = t.acked;
+        t.cuts.retain(|&c| c > acked);
         t.acked_tail = t
             .file
             .as_ref()

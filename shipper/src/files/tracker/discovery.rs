@@ -113,9 +113,13 @@ impl Tracker {
         let dir = path.parent().unwrap_or(path).to_path_buf();
 
         let mut paired = false;
+        let mut cuts = Vec::new();
         let (start, generation, source_id) = match self.checkpoints.get(&key).cloned() {
             // The same file generation as before a restart.
-            Some(c) if resumes(&c, birth, &file, size) => (c.offset, c.generation, c.source_id),
+            Some(c) if resumes(&c, birth, &file, size) => {
+                cuts = c.cuts;
+                (c.offset, c.generation, c.source_id)
+            }
             // Truncated or rewritten while the shipper was down (same birth),
             // or a new file on a reused inode: the next generation, so its
             // `source_id` is new; old content may have a copy beside it.
@@ -183,6 +187,15 @@ impl Tracker {
         self.waiting_copies.remove(path);
         let sandbox = self.layout.sandbox(&self.config.root, path).unwrap_or(dir);
         let source = self.source_proto(&identity, path, source_id);
+        // The sandbox's own rule, else the configuration's for the job
+        // (both validated: the manifest's when read, the configuration's
+        // at start).
+        let grouping = identity
+            .multiline
+            .as_ref()
+            .or_else(|| self.config.multiline_for(&identity.job))
+            .and_then(|m| Grouping::new(m).ok())
+            .map(Arc::new);
         self.make_room();
         self.open_files += 1;
         let start_tail = source::tail(&file, start).unwrap_or_default();
@@ -197,7 +210,10 @@ impl Tracker {
             generation,
             prefix,
             file: Some(file),
-            lines: LineAssembler::new(self.framing, self.config.max_line_bytes, start),
+            lines: LineAssembler::new(self.framing, self.config.max_line_bytes, start)
+                .with_grouping(grouping.clone(), &cuts),
+            grouping,
+            cuts,
             read_tail: start_tail,
             acked: start,
             acked_tail: start_tail,

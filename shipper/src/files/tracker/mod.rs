@@ -35,6 +35,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use sluice_schema::events::{EventIds, EventSink};
+use sluice_schema::multiline::Grouping;
 use sluice_schema::pb::lifecycle::Kind as Lifecycle;
 use sluice_schema::pb::{ClusterEvent, EventKind, Source};
 
@@ -81,6 +82,10 @@ struct Tracked {
     prefix: Prefix,
     file: Option<File>,
     lines: LineAssembler,
+    /// The source's multi-line rule, compiled.
+    grouping: Option<Arc<Grouping>>,
+    /// Recorded line and event ends after `acked` (the checkpoint's `cuts`).
+    cuts: Vec<u64>,
     /// Fingerprint of the bytes before `lines.next_offset()`.
     read_tail: Prefix,
     acked: u64,
@@ -126,7 +131,15 @@ impl Tracked {
             offset: self.acked,
             tail: self.acked_tail,
             path: self.path.clone(),
+            cuts: self.cuts.clone(),
         }
+    }
+
+    /// A line assembler for this source from `offset`, with its multi-line
+    /// rule and recorded cuts.
+    fn assembler(&self, framing: Framing, max_line_bytes: usize, offset: u64) -> LineAssembler {
+        LineAssembler::new(framing, max_line_bytes, offset)
+            .with_grouping(self.grouping.clone(), &self.cuts)
     }
 
     fn caught_up(&self) -> bool {

@@ -246,10 +246,30 @@ impl Tracker {
         } else {
             self.behind.remove(&key);
         }
-        let quiet = t.last_growth.elapsed() >= self.config.quiet();
-        if t.lines.next_offset() >= size && t.lines.held_bytes() > 0 && (quiet || t.ended || t.gone)
+        let idle = t.last_growth.elapsed();
+        let read_all = t.lines.next_offset() >= size;
+        let mut cuts = Vec::new();
+        if read_all
+            && t.lines.held_bytes() > 0
+            && (idle >= self.config.quiet() || t.ended || t.gone)
         {
-            t.lines.flush(&mut out);
+            cuts.extend(t.lines.flush(&mut out));
+        }
+        // A multi-line event whose rule's timeout passed with no growth.
+        if read_all
+            && t.lines
+                .group_timeout()
+                .is_some_and(|timeout| idle >= timeout || t.ended || t.gone)
+        {
+            cuts.extend(t.lines.close_group(&mut out));
+        }
+        if !cuts.is_empty() {
+            // Where a line or event ended by time, not by the file's bytes:
+            // on disk before it is sent (send_chunks saves first), so a
+            // restart ends it there again.
+            t.cuts.extend(cuts);
+            t.registered = false;
+            self.checkpoints.put(t.checkpoint());
         }
         if !out.is_empty() {
             let chunks = out.finish();
@@ -265,11 +285,8 @@ impl Tracker {
         if !self.files[&key].registered && !self.save() {
             // Not durable yet: read these bytes again later.
             let t = self.files.get_mut(&key).unwrap();
-            t.lines = LineAssembler::new(
-                self.framing,
-                self.config.max_line_bytes,
-                t.inflight.back().map_or(t.acked, |(end, _)| *end),
-            );
+            let offset = t.inflight.back().map_or(t.acked, |(end, _)| *end);
+            t.lines = t.assembler(self.framing, self.config.max_line_bytes, offset);
             t.read_tail = t
                 .file
                 .as_ref()

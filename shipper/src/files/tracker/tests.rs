@@ -234,6 +234,7 @@ fn without_birth_times_a_short_file_that_grew_resumes() {
         offset: 33,
         tail: source::tail(&file, 33).unwrap(),
         path: path.clone(),
+        cuts: Vec::new(),
     };
     assert!(resumes(&checkpoint, None, &file, 33));
     append(&path, &lines[3..].concat());
@@ -268,6 +269,7 @@ fn extreme_numbers_in_the_checkpoint_file_do_not_panic() {
             hash: 0,
         },
         path: path.clone(),
+        cuts: vec![u64::MAX],
     };
     let ancient = TruncationRecord {
         dir: s.logs.clone(),
@@ -291,4 +293,64 @@ fn extreme_numbers_in_the_checkpoint_file_do_not_panic() {
     assert!(tracker.poll_one(key));
     let lines: Vec<String> = sent(&mut out).into_iter().map(|(_, _, l)| l).collect();
     assert_eq!(lines, ["one", "two"]);
+}
+
+/// A Java trace is one line. An event closed by its timeout, sent and not
+/// acknowledged, then `kill -9` (the tracker dropped): the restart reads
+/// again from the event's first byte and, with the cut the first run put
+/// in the checkpoint before sending, sends the same event (same offset,
+/// same text) although a line that would have continued it was written
+/// since; that line becomes the next record, so nothing is lost or doubled
+/// by the archive's de-duplication by offset.
+#[test]
+fn a_timed_out_event_is_formed_again_after_a_kill_9() {
+    use sluice_schema::multiline::{Multiline, Rule};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sandboxes");
+    let rule = Multiline {
+        rule: Rule::Java,
+        timeout_ms: 1,
+    };
+    let logs =
+        sluice_testkit::native_sandbox_with(&root, "t-ml", "a/b/c", 0, &["main"], Some(rule));
+    let s = Setup {
+        root,
+        state: dir.path().join("state"),
+        logs,
+        _dir: dir,
+    };
+    let path = s.logs.join("main.stdout");
+    let trace = "ERROR batch 28 failed\njava.lang.OutOfMemoryError: heap\n\tat a.B.c(B.java:1)\n";
+    append(&path, trace);
+    let (mut tracker, mut out) = tracker(&s);
+    tracker.rescan();
+    let key = tracker.by_path[&path];
+    assert!(tracker.poll_one(key));
+    assert!(sent(&mut out).is_empty(), "the event waits for more lines");
+    assert_eq!(tracker.files[&key].lines.resume_offset(), 0);
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(tracker.poll_one(key));
+    let first = sent(&mut out);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1, 0);
+    assert_eq!(first[0].2, trace.trim_end());
+    // Written after the timeout: it would have continued the event.
+    append(&path, "\tat d.E.f(E.java:2)\nINFO next\n");
+    drop(tracker);
+
+    let (mut restarted, mut out) = self::tracker(&s);
+    restarted.rescan();
+    let key = restarted.by_path[&path];
+    assert!(restarted.poll_one(key));
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(restarted.poll_one(key));
+    let again = sent(&mut out);
+    let texts: Vec<&str> = again.iter().map(|l| l.2.as_str()).collect();
+    assert_eq!(again[0], first[0], "the same event under the same offset");
+    assert_eq!(texts[1..], ["\tat d.E.f(E.java:2)", "INFO next"]);
+    let mut next = 0;
+    for (_, offset, text) in &again {
+        assert_eq!(*offset, next, "records tile the file");
+        next += text.len() as u64 + 1;
+    }
 }

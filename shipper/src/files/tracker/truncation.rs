@@ -17,6 +17,7 @@ impl Tracker {
         let old_prefix = t.prefix;
         let mut flushed = ChunkEncoder::new(&t.source, self.config.chunk_bytes, 0, now_nanos());
         t.lines.flush(&mut flushed);
+        t.lines.close_group(&mut flushed);
         let flushed = flushed.finish();
         let old_source = t.source.clone();
         let path = t.path.clone();
@@ -31,7 +32,8 @@ impl Tracker {
         t.samples.clear();
         t.epoch += 1;
         t.inflight.clear();
-        t.lines = LineAssembler::new(self.framing, self.config.max_line_bytes, 0);
+        t.cuts.clear();
+        t.lines = t.assembler(self.framing, self.config.max_line_bytes, 0);
         t.acked = 0;
         t.read_tail = Prefix::default();
         t.acked_tail = Prefix::default();
