@@ -18,6 +18,7 @@ pub mod metrics;
 #[cfg(test)]
 mod mutate;
 
+pub mod otlp;
 mod pipeline;
 pub mod progress;
 mod publish;

@@ -74,6 +74,8 @@ pub struct NodeArgs {
     /// http://ADDR/metrics.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub otlp: crate::shared::otlp::OtlpArgs,
 }
 
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -140,6 +142,14 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         )
         .await?;
         eprintln!("metrics on {scheme}://{bound}/metrics");
+    }
+    if args.otlp.any() {
+        let receiver = sluice_shipper::otlp::Receiver::new(
+            bus.clone(),
+            sluice_shipper::otlp::OtlpConfig::new(&name),
+        );
+        crate::shared::otlp::serve(&args.otlp, std::sync::Arc::new(receiver), &node.guard())
+            .await?;
     }
     eprintln!(
         "node {name}: sandboxes in {}, services on {}, scheduler {scheduler}",

@@ -56,6 +56,8 @@ pub struct ShipperArgs {
     /// Tail streams one user may have open at once.
     #[arg(long, default_value_t = sluice_shipper::tail::DEFAULT_STREAMS_PER_USER)]
     pub max_tail_streams_per_user: usize,
+    #[command(flatten)]
+    pub otlp: crate::shared::otlp::OtlpArgs,
 }
 
 #[derive(Deserialize, Default)]
@@ -68,12 +70,22 @@ struct FileConfig {
 pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
     let (config, bus) = resolve(&args)?;
     let data_dir = std::path::absolute(&args.dir.data_dir)?;
-    let secured = match args.listen {
+    // The Tail and OTLP services need tokens and TLS (for the first
+    // address they listen on).
+    let first = [
+        args.listen,
+        args.otlp.otlp_grpc_listen,
+        args.otlp.otlp_http_listen,
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    let secured = match first {
         Some(listen) => Some((
             crate::shared::tokens::read_tokens(
                 args.tokens.as_ref(),
                 &data_dir,
-                "the Tail service needs",
+                "the Tail and OTLP services need",
             )?,
             crate::shared::tls::server(&args.tls, &data_dir, listen.ip(), false)?.0,
         )),
@@ -102,17 +114,24 @@ pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
         .await?;
         eprintln!("metrics on {scheme}://{bound}/metrics");
     }
-    let _tail = match (args.listen, secured) {
-        (Some(listen), Some((tokens, tls))) => {
-            let guard = crate::shared::serve::Guard {
-                tokens,
-                tls,
-                audit: Arc::new(sluice_schema::audit::Audit::new(
-                    shipper.event_sink(),
-                    &config.host,
-                    sluice_scheduler::scheduler::service::now_unix_nanos(),
-                )),
-            };
+    let guard = secured.map(|(tokens, tls)| crate::shared::serve::Guard {
+        tokens,
+        tls,
+        audit: Arc::new(sluice_schema::audit::Audit::new(
+            shipper.event_sink(),
+            &config.host,
+            sluice_scheduler::scheduler::service::now_unix_nanos(),
+        )),
+    });
+    if let Some(guard) = guard.as_ref().filter(|_| args.otlp.any()) {
+        let receiver = sluice_shipper::otlp::Receiver::new(
+            bus_handle.clone(),
+            sluice_shipper::otlp::OtlpConfig::new(&config.host),
+        );
+        crate::shared::otlp::serve(&args.otlp, Arc::new(receiver), guard).await?;
+    }
+    let _tail = match (args.listen, guard) {
+        (Some(listen), Some(guard)) => {
             let service = shipper
                 .tail_service()
                 .with_streams_per_user(args.max_tail_streams_per_user);

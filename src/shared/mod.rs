@@ -13,6 +13,7 @@ pub mod format;
 pub mod logs;
 pub mod metrics_http;
 pub mod node;
+pub mod otlp;
 pub mod serve;
 pub mod tls;
 pub mod tokens;

@@ -156,6 +156,7 @@ pub struct NodeOptions {
 
 pub struct Node {
     pub info: NodeInfo,
+    guard: Guard,
     shipper: Shipper,
     agent: Option<Arc<Agent>>,
     stop_services: oneshot::Sender<()>,
@@ -220,6 +221,7 @@ impl Node {
             &guard,
         )?;
         Ok(Node {
+            guard,
             info: NodeInfo {
                 name: name.to_string(),
                 root,
@@ -229,6 +231,12 @@ impl Node {
             agent: Some(agent),
             stop_services,
         })
+    }
+
+    /// Who may call the node's services, and their TLS and audit (for
+    /// services started beside them, such as OTLP).
+    pub fn guard(&self) -> Guard {
+        self.guard.clone()
     }
 
     /// The node as `sluice status` shows it, read when asked.

@@ -11,6 +11,7 @@ mod delta;
 mod demo;
 mod faults;
 mod maintenance;
+mod otlp;
 mod pipeline;
 mod query;
 mod readme;

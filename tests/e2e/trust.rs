@@ -35,7 +35,7 @@ fn sluice_as(token: &str, dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn add_user(dir: &Path, user: &str, token: &str, roles: &[&str]) {
+pub(crate) fn add_user(dir: &Path, user: &str, token: &str, roles: &[&str]) {
     let path = dir.join("tokens.toml");
     let mut text = std::fs::read_to_string(&path).unwrap_or_default();
     text += &sluice_schema::auth::token_file_entry(user, token, roles);

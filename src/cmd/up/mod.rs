@@ -90,6 +90,8 @@ pub struct UpArgs {
     /// retention, queries) at http://ADDR/metrics; see docs/METRICS.md.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub otlp: crate::shared::otlp::OtlpArgs,
 }
 
 /// Limits that keep one user from starving the rest.
@@ -261,6 +263,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let (bound, scheme) =
             crate::shared::metrics_http::serve_on(listen, writers, Some(&tls)).await?;
         eprintln!("metrics on {scheme}://{bound}/metrics");
+    }
+    if args.otlp.any() {
+        let receiver = sluice_shipper::otlp::Receiver::new(
+            bus.clone(),
+            sluice_shipper::otlp::OtlpConfig::new(crate::shared::node::hostname()),
+        );
+        crate::shared::otlp::serve(&args.otlp, Arc::new(receiver), &guard).await?;
     }
     // The services stop after the demo's jobs: their kills reach the agents
     // through the scheduler service.
