@@ -157,7 +157,9 @@ async fn sluice_reads(engine: &QueryEngine, table: SplitKind, version: u64) -> V
 
 /// One round of lines: three jobs, two instances each, `n` lines per
 /// source continuing where the last round left off, at `ts`; in round 1 one
-/// line not UTF-8.
+/// line not UTF-8. `batch/prod/etl` logs JSON, `db/staging/pg` logfmt every
+/// other line, so the parsed columns (`level`, `message`, `trace_id`,
+/// `fields`) are read by every engine too.
 fn round(offsets: &mut BTreeMap<u64, u64>, r: u64, n: u64, ts: i64) -> Vec<LogChunk> {
     let mut chunks = Vec::new();
     for (j, job) in ["www/prod/web", "batch/prod/etl", "db/staging/pg"]
@@ -171,7 +173,20 @@ fn round(offsets: &mut BTreeMap<u64, u64>, r: u64, n: u64, ts: i64) -> Vec<LogCh
             let at = offsets.entry(source_id).or_default();
             let mut lines = Vec::new();
             for i in 0..n {
-                let mut text = format!("{job} {instance} round {r} line {i}").into_bytes();
+                let mut text = match (j, i % 2) {
+                    (1, _) => format!(
+                        r#"{{"level":"{}","msg":"{job} {instance} round {r} line {i}","trace_id":"{r:016x}{i:016x}","user":"u{}","http":{{"code":{}}}}}"#,
+                        ["info", "warn", "error"][i as usize % 3],
+                        i % 4,
+                        200 + i % 3 * 100
+                    ),
+                    (2, 1) => format!(
+                        r#"ts={r} level=debug msg="{job} {instance} round {r} line {i}" user=u{}"#,
+                        i % 4
+                    ),
+                    _ => format!("{job} {instance} round {r} line {i}"),
+                }
+                .into_bytes();
                 if r == 1 && i == 3 && j == 0 {
                     text = b"not \xff utf-8".to_vec();
                 }
@@ -406,6 +421,72 @@ fn other_engines_read_exactly_what_sluice_reads_at_every_version() {
     }
     // 7 rounds × 6 sources, less the old hour retention removed; each line once.
     assert_eq!(final_rows, 6 * (40 * 6 + 25) - 6 * 40);
+
+    // The columns parsed from the lines, as DuckDB reads them (the map
+    // too) and as deltalake reads them, equal Sluice's.
+    let order = "ORDER BY job, source_id, \"offset\"";
+    let parsed = format!(
+        "SELECT job, \"offset\", level, message, trace_id, span_id, fields['user'], \
+         fields['http.code'] FROM logs {order}"
+    );
+    let ours = rt.block_on(sluice_rows(&engine, &parsed));
+    assert_eq!(ours.len() as u64, final_rows);
+    assert!(
+        ours.iter()
+            .any(|r| r[2] == "warn" && r[6] == "u1" && r[7] == "300")
+    );
+    assert!(ours.iter().any(|r| r[2] == "debug" && r[6] == "u3"));
+    assert_eq!(sql_rows(&python, &archive, "duckdb", &parsed), ours);
+    let plain = format!("SELECT job, \"offset\", level, message, trace_id FROM logs {order}");
+    let ours: Vec<Vec<String>> = ours.iter().map(|r| r[..5].to_vec()).collect();
+    assert_eq!(sql_rows(&python, &archive, "deltalake", &plain), ours);
+}
+
+/// Rows of `sql` in Sluice's engine, each value as text (`None` for null,
+/// as Python prints it).
+async fn sluice_rows(engine: &QueryEngine, sql: &str) -> Vec<Vec<String>> {
+    let output = engine
+        .query(&QueryRequest {
+            sql: sql.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in &output.batches {
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8).unwrap())
+            .collect();
+        for i in 0..batch.num_rows() {
+            rows.push(
+                columns
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_string::<i32>();
+                        if c.is_null(i) {
+                            "None".to_string()
+                        } else {
+                            c.value(i).to_string()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+/// Rows of `sql` as `engine` (`duckdb`, `deltalake`) reads the archive's
+/// tables.
+fn sql_rows(python: &str, archive: &std::path::Path, engine: &str, sql: &str) -> Vec<Vec<String>> {
+    let out = readers(
+        python,
+        archive,
+        &["--sql".into(), sql.into(), "--engine".into(), engine.into()],
+    );
+    serde_json::from_value(out).unwrap()
 }
 
 /// `sluice archive migrate`, aborted (as `kill -9`) after every second

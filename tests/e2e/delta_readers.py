@@ -15,7 +15,7 @@ same over their ids. `line-hex` is the hex of `line_bytes` when present
 
 Usage: delta_readers.py ARCHIVE_DIR [--logs-versions 0,1,…] [--events-versions …]
        [--engines duckdb,deltalake]    (no versions: the latest, as "latest")
-       delta_readers.py ARCHIVE_DIR --sql "SELECT …"   (DuckDB, tables as views)
+       delta_readers.py ARCHIVE_DIR --sql "SELECT …" [--engine duckdb|deltalake]
 """
 
 import argparse
@@ -89,6 +89,26 @@ def with_deltalake(path, table, version):
 ENGINES = {"duckdb": with_duckdb, "deltalake": with_deltalake}
 
 
+def sql_rows(archive, engine, sql):
+    """Rows of `sql` over the tables `logs` and `events`, read by `engine`."""
+    tables = {t: os.path.join(archive, t) for t in ("logs", "events")}
+    if engine == "duckdb":
+        con = duckdb_connection()
+        for table, path in tables.items():
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM delta_scan('{path}')")
+        return con.execute(sql).fetchall()
+    import deltalake
+    import pyarrow
+
+    builder = deltalake.QueryBuilder()
+    for table, path in tables.items():
+        builder = builder.register(table, deltalake.DeltaTable(path))
+    rows = []
+    for batch in builder.execute(sql):
+        rows.extend(tuple(r.values()) for r in pyarrow.record_batch(batch).to_pylist())
+    return rows
+
+
 def versions(text):
     if not text:
         return [None]
@@ -101,15 +121,11 @@ def main():
     p.add_argument("--logs-versions")
     p.add_argument("--events-versions")
     p.add_argument("--engines", default="duckdb,deltalake")
-    p.add_argument("--sql", help="run this SQL in DuckDB (tables logs and events as delta_scan views) and print rows as JSON")
+    p.add_argument("--sql", help="run this SQL (tables logs and events) and print rows as JSON")
+    p.add_argument("--engine", default="duckdb", help="for --sql: duckdb or deltalake")
     a = p.parse_args()
     if a.sql:
-        con = duckdb_connection()
-        for table in ("logs", "events"):
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM delta_scan('{os.path.join(a.archive, table)}')"
-            )
-        print(json.dumps([[str(c) for c in row] for row in con.execute(a.sql).fetchall()]))
+        print(json.dumps([[str(c) for c in row] for row in sql_rows(a.archive, a.engine, a.sql)]))
         return
     out = {}
     for table, asked in (("logs", a.logs_versions), ("events", a.events_versions)):

@@ -64,7 +64,7 @@ fn the_demo_s_printed_commands_work_as_printed() {
     let log = up.printed();
     let (export, commands) = printed_commands(&log);
     assert!(export.contains("SLUICE_DATA_DIR="), "{export}");
-    assert_eq!(commands.len(), 8, "{commands:#?}");
+    assert_eq!(commands.len(), 9, "{commands:#?}");
     // The README's tour is exactly what the demo prints, so running these
     // runs the README's commands too.
     assert_eq!(
@@ -92,14 +92,18 @@ fn the_demo_s_printed_commands_work_as_printed() {
     for command in &commands {
         let words: Vec<&str> = command.split_whitespace().collect();
         match (words[0], words[1]) {
+            ("tailll", "'demo/prod/*'") if command.contains("--level warn") => {
+                // Both kinds: a plain warning or trace, and a JSON failure.
+                until_line(&export, command, &elsewhere, |l| {
+                    l.contains("WARN heap usage") || l.contains("OutOfMemoryError")
+                });
+                until_line(&export, command, &elsewhere, |l| {
+                    l.contains(r#""level":"warn""#) || l.contains(r#""level":"error""#)
+                });
+            }
             ("tailll", "'demo/prod/*'") => {
                 until_line(&export, command, &elsewhere, |l| {
                     l.contains("demo/prod/web")
-                });
-            }
-            ("tailll", "demo/prod/worker") => {
-                until_line(&export, command, &elsewhere, |l| {
-                    l.contains("WARN heap usage") || l.contains("OutOfMemoryError")
                 });
             }
             ("sluice", "status") => {
@@ -129,6 +133,14 @@ fn the_demo_s_printed_commands_work_as_printed() {
                 });
                 // The lines before the hit, from the same file: the warnings.
                 assert!(out.contains("WARN heap usage 93%"), "{out}");
+                // The trace is the hit's own row, not rows of its own.
+                assert!(out.contains("Batch.java:88"), "{out}");
+            }
+            ("sluice", "query") if command.contains("fields.status:500") => {
+                let out = until_output(&export, command, &elsewhere, |out| {
+                    out.contains("/api/checkout")
+                });
+                assert!(out.contains("trace_id"), "{out}");
             }
             ("sluice", "query") => {
                 let out = until_output(&export, command, &elsewhere, |out| out.contains("| 200"));

@@ -2,9 +2,9 @@
 //!
 //! The jobs are the YAML files in `src/demo/`, submitted in-process by the
 //! actor `demo` to the scheduler `up` runs: a web service writing access
-//! logs (3 instances), a worker that dies with a stack trace and is restarted
-//! (2 instances), a cron job every minute, and a job that outgrows its disk
-//! quota. A job that already exists (after a crash of `up`, its tasks kept
+//! logs (3 instances, one of them in JSON), a worker that dies with a stack
+//! trace (one record: `multiline: java`) and is restarted (2 instances), a
+//! cron job every minute, and a job that outgrows its disk quota. A job that already exists (after a crash of `up`, its tasks kept
 //! running) is left alone; Ctrl-C kills them all, so the next `--demo`
 //! starts afresh.
 
@@ -108,11 +108,11 @@ pub fn next_steps(data_dir: &Path) -> String {
 }
 
 /// (what it shows, the command), printed in this order.
-pub const COMMANDS: [(&str, &str); 8] = [
+pub const COMMANDS: [(&str, &str); 9] = [
     ("every demo instance, live", "tailll 'demo/prod/*'"),
     (
-        "errors and warnings only",
-        "tailll demo/prod/worker --grep 'ERROR|WARN'",
+        "warnings and worse only, judged on the nodes (JSON and plain lines alike)",
+        "tailll 'demo/prod/*' --level warn",
     ),
     ("nodes, jobs, bus lag, archive freshness", "sluice status"),
     (
@@ -120,12 +120,16 @@ pub const COMMANDS: [(&str, &str); 8] = [
         "sluice query --since 1h \"SELECT instance, count(*) AS ooms FROM logs WHERE search(line, 'OutOfMemoryError') GROUP BY instance ORDER BY instance\"",
     ),
     (
-        "and what came just before",
+        "each stack trace is one result; and what came just before",
         "sluice query --since 1h -B 3 \"SELECT * FROM logs WHERE search(line, 'OutOfMemoryError')\"",
     ),
     (
-        "HTTP status codes of the web service",
-        "sluice query --since 1h \"SELECT split_part(line, ' ', 9) AS status, count(*) AS requests FROM logs WHERE job = 'demo/prod/web' GROUP BY status ORDER BY requests DESC\"",
+        "HTTP status codes of the web service (instance 2 logs JSON: its status is a field)",
+        "sluice query --since 1h \"SELECT coalesce(fields['status'], split_part(line, ' ', 9)) AS status, count(*) AS requests FROM logs WHERE job = 'demo/prod/web' GROUP BY status ORDER BY requests DESC\"",
+    ),
+    (
+        "failed requests found by their fields, with their trace ids",
+        "sluice query --since 1h \"SELECT ts, fields['path'] AS path, trace_id FROM logs WHERE search(line, 'level:error AND fields.status:500') ORDER BY ts DESC LIMIT 5\"",
     ),
     (
         "the audit trail: the quota kill, who asked",
