@@ -59,6 +59,7 @@ fn split(name: &str) -> SplitEntry {
         roles: vec!["www".into()],
         created_unix_ms: 1,
         held: Held::default(),
+        levels: None,
     }
 }
 

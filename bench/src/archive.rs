@@ -62,6 +62,11 @@ pub struct ArchiveBenchArgs {
     /// each) and planning a one-hour query over it; 0: skip.
     #[arg(long, default_value_t = 10_000)]
     pub open_commits: u64,
+    /// Archive the same raw log a second time with the parsed columns
+    /// (`level`, `message`, `trace_id`, `span_id`, `fields`) left null, and
+    /// report what parsing costs.
+    #[arg(long)]
+    pub compare_parsing: bool,
 }
 
 const SOURCES: usize = 100;
@@ -266,17 +271,18 @@ pub(crate) async fn generate(
     })
 }
 
-/// Runs an archiver (default settings) over the bus into `archive/` in the
-/// scratch directory until every line is committed; returns the store and
-/// the CPU and wall seconds it took (all threads of this process).
-pub(crate) async fn archive_all(generated: &Generated) -> anyhow::Result<(Store, f64, f64)> {
+/// Runs an archiver (default settings, the parsed columns filled when
+/// `parse_fields`) over the bus into `archive/` in the scratch directory
+/// until every line is committed; returns the store and the CPU and wall
+/// seconds it took (all threads of this process).
+pub(crate) async fn archive_all(
+    generated: &Generated,
+    parse_fields: bool,
+) -> anyhow::Result<(Store, f64, f64)> {
     let store = StoreUrl::File(generated.scratch.path().join("archive")).open(&[])?;
-    let mut archiver = Archiver::open(
-        ArchiverConfig::default(),
-        generated.bus.clone(),
-        store.clone(),
-    )
-    .await?;
+    let mut config = ArchiverConfig::default();
+    config.split.parse_fields = parse_fields;
+    let mut archiver = Archiver::open(config, generated.bus.clone(), store.clone()).await?;
     let metrics = archiver.metrics();
     let lines = generated.lines;
     eprintln!("archiving {lines} lines…");
@@ -299,14 +305,17 @@ pub(crate) async fn archive_all(generated: &Generated) -> anyhow::Result<(Store,
 /// Runs `sluice bench archive`: ships the raw log to a scratch bus, archives and compacts it,
 /// compresses the same bytes with `zstd -3 -T1`, and prints CPU times and sizes side by side.
 pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
-    let generated = generate(
-        args.mb,
-        args.corpus.as_deref(),
-        args.dir.as_deref(),
-        "sluice-bench-archive-",
-        true,
-    )
-    .await?;
+    // The raw log in a scratch bus of its own (and per-source files).
+    let raw_log = |prefix: &'static str, sources: bool| {
+        generate(
+            args.mb,
+            args.corpus.as_deref(),
+            args.dir.as_deref(),
+            prefix,
+            sources,
+        )
+    };
+    let generated = raw_log("sluice-bench-archive-", true).await?;
     let (bytes, lines) = (generated.bytes, generated.lines);
 
     // The baselines: zstd -3 of the same raw bytes, in arrival order and
@@ -316,7 +325,16 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
     let (per_source_cpu, _, per_source_bytes) = zstd_baseline(&generated.sources)?;
 
     // The archiver, until every line is committed.
-    let (store, archive_cpu, archive_wall) = archive_all(&generated).await?;
+    let (store, archive_cpu, archive_wall) = archive_all(&generated, true).await?;
+    // The same bytes again, in a bus of their own, without parsing.
+    let unparsed = if args.compare_parsing {
+        let again = raw_log("sluice-bench-archive-unparsed-", false).await?;
+        anyhow::ensure!(again.bytes == bytes, "the second raw log differs");
+        let (_, cpu, wall) = archive_all(&again, false).await?;
+        Some((cpu, wall))
+    } else {
+        None
+    };
 
     let (splits, data, index, rows) = log_sizes(&store).await?;
     anyhow::ensure!(rows == lines, "archived {rows} of {lines} lines");
@@ -378,6 +396,12 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
     };
     let mut report = report;
     report["open_and_plan"] = open.clone();
+    if let Some((cpu, wall)) = unparsed {
+        report["archiver_without_parsing"] = serde_json::json!({
+            "wall_s": wall, "cpu_s": cpu, "mb_per_cpu_s": mb / cpu,
+            "parsing_cost_percent": (archive_cpu / cpu - 1.0) * 100.0,
+        });
+    }
     if args.keep {
         eprintln!("kept {}", generated.scratch.keep().display());
     }
@@ -404,6 +428,13 @@ pub async fn run(args: ArchiveBenchArgs) -> anyhow::Result<()> {
         "archiver:               {archive_wall:>7.2} s wall {archive_cpu:>7.2} s CPU  {:>7.1} MB/CPU-s (Parquet + index + catalog)",
         mb / archive_cpu
     );
+    if let Some((cpu, wall)) = unparsed {
+        println!(
+            "archiver, no parsing:   {wall:>7.2} s wall {cpu:>7.2} s CPU  {:>7.1} MB/CPU-s (level … fields null): parsing costs {:+.1} % of the CPU",
+            mb / cpu,
+            (archive_cpu / cpu - 1.0) * 100.0
+        );
+    }
     println!(
         "zstd -3 -T1, arrival:   {zstd_wall:>7.2} s wall {zstd_cpu:>7.2} s CPU  {:>7.1} MB/CPU-s, {:.2}× smaller",
         mb / zstd_cpu,
@@ -476,6 +507,7 @@ async fn open_and_plan(commits: u64, scratch: &Path) -> anyhow::Result<serde_jso
             jobs,
             created_unix_ms: (ts / 1_000_000) as u64,
             held,
+            levels: None,
         };
         let mut draft = catalog.draft("bench");
         draft.add_split(entry);

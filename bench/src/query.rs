@@ -394,7 +394,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     )
     .await?;
     let (bytes, lines) = (generated.bytes, generated.lines);
-    let (store, archive_cpu, _) = archive_all(&generated).await?;
+    let (store, archive_cpu, _) = archive_all(&generated, true).await?;
     let scratch = generated.scratch.path().to_path_buf();
     drop(generated.bus);
 

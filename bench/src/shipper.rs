@@ -45,6 +45,11 @@ pub struct ShipperBenchArgs {
     /// Print the report as JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Ship the same files a second time with this multi-line rule in
+    /// every manifest (java, python, go), into a bus and state of their
+    /// own, and report both runs.
+    #[arg(long, value_name = "PRESET")]
+    pub compare_multiline: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -134,73 +139,42 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
         .bus
         .clone()
         .unwrap_or_else(|| BusUrl::Embedded(scratch.path().join("bus")));
-    let bus = sluice_broker::open(&BusConfig::new(url.clone()))
-        .await
-        .with_context(|| format!("failed to open {url}"))?;
-    let mut config = ShipperConfig::new(
-        "bench",
-        LayoutKind::Native,
+    let run = ship(
+        &url,
         &root,
-        scratch.path().join("state"),
-    );
-    config.max_open_files = args.files.max(16) + 16;
-    let rss_before_mib = reset_peak_rss();
-    let threads_before = thread_cpu();
-    let cpu = cpu_time();
-    let start = Instant::now();
-    let shipper = Shipper::start(config, bus.clone())?;
-    let metrics = shipper.metrics();
-    while metrics.lines_read.get() < lines
-        || metrics.inflight_bytes.get() > 0
-        || metrics.chunks_acked.get() == 0
-    {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(600),
-            "shipping did not finish in 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if std::env::var_os("SLUICE_BENCH_TRACE").is_some()
-            && start.elapsed().as_millis() % 1000 < 6
-        {
-            eprintln!(
-                "lines {} / {lines}, read {} B, acked {} B, inflight {} B, chunks {}",
-                metrics.lines_read.get(),
-                metrics.bytes_read.get(),
-                metrics.acked_bytes.get(),
-                metrics.inflight_bytes.get(),
-                metrics.chunks_acked.get()
-            );
-        }
-    }
-    let wall = start.elapsed();
-    let used = cpu_time() - cpu;
-    let peak_rss_mib = peak_rss_mib();
-    let mut by_thread: BTreeMap<String, f64> = BTreeMap::new();
-    for (name, secs) in thread_cpu() {
-        *by_thread.entry(name).or_default() += secs;
-    }
-    for (name, secs) in threads_before {
-        *by_thread.entry(name).or_default() -= secs;
-    }
-    by_thread.retain(|_, secs| *secs >= 0.005);
-    shipper.shutdown().await;
-    rows.push(Row::new(
-        &format!("shipper → {}", url_kind(&url)),
+        &scratch.path().join("state"),
+        args.files,
         bytes,
         lines,
-        wall,
-        used,
-    ));
-    if let Some(writer) = by_thread.get(EMBEDDED_WRITER_THREAD) {
-        // The same run without the embedded bus's writer thread: the
-        // shipper's own cost (reading, framing, encoding, publishing).
-        rows.push(Row::new(
-            "  of which the shipper",
+        "",
+    )
+    .await?;
+    let (rss_before_mib, peak_rss_mib, by_thread) =
+        (run.rss_before_mib, run.peak_rss_mib, run.by_thread);
+    rows.extend(run.rows);
+    if let Some(preset) = &args.compare_multiline {
+        let rule: sluice_schema::multiline::Multiline =
+            serde_json::from_value(serde_json::Value::String(preset.clone()))
+                .map_err(|e| anyhow::anyhow!("--compare-multiline: {e}"))?;
+        set_multiline(&root, Some(rule))?;
+        let url = match &args.bus {
+            // A second run on a shared bus reads the same topic: fine, the
+            // figures are the shipper's.
+            Some(url) => url.clone(),
+            None => BusUrl::Embedded(scratch.path().join("bus-multiline")),
+        };
+        let label = format!(", multiline {preset}");
+        let run = ship(
+            &url,
+            &root,
+            &scratch.path().join("state-multiline"),
+            args.files,
             bytes,
             lines,
-            wall,
-            used.saturating_sub(Duration::from_secs_f64(*writer)),
-        ));
+            &label,
+        )
+        .await?;
+        rows.extend(run.rows);
     }
     let report = Report {
         bus: url.to_string(),
@@ -247,6 +221,129 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// One shipper run over the sandboxes under `root`, to `url`, with its
+/// state in `state`, until every line is acknowledged.
+struct Shipped {
+    rows: Vec<Row>,
+    rss_before_mib: f64,
+    peak_rss_mib: f64,
+    by_thread: BTreeMap<String, f64>,
+}
+
+async fn ship(
+    url: &BusUrl,
+    root: &Path,
+    state: &Path,
+    files: usize,
+    bytes: u64,
+    lines: u64,
+    label: &str,
+) -> anyhow::Result<Shipped> {
+    let mut rows = Vec::new();
+    let bus = sluice_broker::open(&BusConfig::new(url.clone()))
+        .await
+        .with_context(|| format!("failed to open {url}"))?;
+    let mut config = ShipperConfig::new("bench", LayoutKind::Native, root, state);
+    config.max_open_files = files.max(16) + 16;
+    let rss_before_mib = reset_peak_rss();
+    let threads_before = thread_cpu();
+    let cpu = cpu_time();
+    let start = Instant::now();
+    let shipper = Shipper::start(config, bus.clone())?;
+    let metrics = shipper.metrics();
+    // Every byte read and acknowledged (with a multi-line rule, records
+    // are fewer than lines, and the last event of each file waits for its
+    // timeout).
+    while metrics.bytes_read.get() < bytes
+        || metrics.lag_bytes.get() > 0
+        || metrics.inflight_bytes.get() > 0
+        || metrics.chunks_acked.get() == 0
+    {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "shipping did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if std::env::var_os("SLUICE_BENCH_TRACE").is_some()
+            && start.elapsed().as_millis() % 1000 < 6
+        {
+            eprintln!(
+                "lines {} / {lines}, read {} B, acked {} B, inflight {} B, chunks {}",
+                metrics.lines_read.get(),
+                metrics.bytes_read.get(),
+                metrics.acked_bytes.get(),
+                metrics.inflight_bytes.get(),
+                metrics.chunks_acked.get()
+            );
+        }
+    }
+    let wall = start.elapsed();
+    let used = cpu_time() - cpu;
+    let peak_rss_mib = peak_rss_mib();
+    let mut by_thread: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, secs) in thread_cpu() {
+        *by_thread.entry(name).or_default() += secs;
+    }
+    for (name, secs) in threads_before {
+        *by_thread.entry(name).or_default() -= secs;
+    }
+    by_thread.retain(|_, secs| *secs >= 0.005);
+    shipper.shutdown().await;
+    rows.push(Row::new(
+        &format!("shipper → {}{label}", url_kind(url)),
+        bytes,
+        lines,
+        wall,
+        used,
+    ));
+    if let Some(tracker) = by_thread.get(TRACKER_THREAD) {
+        // Reading, line assembly, multi-line grouping and encoding: what a
+        // multi-line rule adds to, free of the bus's disk writes (which a
+        // second run on the same machine pays differently).
+        rows.push(Row::new(
+            &format!("  of which the tracker{label}"),
+            bytes,
+            lines,
+            wall,
+            Duration::from_secs_f64(*tracker),
+        ));
+    }
+    if let Some(writer) = by_thread.get(EMBEDDED_WRITER_THREAD) {
+        // The same run without the embedded bus's writer thread: the
+        // shipper's own cost (reading, framing, encoding, publishing).
+        rows.push(Row::new(
+            &format!("  of which the shipper{label}"),
+            bytes,
+            lines,
+            wall,
+            used.saturating_sub(Duration::from_secs_f64(*writer)),
+        ));
+    }
+    Ok(Shipped {
+        rows,
+        rss_before_mib,
+        peak_rss_mib,
+        by_thread,
+    })
+}
+
+/// Rewrites every sandbox manifest under `root` with `multiline`.
+fn set_multiline(
+    root: &Path,
+    multiline: Option<sluice_schema::multiline::Multiline>,
+) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(root)? {
+        let path = entry?.path().join(sandbox::MANIFEST);
+        let mut manifest: Manifest = serde_json::from_slice(&std::fs::read(&path)?)?;
+        manifest.multiline = multiline.clone();
+        std::fs::write(&path, serde_json::to_vec(&manifest)?)?;
+    }
+    Ok(())
+}
+
+/// The shipper's tracker thread as `/proc` names it (15 bytes).
+const TRACKER_THREAD: &str = "sluice-tracker-";
 
 /// The embedded bus's writer thread as `/proc` names it (15 bytes).
 const EMBEDDED_WRITER_THREAD: &str = "sluice-bus-writ";

@@ -2,8 +2,9 @@
 //! conjuncts DataFusion hands a table scan: a time range on `ts` (whose
 //! values are `ts_nanos` rounded down to the microsecond) or `ts_nanos`, the jobs
 //! (`job`, `role`, `env`, `name` equal to or in a list of strings, `job`
-//! like a prefix) and the `search(line, '…')` calls whose split indexes
-//! select rows.
+//! like a prefix), the levels (`level` equal to or in a list: a split whose
+//! rows hold none of them is skipped by its `sluice.levels` tag) and the
+//! `search(line, '…')` calls whose split indexes select rows.
 //!
 //! Everything here is a necessary condition, never a sufficient one: a split
 //! the pruner keeps may still hold no matching row (the scan's filter
@@ -119,6 +120,8 @@ pub struct Pruning {
     pub time: TimeRange,
     /// Constraints on the job key and its segments.
     pub jobs: JobFilter,
+    /// Levels allowed (`level = …`, `level IN (…)`); `None`: any.
+    pub levels: Option<BTreeSet<String>>,
     /// The `search(line, '…')` conjuncts: each split's index answers them.
     pub searches: Vec<SearchQuery>,
 }
@@ -222,6 +225,7 @@ impl Pruning {
             schema::COL_ROLE => &mut self.jobs.roles,
             schema::COL_ENV => &mut self.jobs.envs,
             schema::COL_NAME => &mut self.jobs.names,
+            schema::COL_LEVEL => &mut self.levels,
             _ => return,
         };
         JobFilter::constrain(slot, values);
@@ -231,6 +235,12 @@ impl Pruning {
     pub fn keeps(&self, split: &SplitEntry) -> bool {
         self.time.overlaps(split.min_ts_nanos, split.max_ts_nanos)
             && (split.jobs.is_empty() || split.jobs.iter().any(|job| self.jobs.allows(job)))
+            // A split whose levels are known and hold none of those asked for.
+            && split.levels.as_ref().is_none_or(|have| {
+                self.levels
+                    .as_ref()
+                    .is_none_or(|want| have.iter().any(|l| want.contains(l)))
+            })
     }
 }
 
@@ -457,6 +467,7 @@ mod tests {
             roles: vec![],
             created_unix_ms: 0,
             held: Default::default(),
+            levels: None,
         };
         let p = Pruning::from_filters(&[
             col("ts").gt_eq(ts(100_000)),

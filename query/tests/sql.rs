@@ -618,6 +618,16 @@ async fn structured_lines_answer_by_level_and_field() {
     .await;
     assert_eq!(strings(&out, 0), ["500"]);
     assert_eq!(strings(&out, 1), ["bob"]);
+    // Splits whose levels hold none of those asked for are not read; the
+    // old one (levels unknown) always is.
+    let out = run(&engine, "SELECT count(*) FROM logs WHERE level = 'fatal'").await;
+    assert_eq!((count(&out), out.stats.splits_read.len()), (0, 1));
+    let out = run(
+        &engine,
+        "SELECT count(*) FROM logs WHERE level IN ('warn', 'fatal')",
+    )
+    .await;
+    assert_eq!((count(&out), out.stats.splits_read.len()), (1, 2));
     let out = run(&engine, "SELECT level FROM logs WHERE job = 'www/prod/old'").await;
     assert!(
         out.batches

@@ -85,7 +85,11 @@ pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
             crate::shared::tokens::read_tokens(
                 args.tokens.as_ref(),
                 &data_dir,
-                "the Tail and OTLP services need",
+                match (args.listen.is_some(), args.otlp.any()) {
+                    (true, false) => "the Tail service needs",
+                    (false, true) => "the OTLP services need",
+                    _ => "the Tail and OTLP services need",
+                },
             )?,
             crate::shared::tls::server(&args.tls, &data_dir, listen.ip(), false)?.0,
         )),

@@ -81,6 +81,12 @@ pub struct SplitEntry {
     /// Roles with rows in the split, sorted.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Levels of the split's rows (`level` column values, sorted; a split
+    /// whose rows name none has an empty list); `None` when unknown (a
+    /// split written before levels, an events split): queries filtering on
+    /// `level` skip a split whose list holds none of the levels asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<Vec<String>>,
     /// When the writer made this entry, Unix milliseconds (writer's clock).
     pub created_unix_ms: u64,
     /// The lines and events the split holds, as its `add` action's tags

@@ -33,6 +33,7 @@ fn split(name: &str, rows: u64) -> SplitEntry {
         roles: vec!["www".into()],
         created_unix_ms: 1,
         held: Held::default(),
+        levels: Some(vec!["error".into(), "info".into()]),
     }
 }
 

@@ -12,8 +12,8 @@
 //!   engines skip files by), `dataChange` (false for a compaction's merged
 //!   split), and the tags Sluice reads back: `sluice.index` (the index, under
 //!   `_index/`), `sluice.index_bytes`, `sluice.raw_bytes`, `sluice.min_ts` and
-//!   `sluice.max_ts` (Unix nanoseconds), `sluice.jobs` and `sluice.roles`
-//!   (JSON arrays), `sluice.lines` and `sluice.events` (what the split holds,
+//!   `sluice.max_ts` (Unix nanoseconds), `sluice.jobs`, `sluice.roles` and
+//!   `sluice.levels` (JSON arrays; levels of a log split's rows), `sluice.lines` and `sluice.events` (what the split holds,
 //!   see [`Held`]);
 //! - `remove` per split removed, with `dataChange` false for a compaction
 //!   and true for retention;
@@ -52,6 +52,7 @@ const TAG_MIN_TS: &str = "sluice.min_ts";
 const TAG_MAX_TS: &str = "sluice.max_ts";
 const TAG_JOBS: &str = "sluice.jobs";
 const TAG_ROLES: &str = "sluice.roles";
+const TAG_LEVELS: &str = "sluice.levels";
 const TAG_LINES: &str = "sluice.lines";
 const TAG_EVENTS: &str = "sluice.events";
 const INFO_COMMIT_ID: &str = "sluiceCommitId";
@@ -323,6 +324,9 @@ fn add_action(kind: SplitKind, entry: &SplitEntry, data_change: bool) -> Result<
         TAG_ROLES,
         serde_json::to_string(&entry.roles).expect("strings"),
     );
+    if let Some(levels) = &entry.levels {
+        tag(TAG_LEVELS, serde_json::to_string(levels).expect("strings"));
+    }
     if !entry.held.lines.is_empty() {
         tag(TAG_LINES, entry.held.lines_tag());
     }
@@ -585,6 +589,10 @@ fn split_entry_of(
         roles: list(TAG_ROLES)?,
         created_unix_ms: add.modification_time.max(0) as u64,
         held,
+        levels: match tags.get(TAG_LEVELS) {
+            Some(_) => Some(list(TAG_LEVELS)?),
+            None => None,
+        },
     };
     Ok((entry, add.data_change))
 }

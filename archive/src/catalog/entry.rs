@@ -33,6 +33,7 @@ pub fn split_entry(
         max_ts_nanos: stats.max_ts,
         jobs: stats.jobs.iter().cloned().collect(),
         roles: roles.into_iter().collect(),
+        levels: stats.levels.as_ref().map(|l| l.iter().cloned().collect()),
         created_unix_ms: (now_nanos() / 1_000_000) as u64,
         held: stats.held.clone(),
     }

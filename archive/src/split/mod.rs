@@ -171,6 +171,9 @@ pub struct SplitStats {
     pub max_ts: i64,
     /// Every `job` in the split.
     pub jobs: BTreeSet<String>,
+    /// Every `level` of a log split's rows (see `SplitEntry::levels`).
+    #[serde(default)]
+    pub levels: Option<BTreeSet<String>>,
     /// Its lines and events by identity, for the split's Delta `add` tags.
     #[serde(skip)]
     pub held: crate::catalog::Held,

@@ -53,6 +53,7 @@ fn split(
         roles: roles.iter().map(|r| r.to_string()).collect(),
         created_unix_ms: at_ms,
         held: Default::default(),
+        levels: None,
     }
 }
 

@@ -811,9 +811,23 @@ mod tests {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        assert_eq!(logs.len(), 22);
+        assert_eq!(logs.len(), 27);
         assert_eq!(logs[..2], [COL_TS, COL_TS_NANOS]);
-        assert_eq!(logs.last().unwrap(), COL_LABELS);
+        // The parsed columns come last, nullable (Delta adds only those).
+        assert_eq!(
+            logs[21..],
+            [
+                COL_LABELS,
+                COL_LEVEL,
+                COL_MESSAGE,
+                COL_TRACE_ID,
+                COL_SPAN_ID,
+                COL_FIELDS
+            ]
+        );
+        for name in &logs[22..] {
+            assert!(logs_schema().field_with_name(name).unwrap().is_nullable());
+        }
         let events = events_schema();
         assert_eq!(events.fields().len(), 16);
         assert!(events.field_with_name(COL_INSTANCE).unwrap().is_nullable());
@@ -830,7 +844,7 @@ mod tests {
             }
         }
         let table = table_schema(true);
-        assert_eq!(table.fields().len(), 24);
+        assert_eq!(table.fields().len(), 29);
         assert_eq!(
             table.field_with_name(PARTITION_HOUR).unwrap().data_type(),
             &DataType::Int32

@@ -106,6 +106,9 @@ pub struct Grouping {
     regex: Regex,
     /// The regular expression matches lines that start an event.
     starts: bool,
+    /// A preset's test written out by hand (the regular expression
+    /// matches the same lines; it is several times slower per line).
+    preset: Option<fn(&[u8]) -> bool>,
     /// How long an event waits for more lines.
     pub timeout_ms: u64,
 }
@@ -120,6 +123,12 @@ impl Grouping {
             Rule::Start(p) => (p.as_str(), true, "start"),
             Rule::Continue(p) => (p.as_str(), false, "continue"),
         };
+        let preset: Option<fn(&[u8]) -> bool> = match &multiline.rule {
+            Rule::Java => Some(java_continues),
+            Rule::Python => Some(python_continues),
+            Rule::Go => Some(go_continues),
+            _ => None,
+        };
         if pattern.len() > MAX_REGEX_BYTES {
             return Err(format!(
                 "{field}: the regular expression is {} bytes, at most {MAX_REGEX_BYTES}",
@@ -133,6 +142,7 @@ impl Grouping {
         Ok(Grouping {
             regex,
             starts,
+            preset,
             timeout_ms: multiline.timeout_ms,
         })
     }
@@ -140,8 +150,118 @@ impl Grouping {
     /// Whether `line` (its text, without newline) continues the event
     /// before it rather than starting one.
     pub fn continues(&self, line: &[u8]) -> bool {
+        match self.preset {
+            Some(preset) => preset(line),
+            None => self.regex.is_match(line) != self.starts,
+        }
+    }
+
+    /// [`continues`](Self::continues) by the regular expression alone.
+    #[cfg(test)]
+    fn continues_by_regex(&self, line: &[u8]) -> bool {
         self.regex.is_match(line) != self.starts
     }
+}
+
+/// Whether `b` is what the regular expressions' `\s` matches at a line's
+/// start (ASCII whitespace, and the multi-byte spaces below).
+fn starts_with_space(line: &[u8]) -> bool {
+    match line.first() {
+        Some(b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') => true,
+        Some(&b) if b >= 0x80 => std::str::from_utf8(&line[..line.len().min(4)])
+            .or_else(|e| std::str::from_utf8(&line[..e.valid_up_to()]))
+            .ok()
+            .and_then(|s| s.chars().next())
+            .is_some_and(char::is_whitespace),
+        _ => false,
+    }
+}
+
+/// Length of the leading run of bytes `allowed` accepts, where `\w`
+/// (the regex crate's word characters, Unicode) is allowed too when
+/// `word`. ASCII is decided byte by byte; a non-ASCII character (rare at a
+/// line's start) by the regex crate itself.
+fn leading_run(line: &[u8], word: bool, allowed: &[u8]) -> usize {
+    static WORD: std::sync::LazyLock<Regex> =
+        std::sync::LazyLock::new(|| Regex::new(r"^\w$").expect("a valid pattern"));
+    let mut i = 0;
+    while let Some(&b) = line.get(i) {
+        if b < 0x80 {
+            if (word && (b.is_ascii_alphanumeric() || b == b'_')) || allowed.contains(&b) {
+                i += 1;
+                continue;
+            }
+            return i;
+        }
+        let rest = &line[i..line.len().min(i + 4)];
+        let c = match std::str::from_utf8(rest) {
+            Ok(s) => s.chars().next(),
+            Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()])
+                .ok()
+                .and_then(|s| s.chars().next()),
+        };
+        match c {
+            Some(c) if word && WORD.is_match(c.encode_utf8(&mut [0; 4]).as_bytes()) => {
+                i += c.len_utf8();
+            }
+            _ => return i,
+        }
+    }
+    i
+}
+
+/// `[run](suffix)(:|$)` at the start: the leading run ends with one of
+/// `suffixes` (with something before it) and is followed by `:` or the end.
+fn exception_line(line: &[u8], allowed: &[u8], suffixes: &[&[u8]]) -> bool {
+    let run = leading_run(line, true, allowed);
+    let next = line.get(run);
+    if !(next.is_none() || next == Some(&b':')) {
+        return false;
+    }
+    suffixes
+        .iter()
+        .any(|s| run > s.len() && line[..run].ends_with(s))
+}
+
+fn java_continues(line: &[u8]) -> bool {
+    starts_with_space(line)
+        || line.starts_with(b"Caused by:")
+        || line.starts_with(b"Suppressed:")
+        || exception_line(line, b"$.", &[b"Exception", b"Error", b"Throwable"])
+}
+
+fn python_continues(line: &[u8]) -> bool {
+    line.is_empty()
+        || starts_with_space(line)
+        || line.starts_with(b"Traceback (most recent call last):")
+        || line.starts_with(b"During handling of the above exception")
+        || line.starts_with(b"The above exception was the direct cause")
+        || exception_line(
+            line,
+            b".",
+            &[b"Error", b"Exception", b"Warning", b"Exit", b"Interrupt"],
+        )
+        || (line.starts_with(b"Exception") && matches!(line.get(9), None | Some(b':')))
+}
+
+fn go_continues(line: &[u8]) -> bool {
+    if line.is_empty()
+        || starts_with_space(line)
+        || line.starts_with(b"created by ")
+        || line.starts_with(b"[signal ")
+    {
+        return true;
+    }
+    if let Some(rest) = line.strip_prefix(b"goroutine ") {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > 0 && rest[digits..].starts_with(b" [") {
+            return true;
+        }
+    }
+    // `[\w.*/()\[\]-]+\(.*\)$`: a '(' inside the leading run (not first),
+    // and a ')' last.
+    let run = leading_run(line, true, b".*/()[]-");
+    line.ends_with(b")") && line[..run].iter().skip(1).any(|&b| b == b'(')
 }
 
 impl Serialize for Multiline {
@@ -279,6 +399,35 @@ mod tests {
         }
         assert!(!go.continues(b"panic: runtime error: index out of range"));
         assert!(!go.continues(b"2026/12/07 10:00:00 listening on :8080"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// The presets written out by hand answer as their regular
+        /// expressions do, on lines near their patterns and on any bytes.
+        #[test]
+        fn presets_agree_with_their_regular_expressions(
+            near in r"(\s|\t| |Caused by:|Suppressed:|Traceback \(most recent call last\):|goroutine [0-9]{0,3} ?\[?|created by |\[signal |Exception|During handling of the above exception|[a-zA-Zé$._]{0,6})([a-zA-Z$.]{0,4}(Exception|Error|Throwable|Warning|Exit|Interrupt)?)(:|\(|\)| |x|é)?[ -~]{0,6}\)?",
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+        ) {
+            static PRESETS: std::sync::LazyLock<Vec<(Rule, Grouping)>> =
+                std::sync::LazyLock::new(|| {
+                    [Rule::Java, Rule::Python, Rule::Go]
+                        .into_iter()
+                        .map(|r| (r.clone(), grouping(r)))
+                        .collect()
+                });
+            for (rule, g) in PRESETS.iter() {
+                for line in [near.as_bytes(), &bytes] {
+                    proptest::prop_assert_eq!(
+                        g.continues(line),
+                        g.continues_by_regex(line),
+                        "{:?} on {:?}", rule, String::from_utf8_lossy(line)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -27,14 +27,13 @@ use sluice_schema::pb::Stream;
 
 use super::lines::{LineRef, LineSink};
 
-/// The event being built.
+/// The event being built (its text is the grouper's `text`).
 #[derive(Debug)]
 struct Group {
     offset: u64,
     end: u64,
     ts_unix_nanos: Option<i64>,
     stream: Option<Stream>,
-    text: Vec<u8>,
     lines: u32,
     unterminated: bool,
 }
@@ -44,6 +43,9 @@ struct Group {
 pub struct Grouper {
     grouping: Arc<Grouping>,
     group: Option<Group>,
+    /// The held event's text; kept between events, so grouping allocates
+    /// nothing once it has seen the longest event.
+    text: Vec<u8>,
     /// Recorded ends of events (ascending) not yet reached.
     cuts: VecDeque<u64>,
 }
@@ -58,6 +60,7 @@ impl Grouper {
         Grouper {
             grouping,
             group: None,
+            text: Vec::new(),
             cuts: cuts.into(),
         }
     }
@@ -69,7 +72,7 @@ impl Grouper {
 
     /// Bytes of text held.
     pub fn held_bytes(&self) -> usize {
-        self.group.as_ref().map_or(0, |g| g.text.len().max(1))
+        self.group.as_ref().map_or(0, |_| self.text.len().max(1))
     }
 
     /// How long an event waits for more lines, in milliseconds.
@@ -99,24 +102,24 @@ impl Grouper {
                 && !g.unterminated
                 && g.end == line.offset
                 && g.lines < MAX_GROUP_LINES
-                && g.text.len() + 1 + line.text.len() <= MAX_GROUP_BYTES
+                && self.text.len() + 1 + line.text.len() <= MAX_GROUP_BYTES
         }) && self.grouping.continues(line.text);
         if joins {
             let g = self.group.as_mut().expect("joins only a held group");
-            g.text.push(b'\n');
-            g.text.extend_from_slice(line.text);
+            self.text.push(b'\n');
+            self.text.extend_from_slice(line.text);
             g.end = line.end();
             g.lines += 1;
             g.unterminated = line.unterminated;
             return;
         }
         self.close(out);
+        self.text.extend_from_slice(line.text);
         self.group = Some(Group {
             offset: line.offset,
             end: line.end(),
             ts_unix_nanos: line.ts_unix_nanos,
             stream: line.stream,
-            text: line.text.to_vec(),
             lines: 1,
             unterminated: line.unterminated,
         });
@@ -130,11 +133,16 @@ impl Grouper {
             raw_len: u32::try_from(g.end - g.offset).unwrap_or(u32::MAX),
             ts_unix_nanos: g.ts_unix_nanos,
             stream: g.stream,
-            text: &g.text,
+            text: &self.text,
             partial: false,
             unterminated: g.unterminated,
             resume: true,
         });
+        self.text.clear();
+        // An unusually long event does not keep its memory.
+        if self.text.capacity() > 64 << 10 {
+            self.text = Vec::new();
+        }
         Some(g.end)
     }
 }

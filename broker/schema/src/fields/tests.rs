@@ -196,3 +196,24 @@ proptest! {
         prop_assert_eq!(p.fields, want);
     }
 }
+
+/// `SLUICE_PARSE_FILE=F cargo test --release -p sluice-schema -- --ignored
+/// parse_speed --nocapture`: nanoseconds per line of `F` for `parse`.
+#[test]
+#[ignore]
+fn parse_speed() {
+    let Ok(path) = std::env::var("SLUICE_PARSE_FILE") else {
+        return;
+    };
+    let text = std::fs::read(path).unwrap();
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    for _ in 0..5 {
+        for line in &lines {
+            n += parse(line).fields.len();
+        }
+    }
+    let per = start.elapsed().as_nanos() as f64 / (5 * lines.len()) as f64;
+    println!("{per:.0} ns per line ({n} fields)");
+}
