@@ -144,6 +144,9 @@ pub(crate) fn log_properties(options: &SplitOptions) -> Result<WriterProperties>
     let builder = [FIELDS_KEY, FIELDS_VALUE].iter().fold(builder, |b, leaf| {
         b.set_column_statistics_enabled(fields_leaf(leaf), EnabledStatistics::None)
     });
+    // Field values are as often distinct (times, durations, ids) as not: a
+    // dictionary is built, overflows and is dropped.
+    let builder = builder.set_column_dictionary_enabled(fields_leaf(FIELDS_VALUE), false);
     // What the parsed columns hold is also in `line` (compressed at the
     // split's level): zstd level 1 keeps the cost of parsing within 15 %
     // of the archiver's CPU on most corpora (docs/PERFORMANCE.md).
