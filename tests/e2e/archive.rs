@@ -6,8 +6,6 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::harness::Up;
 
 #[test]
@@ -354,14 +352,23 @@ fn two_archivers_side_by_side_archive_every_line_once() {
             missing.len(),
             &missing[..missing.len().min(20)]
         );
-        let commits = tmp.path().join("archive/_catalog/commits");
-        for e in std::fs::read_dir(&commits).unwrap().flatten() {
-            let c: Value =
-                serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
-            eprintln!(
-                "{} {} bus {} archived {}",
-                c["version"], c["writer"], c["bus"], c["archived"]
-            );
+        // The logs table's commits: who wrote each and the bus positions.
+        let commits = tmp.path().join("archive/logs/_delta_log");
+        let mut paths: Vec<_> = std::fs::read_dir(&commits)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let actions: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("\"txn\"") || l.contains("\"commitInfo\""))
+                .collect();
+            eprintln!("{}: {}", path.display(), actions.join(" "));
         }
     }
     assert_eq!(seen.len(), want.len(), "{}\n{}", log("a"), log("b"));

@@ -36,20 +36,11 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/delta_reade
 /// `SLUICE_DELTA_PYTHON` (set by scripts/test.sh). `None` (with a message)
 /// when there is none, unless `SLUICE_REQUIRE_DELTA=1`.
 pub(crate) fn delta_python() -> Option<String> {
-    let python = std::env::var("SLUICE_DELTA_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import duckdb, duckdb_extension_delta, deltalake"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var("SLUICE_REQUIRE_DELTA").as_deref() != Ok("1"),
-        "SLUICE_REQUIRE_DELTA=1 but {python} cannot import duckdb, duckdb_extension_delta and deltalake"
-    );
-    eprintln!("skipping: no Python with the Delta readers; scripts/test.sh installs one");
-    None
+    crate::harness::python_with(
+        "DELTA",
+        "import duckdb, duckdb_extension_delta, deltalake",
+        "the Delta readers",
+    )
 }
 
 /// Runs the reader script; its JSON.

@@ -450,3 +450,25 @@ pub async fn channel(dir: &Path, endpoint: &str) -> tonic::transport::Channel {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {endpoint}: {e}"))
 }
+
+/// `SLUICE_<NAME>_PYTHON` (set by scripts/test.sh), else `python3`, when
+/// it runs `imports`; `None` (with a message) when it does not, unless
+/// `SLUICE_REQUIRE_<NAME>=1`, which makes that a failure.
+pub fn python_with(name: &str, imports: &str, what: &str) -> Option<String> {
+    let python =
+        std::env::var(format!("SLUICE_{name}_PYTHON")).unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", imports])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    let require = format!("SLUICE_REQUIRE_{name}");
+    assert!(
+        std::env::var(&require).as_deref() != Ok("1"),
+        "{require}=1 but {python} cannot import {what}"
+    );
+    eprintln!("skipping: no Python with {what}; scripts/test.sh installs one");
+    None
+}

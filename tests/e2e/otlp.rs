@@ -18,24 +18,12 @@ use crate::harness::{Up, sluice_ok};
 /// `SLUICE_OTEL_PYTHON` (set by scripts/test.sh). `None` (with a message)
 /// when there is none, unless `SLUICE_REQUIRE_OTEL=1`.
 fn otel_python() -> Option<String> {
-    let python = std::env::var("SLUICE_OTEL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args([
-            "-c",
-            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, \
-             opentelemetry.exporter.otlp.proto.http",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var("SLUICE_REQUIRE_OTEL").as_deref() != Ok("1"),
-        "SLUICE_REQUIRE_OTEL=1 but {python} cannot import the OpenTelemetry SDK and exporters"
-    );
-    eprintln!("skipping: no Python with the OpenTelemetry SDK; scripts/test.sh installs one");
-    None
+    crate::harness::python_with(
+        "OTEL",
+        "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, \
+         opentelemetry.exporter.otlp.proto.http",
+        "the OpenTelemetry SDK and exporters",
+    )
 }
 
 struct Sender<'a> {

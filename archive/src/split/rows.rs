@@ -16,8 +16,7 @@ use arrow_array::types::{
     Int32Type, Int64Type, TimestampMicrosecondType, TimestampNanosecondType, UInt32Type, UInt64Type,
 };
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int64Array, MapArray, RecordBatch, StructArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use arrow_schema::DataType;
 use bytes::Bytes;
@@ -278,12 +277,22 @@ impl ParsedColumns {
             key: schema::FIELDS_KEY.into(),
             value: schema::FIELDS_VALUE.into(),
         };
+        // The key and value fields as the schema declares them (the value
+        // nullable), so the finished map has the schema's type.
+        let DataType::Map(entries, _) = schema::fields_type() else {
+            unreachable!("fields_type is a map")
+        };
+        let DataType::Struct(kv) = entries.data_type() else {
+            unreachable!("map entries are a struct")
+        };
         ParsedColumns {
             level: StringBuilder::with_capacity(rows, rows * 4),
             message: StringBuilder::with_capacity(rows, 0),
             trace_id: StringBuilder::with_capacity(rows, 0),
             span_id: StringBuilder::with_capacity(rows, 0),
-            fields: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new()),
+            fields: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+                .with_keys_field(kv[0].clone())
+                .with_values_field(kv[1].clone()),
         }
     }
 
@@ -313,28 +322,7 @@ impl ParsedColumns {
         columns.push(Arc::new(self.message.finish()));
         columns.push(Arc::new(self.trace_id.finish()));
         columns.push(Arc::new(self.span_id.finish()));
-        // The builder's map type says nothing of the value's nullability
-        // the schema declares; rebuild it with the schema's type.
-        let map = self.fields.finish();
-        let (_, offsets, entries, nulls, sorted) = map.into_parts();
-        let DataType::Map(entries_field, _) = schema::fields_type() else {
-            unreachable!("fields_type is a map")
-        };
-        let entries = StructArray::try_new(
-            match entries_field.data_type() {
-                DataType::Struct(f) => f.clone(),
-                _ => unreachable!("map entries are a struct"),
-            },
-            entries.columns().to_vec(),
-            None,
-        )?;
-        columns.push(Arc::new(MapArray::try_new(
-            entries_field,
-            offsets,
-            entries,
-            nulls,
-            sorted,
-        )?));
+        columns.push(Arc::new(self.fields.finish()));
         Ok(())
     }
 }

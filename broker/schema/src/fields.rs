@@ -205,7 +205,7 @@ pub fn parse(text: &[u8]) -> Parsed {
         return parsed;
     }
     let first = first_line(text);
-    if memchr_eq(first)
+    if first.contains(&b'=')
         && let Some(pairs) = logfmt_pairs(first)
     {
         return from_pairs(Format::Logfmt, pairs);
@@ -213,21 +213,9 @@ pub fn parse(text: &[u8]) -> Parsed {
     Parsed::plain(plain_level(first))
 }
 
-/// The level [`parse`] would find, for filters that need nothing else.
+/// The level [`parse`] finds, for filters that need nothing else.
 pub fn level(text: &[u8]) -> Option<Level> {
-    let start = text.iter().position(|b| !b.is_ascii_whitespace());
-    match start.map(|s| text[s]) {
-        Some(b'{') => parse(text).level,
-        _ => {
-            let first = first_line(text);
-            if memchr_eq(first)
-                && let Some(pairs) = logfmt_pairs(first)
-            {
-                return from_pairs(Format::Logfmt, pairs).level;
-            }
-            plain_level(first)
-        }
-    }
+    parse(text).level
 }
 
 fn first_line(text: &[u8]) -> &[u8] {
@@ -235,10 +223,6 @@ fn first_line(text: &[u8]) -> &[u8] {
         Some(end) => &text[..end],
         None => text,
     }
-}
-
-fn memchr_eq(text: &[u8]) -> bool {
-    text.contains(&b'=')
 }
 
 fn key_in(key: &str, keys: &[&str]) -> bool {

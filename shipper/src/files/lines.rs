@@ -162,7 +162,7 @@ impl LineAssembler {
         sorted.sort_unstable();
         sorted.dedup();
         self.cuts = sorted.into();
-        self.grouper = grouping.map(|g| Grouper::new(g, cuts));
+        self.grouper = grouping.map(|g| Grouper::new(g, self.cuts.clone()));
         self
     }
 

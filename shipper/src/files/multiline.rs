@@ -52,16 +52,13 @@ pub struct Grouper {
 
 impl Grouper {
     /// A grouper applying `grouping`, ending events at `cuts` (offsets
-    /// recorded by earlier runs) as well.
-    pub fn new(grouping: Arc<Grouping>, cuts: &[u64]) -> Grouper {
-        let mut cuts: Vec<u64> = cuts.to_vec();
-        cuts.sort_unstable();
-        cuts.dedup();
+    /// recorded by earlier runs, ascending) as well.
+    pub fn new(grouping: Arc<Grouping>, cuts: VecDeque<u64>) -> Grouper {
         Grouper {
             grouping,
             group: None,
             text: Vec::new(),
-            cuts: cuts.into(),
+            cuts,
         }
     }
 
