@@ -376,11 +376,12 @@ impl Template {
     }
 
     fn render(&self, out: &mut Vec<u8>, source: &Source, line: &Line) {
+        let lossy = String::from_utf8_lossy(&line.text);
         let parsed = self
             .parts
             .iter()
             .any(|p| matches!(p, Part::Named(_)) || matches!(p, Part::Field(f) if f.is_parsed()))
-            .then(|| fields::parse(String::from_utf8_lossy(&line.text).as_bytes()));
+            .then(|| fields::parse(lossy.as_bytes()));
         let parsed = parsed.as_ref();
         let text = |value: Option<&str>| value.unwrap_or_default().as_bytes().to_vec();
         let mut segments = source.job.splitn(3, '/');
@@ -392,12 +393,7 @@ impl Template {
         for part in &self.parts {
             let _ = match part {
                 Part::Text(t) => out.write_all(t.as_bytes()),
-                Part::Named(name) => out.write_all(&text(parsed.and_then(|p| {
-                    p.fields
-                        .binary_search_by(|(k, _)| k.as_str().cmp(name))
-                        .ok()
-                        .map(|i| p.fields[i].1.as_str())
-                }))),
+                Part::Named(name) => out.write_all(&text(parsed.and_then(|p| p.field(name)))),
                 Part::Field(f) => match f {
                     Field::Level => {
                         out.write_all(&text(parsed.and_then(|p| p.level).map(|l| l.as_str())))

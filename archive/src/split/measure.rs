@@ -454,3 +454,58 @@ fn measure_parquet_columns() {
         }
     }
 }
+
+/// Where parsing's cost goes: the parse alone, the Arrow batch and the
+/// Parquet file with `parse_fields` on and off (no index; the median of 3).
+#[test]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
+fn measure_parsing_cost() {
+    let rows = corpus_rows();
+    let raw: usize = rows.iter().map(|r| r.text.len()).sum();
+    let time = |f: &dyn Fn()| {
+        median(
+            (0..3)
+                .map(|_| {
+                    let start = Instant::now();
+                    f();
+                    start.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let parse = time(&|| {
+        for row in &rows {
+            std::hint::black_box(sluice_schema::fields::parse(&row.text));
+        }
+    });
+    println!(
+        "\n{:.1} MB: parse alone {:.2} s",
+        mb(raw),
+        parse.as_secs_f64()
+    );
+    for parse_fields in [false, true] {
+        let options = SplitOptions {
+            parse_fields,
+            ..Default::default()
+        };
+        let batch = time(&|| {
+            for chunk in rows.chunks(options.row_group_rows) {
+                std::hint::black_box(
+                    super::rows::log_batch(chunk, parse_fields, |_, _| {}).expect("batch"),
+                );
+            }
+        });
+        let parquet = time(&|| {
+            std::hint::black_box(encode_log_parquet(&rows, &options, |_, _| {}).expect("writes"));
+        });
+        let split = time(&|| {
+            std::hint::black_box(super::write_log_split(rows.clone(), &options).expect("writes"));
+        });
+        println!(
+            "parse_fields {parse_fields}: batches {:.2} s, batches + Parquet {:.2} s, split (+ index) {:.2} s",
+            batch.as_secs_f64(),
+            parquet.as_secs_f64(),
+            split.as_secs_f64()
+        );
+    }
+}

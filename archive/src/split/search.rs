@@ -130,10 +130,7 @@ impl FieldTerm {
                 .span_id
                 .as_deref()
                 .is_some_and(|t| t.eq_ignore_ascii_case(id)),
-            FieldTerm::Other { name, value } => parsed
-                .fields
-                .binary_search_by(|(k, _)| k.as_str().cmp(name))
-                .is_ok_and(|i| parsed.fields[i].1 == *value),
+            FieldTerm::Other { name, value } => parsed.field(name) == Some(value.as_str()),
         }
     }
 

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_schema::archive::{self, Date};
 
@@ -366,10 +367,24 @@ pub(crate) async fn merge(
 
 /// Appends the rows of one Parquet file to `rows`.
 fn decode(bytes: Bytes, rows: &mut Rows, sources: &mut Sources) -> Result<(), String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| e.to_string())?
-        .build()
-        .map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    // The parsed columns are not read: the merged split parses `line` again
+    // (decoding the `fields` map costs about what parsing does).
+    let builder = match rows {
+        Rows::Logs(_) => {
+            let roots = builder
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !archive::PARSED_COLUMNS.contains(&f.name().as_str()))
+                .map(|(i, _)| i);
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            builder.with_projection(mask)
+        }
+        Rows::Events(_) => builder,
+    };
+    let reader = builder.build().map_err(|e| e.to_string())?;
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
         match rows {

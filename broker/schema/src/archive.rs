@@ -191,6 +191,15 @@ pub const COL_TRACE_ID: &str = "trace_id";
 pub const COL_SPAN_ID: &str = "span_id";
 /// `logs` column: a structured line's other fields.
 pub const COL_FIELDS: &str = "fields";
+/// The `logs` columns [`crate::fields::parse`] fills from `line`: a
+/// reader that rebuilds rows from `line` (compaction) need not decode them.
+pub const PARSED_COLUMNS: [&str; 5] = [
+    COL_LEVEL,
+    COL_MESSAGE,
+    COL_TRACE_ID,
+    COL_SPAN_ID,
+    COL_FIELDS,
+];
 /// Column of `events`: unique event id, `<origin>/<start>-<seq>`.
 pub const COL_ID: &str = "id";
 /// Column of `events`: snake_case event kind (see [`event_kind_name`]).

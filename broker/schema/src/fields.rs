@@ -28,6 +28,7 @@
 //! numbers (1–24) and syslog's names map onto them as
 //! [`Level::from_word`] says.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// How many words of a plain line's start are looked at for its level.
@@ -161,25 +162,38 @@ pub enum Format {
     Logfmt,
 }
 
-/// What [`parse`] found in a line.
+/// What [`parse`] found in a line: text borrowed from the line where it
+/// is written as it is read (no escapes), so most lines allocate only
+/// the vector of fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parsed {
+pub struct Parsed<'a> {
     /// How the line was read.
     pub format: Format,
     /// Its level, when it names one.
     pub level: Option<Level>,
     /// The message field of a JSON or logfmt line.
-    pub message: Option<String>,
+    pub message: Option<Cow<'a, str>>,
     /// The trace id field, as written.
-    pub trace_id: Option<String>,
+    pub trace_id: Option<Cow<'a, str>>,
     /// The span id field, as written.
-    pub span_id: Option<String>,
+    pub span_id: Option<Cow<'a, str>>,
     /// Every other field, sorted by key, keys unique.
-    pub fields: Vec<(String, String)>,
+    pub fields: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl Parsed {
-    fn plain(level: Option<Level>) -> Parsed {
+/// A key and value read from a line.
+type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+impl<'a> Parsed<'a> {
+    /// The value of field `key` (keys are sorted).
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|i| self.fields[i].1.as_ref())
+    }
+
+    fn plain(level: Option<Level>) -> Parsed<'a> {
         Parsed {
             format: Format::Plain,
             level,
@@ -193,7 +207,7 @@ impl Parsed {
 
 /// Reads a line (or the first line of a multi-line event) as the module
 /// documentation says. Never fails: what is not JSON or logfmt is plain.
-pub fn parse(text: &[u8]) -> Parsed {
+pub fn parse(text: &[u8]) -> Parsed<'_> {
     let start = text
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -231,7 +245,7 @@ fn key_in(key: &str, keys: &[&str]) -> bool {
 
 /// Sorts out level, message and ids from the other pairs (first of each
 /// kind wins, in the keys' order of preference for the level).
-fn from_pairs(format: Format, pairs: Vec<(String, String)>) -> Parsed {
+fn from_pairs(format: Format, pairs: Vec<Pair<'_>>) -> Parsed<'_> {
     let mut out = Parsed::plain(None);
     out.format = format;
     // The level: the pair of the most preferred level key that names one.
@@ -274,7 +288,7 @@ fn from_pairs(format: Format, pairs: Vec<(String, String)>) -> Parsed {
 /// One JSON object, flattened into pairs as it is read (no tree of values
 /// is built: a JSON line costs about half as much as through
 /// `serde_json::Value`).
-fn parse_json(text: &[u8]) -> Option<Parsed> {
+fn parse_json(text: &[u8]) -> Option<Parsed<'_>> {
     use serde::de::DeserializeSeed as _;
     let mut pairs = Vec::with_capacity(16);
     let mut de = serde_json::Deserializer::from_slice(text);
@@ -289,12 +303,12 @@ fn parse_json(text: &[u8]) -> Option<Parsed> {
 }
 
 /// Reads an object into `out` as `prefix.key` = value pairs.
-struct Flatten<'a> {
+struct Flatten<'a, 'de> {
     prefix: &'a str,
-    out: &'a mut Vec<(String, String)>,
+    out: &'a mut Vec<Pair<'de>>,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -302,7 +316,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+impl<'de> serde::de::Visitor<'de> for Flatten<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -316,9 +330,9 @@ impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
                 continue;
             }
             let key = if self.prefix.is_empty() {
-                key.into_owned()
+                key
             } else {
-                format!("{}.{key}", self.prefix)
+                Cow::Owned(format!("{}.{key}", self.prefix))
             };
             map.next_value_seed(Field {
                 key,
@@ -330,7 +344,7 @@ impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
 }
 
 /// An object key, borrowed from the line when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+struct Key<'de>(Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -341,13 +355,13 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Borrowed(s)))
+                Ok(Key(Cow::Borrowed(s)))
             }
             fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Owned(s.to_string())))
+                Ok(Key(Cow::Owned(s.to_string())))
             }
             fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Owned(s)))
+                Ok(Key(Cow::Owned(s)))
             }
         }
         d.deserialize_str(V)
@@ -356,12 +370,12 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 
 /// One value of an object: a string as it is, a number or boolean as its
 /// JSON text, an array as its JSON text, an object flattened, null left out.
-struct Field<'a> {
-    key: String,
-    out: &'a mut Vec<(String, String)>,
+struct Field<'a, 'de> {
+    key: Cow<'de, str>,
+    out: &'a mut Vec<Pair<'de>>,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for Field<'_> {
+impl<'de> serde::de::DeserializeSeed<'de> for Field<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -369,41 +383,47 @@ impl<'de> serde::de::DeserializeSeed<'de> for Field<'_> {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Field<'_> {
+impl<'de> serde::de::Visitor<'de> for Field<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<(), E> {
+        self.out.push((self.key, Cow::Borrowed(s)));
+        Ok(())
+    }
+
     fn visit_str<E>(self, s: &str) -> Result<(), E> {
-        self.out.push((self.key, s.to_string()));
+        self.out.push((self.key, Cow::Owned(s.to_string())));
         Ok(())
     }
 
     fn visit_string<E>(self, s: String) -> Result<(), E> {
-        self.out.push((self.key, s));
+        self.out.push((self.key, Cow::Owned(s)));
         Ok(())
     }
 
     fn visit_bool<E>(self, b: bool) -> Result<(), E> {
-        self.out.push((self.key, b.to_string()));
+        self.out
+            .push((self.key, Cow::Borrowed(if b { "true" } else { "false" })));
         Ok(())
     }
 
     fn visit_i64<E>(self, n: i64) -> Result<(), E> {
-        self.out.push((self.key, n.to_string()));
+        self.out.push((self.key, Cow::Owned(n.to_string())));
         Ok(())
     }
 
     fn visit_u64<E>(self, n: u64) -> Result<(), E> {
-        self.out.push((self.key, n.to_string()));
+        self.out.push((self.key, Cow::Owned(n.to_string())));
         Ok(())
     }
 
     fn visit_f64<E>(self, n: f64) -> Result<(), E> {
         self.out
-            .push((self.key, serde_json::Value::from(n).to_string()));
+            .push((self.key, Cow::Owned(serde_json::Value::from(n).to_string())));
         Ok(())
     }
 
@@ -415,7 +435,7 @@ impl<'de> serde::de::Visitor<'de> for Field<'_> {
         use serde::Deserialize as _;
         let value =
             serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-        self.out.push((self.key, value.to_string()));
+        self.out.push((self.key, Cow::Owned(value.to_string())));
         Ok(())
     }
 
@@ -430,7 +450,7 @@ impl<'de> serde::de::Visitor<'de> for Field<'_> {
 
 /// The pairs of a logfmt line, or `None` when any word of it is not a
 /// `key=value` pair or it has fewer than two.
-fn logfmt_pairs(line: &[u8]) -> Option<Vec<(String, String)>> {
+fn logfmt_pairs(line: &[u8]) -> Option<Vec<Pair<'_>>> {
     let line = std::str::from_utf8(line).ok()?;
     let bytes = line.as_bytes();
     let mut pairs = Vec::new();
@@ -454,25 +474,36 @@ fn logfmt_pairs(line: &[u8]) -> Option<Vec<(String, String)>> {
         i += 1;
         let value = if bytes.get(i) == Some(&b'"') {
             i += 1;
-            let mut value = String::new();
-            loop {
-                let c = line[i..].chars().next()?;
-                i += c.len_utf8();
-                match c {
-                    '"' => break,
-                    '\\' => {
-                        let e = line[i..].chars().next()?;
-                        i += e.len_utf8();
-                        value.push(match e {
-                            'n' => '\n',
-                            't' => '\t',
-                            'r' => '\r',
-                            other => other,
-                        });
-                    }
-                    c => value.push(c),
-                }
+            let start = i;
+            // Borrowed up to the first escape, if any.
+            while i < bytes.len() && !matches!(bytes[i], b'"' | b'\\') {
+                i += 1;
             }
+            let value = if bytes.get(i) == Some(&b'"') {
+                i += 1;
+                Cow::Borrowed(&line[start..i - 1])
+            } else {
+                let mut value = line[start..i].to_string();
+                loop {
+                    let c = line[i..].chars().next()?;
+                    i += c.len_utf8();
+                    match c {
+                        '"' => break,
+                        '\\' => {
+                            let e = line[i..].chars().next()?;
+                            i += e.len_utf8();
+                            value.push(match e {
+                                'n' => '\n',
+                                't' => '\t',
+                                'r' => '\r',
+                                other => other,
+                            });
+                        }
+                        c => value.push(c),
+                    }
+                }
+                Cow::Owned(value)
+            };
             if i < bytes.len() && !bytes[i].is_ascii_whitespace() {
                 return None;
             }
@@ -485,9 +516,9 @@ fn logfmt_pairs(line: &[u8]) -> Option<Vec<(String, String)>> {
                 }
                 i += 1;
             }
-            line[start..i].to_string()
+            Cow::Borrowed(&line[start..i])
         };
-        pairs.push((key.to_string(), value));
+        pairs.push((Cow::Borrowed(key), value));
     }
     (pairs.len() >= 2).then_some(pairs)
 }

@@ -206,13 +206,7 @@ async fn records_become_lines_the_archive_parses_into_the_same_columns() {
     assert_eq!(parsed.message.as_deref(), Some("batch 28 failed"));
     assert_eq!(parsed.trace_id.as_deref(), Some("4b".repeat(16).as_str()));
     assert_eq!(parsed.span_id.as_deref(), Some("00f067aa0ba902b7"));
-    let field = |k: &str| {
-        parsed
-            .fields
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let field = |k: &str| parsed.field(k);
     assert_eq!(field("user"), Some("bob"));
     assert_eq!(field("http.code"), Some("503"));
     assert_eq!(field("severity_text"), Some("Warning"));
