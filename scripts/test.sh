@@ -46,16 +46,17 @@ if [ ! -x "$tansu" ]; then
 fi
 export SLUICE_TANSU="$tansu" SLUICE_REQUIRE_KAFKA=1
 
-step "Python tools: moto's S3 server" "first run only: under a minute"
+step "Python tools: moto's S3 server, python-hcl2 (reads deploy/'s Nomad job)" "first run only: under a minute"
 py="$tools/py"
-if ! "$py/bin/python" -c "import moto" 2>/dev/null; then
+if ! "$py/bin/python" -c "import moto, hcl2" 2>/dev/null; then
   if ! python3 -c "import venv, ensurepip" 2>/dev/null; then
     apt_install python3-venv
   fi
   python3 -m venv "$py"
-  "$py/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.1"
+  "$py/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.1" "python-hcl2==8.1.4"
 fi
 export SLUICE_PYTHON="$py/bin/python" SLUICE_MOTO="$py/bin/moto_server" SLUICE_REQUIRE_S3=1
+export SLUICE_DEPLOY_PYTHON="$py/bin/python" SLUICE_REQUIRE_DEPLOY=1
 
 step "Delta Lake readers: DuckDB 1.5.5 with its delta extension, the deltalake package" "first run only: under a minute"
 # A venv of its own: the delta extension does not load into DuckDB 2.0. The

@@ -58,6 +58,21 @@ pub struct ShipperArgs {
     pub max_tail_streams_per_user: usize,
     #[command(flatten)]
     pub otlp: crate::shared::otlp::OtlpArgs,
+    /// Register in the node directory of the admin service at URL
+    /// (`https://HOST:PORT`, what `sluice up` prints) and heartbeat there,
+    /// so `tailll` and `sluice status` find this shipper. The CA is
+    /// --tls-ca's, else client.toml's.
+    #[arg(long, env = "SLUICE_REGISTER", value_name = "URL")]
+    pub register: Option<String>,
+    /// File holding the token to register with (a Kubernetes Secret's
+    /// mount) [default: SLUICE_TOKEN, else client.toml's]. It must be
+    /// allowed to write every role this shipper holds a job of.
+    #[arg(long, env = "SLUICE_REGISTER_TOKEN_FILE", value_name = "FILE")]
+    pub register_token_file: Option<PathBuf>,
+    /// The Tail service's URL as tailll should dial it (the name must be in
+    /// the certificate) [default: https:// and the --listen address].
+    #[arg(long, env = "SLUICE_ADVERTISE", value_name = "URL")]
+    pub advertise: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -134,19 +149,58 @@ pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
         );
         crate::shared::otlp::serve(&args.otlp, Arc::new(receiver), guard).await?;
     }
+    let mut tail_endpoint = String::new();
     let _tail = match (args.listen, guard) {
         (Some(listen), Some(guard)) => {
             let service = shipper
                 .tail_service()
                 .with_streams_per_user(args.max_tail_streams_per_user);
             let (addr, stop) = node::serve_tail(service, &guard, listen).await?;
-            eprintln!(
-                "tail service on https://{}",
-                crate::shared::tls::reported(addr)
-            );
+            let reported = format!("https://{}", crate::shared::tls::reported(addr));
+            eprintln!("tail service on {reported}");
+            tail_endpoint = args.advertise.clone().unwrap_or(reported);
             Some(stop)
         }
         _ => None,
+    };
+    let _registered = match &args.register {
+        Some(url) => {
+            let mut overrides = client::overrides(&args.dir)?;
+            overrides.addr = Some(url.clone());
+            if let Some(path) = &args.register_token_file {
+                let token = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "failed to read the token {} (--register-token-file)",
+                        path.display()
+                    )
+                })?;
+                overrides.token = Some(token.trim().to_string());
+            }
+            let cluster = sluice_client::Cluster::resolve(&args.dir.data_dir, &overrides)
+                .context("--register: no token (pass --register-token-file or set SLUICE_TOKEN)")?;
+            anyhow::ensure!(
+                !cluster.endpoint.starts_with("https://") || cluster.ca.is_some(),
+                "--register {url}: no CA to check its certificate against (pass --tls-ca)"
+            );
+            eprintln!("registering in the node directory at {}", cluster.endpoint);
+            Some(crate::shared::register::spawn(
+                crate::shared::register::Registration {
+                    cluster,
+                    host: config.host.clone(),
+                    layout: config.layout.name(),
+                    tail_endpoint,
+                    metrics: shipper.metrics(),
+                    started_unix_nanos: sluice_scheduler::scheduler::service::now_unix_nanos(),
+                },
+            ))
+        }
+        None => {
+            anyhow::ensure!(
+                args.advertise.is_none(),
+                "--advertise is what the node directory is told: it needs --register"
+            );
+            None
+        }
     };
     eprintln!(
         "shipping {} ({}) to {}",

@@ -101,9 +101,12 @@ fn status_text(endpoint: &str, reply: &StatusReply, d: &serde_json::Value, now: 
         u(&a["events_archived"]),
         u(&a["commits"]),
     );
+    let scheduled = d["scheduler"] != false;
     let nodes = d["nodes"].as_array().cloned().unwrap_or_default();
     let alive = nodes.iter().filter(|n| n["alive"] == true).count();
-    let _ = writeln!(out, "nodes:    {} ({alive} alive)", nodes.len());
+    if scheduled {
+        let _ = writeln!(out, "nodes:    {} ({alive} alive)", nodes.len());
+    }
     let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| {
@@ -138,8 +141,48 @@ fn status_text(endpoint: &str, reply: &StatusReply, d: &serde_json::Value, now: 
         "GC FREED",
         "LAST GC",
     ];
-    indent(&mut out, &table(&header, &rows));
+    if scheduled {
+        indent(&mut out, &table(&header, &rows));
+    }
+    let shippers = d["shippers"].as_array().cloned().unwrap_or_default();
+    let stale = shippers.iter().filter(|s| s["stale"] == true).count();
+    let _ = writeln!(
+        out,
+        "shippers: {} ({stale} stale) in the node directory",
+        shippers.len()
+    );
+    let rows: Vec<Vec<String>> = shippers
+        .iter()
+        .map(|s| {
+            let jobs = s["jobs"].as_array().cloned().unwrap_or_default();
+            let sources: u64 = jobs.iter().map(|j| u(&j["sources"])).sum();
+            vec![
+                s["host"].as_str().unwrap_or("?").to_string(),
+                s["layout"].as_str().unwrap_or("?").to_string(),
+                if s["stale"] == true { "stale" } else { "live" }.to_string(),
+                jobs.len().to_string(),
+                sources.to_string(),
+                u(&s["lines_shipped"]).to_string(),
+                human_bytes(u(&s["lag_bytes"])),
+                ago(&s["last_heartbeat_unix_nanos"], "-"),
+                s["tail"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        let header = [
+            "HOST", "LAYOUT", "STATE", "JOBS", "SOURCES", "LINES", "LAG", "HEARD", "TAIL",
+        ];
+        indent(&mut out, &table(&header, &rows));
+    }
     let jobs = d["jobs"].as_array().cloned().unwrap_or_default();
+    if !scheduled {
+        let _ = writeln!(
+            out,
+            "jobs:     no scheduler (jobs are where the shippers above found them)"
+        );
+        return out;
+    }
     let _ = writeln!(out, "jobs:     {}", jobs.len());
     let rows: Vec<Vec<String>> = jobs
         .iter()
@@ -201,5 +244,53 @@ mod tests {
         assert_eq!(human_secs(59), "59s");
         assert_eq!(human_secs(61), "1m01s");
         assert_eq!(human_secs(7322), "2h02m");
+    }
+
+    #[test]
+    fn shippers_of_the_node_directory_are_listed_with_stale_ones_marked() {
+        let now = 100_000_000_000;
+        let detail = serde_json::json!({
+            "scheduler": false,
+            "nodes": [],
+            "jobs": [],
+            "shippers": [
+                {"host": "k8s-1", "layout": "kubernetes", "stale": false, "lines_shipped": 7,
+                 "lag_bytes": 2048, "last_heartbeat_unix_nanos": now - 1_000_000_000,
+                 "tail": "https://10.0.0.1:7000",
+                 "jobs": [{"job": "web/k8s/api", "sources": 3}, {"job": "web/k8s/db", "sources": 1}]},
+                {"host": "nomad-1", "layout": "nomad", "stale": true, "lines_shipped": 0,
+                 "lag_bytes": 0, "last_heartbeat_unix_nanos": now - 60_000_000_000,
+                 "tail": "", "jobs": []},
+            ],
+        });
+        let reply = StatusReply {
+            version: "0".into(),
+            user: "admin".into(),
+            ..Default::default()
+        };
+        let text = status_text("https://x", &reply, &detail, now);
+        assert!(text.contains("shippers: 2 (1 stale)"), "{text}");
+        let k8s = text.lines().find(|l| l.contains("k8s-1")).unwrap();
+        for want in [
+            "kubernetes",
+            "live",
+            " 2 ",
+            " 4 ",
+            "2.0 KiB",
+            "1s ago",
+            "https://10.0.0.1:7000",
+        ] {
+            assert!(k8s.contains(want), "{want:?} in {k8s:?}");
+        }
+        let nomad = text.lines().find(|l| l.contains("nomad-1")).unwrap();
+        assert!(
+            nomad.contains("stale") && nomad.contains("1m00s ago"),
+            "{nomad}"
+        );
+        assert!(
+            !text.contains("NODE"),
+            "no nodes table without a scheduler: {text}"
+        );
+        assert!(text.contains("no scheduler"), "{text}");
     }
 }

@@ -159,6 +159,58 @@ pub fn bus_writer(bus: Arc<dyn Bus>, groups: &'static [&'static str], every: Dur
     })
 }
 
+/// The node directory's shippers, for `/metrics`.
+pub fn directory_writer(
+    directory: Arc<crate::shared::directory::Directory>,
+) -> crate::shared::metrics_http::Writer {
+    use sluice_schema::metrics::Kind;
+    const SHIPPERS: &str = "shippers registered in the node directory, by state";
+    const LAG: &str =
+        "bytes a registered shipper's files hold that the bus has not acknowledged, as last heard";
+    const AGE: &str = "seconds since a registered shipper's last heartbeat";
+    Arc::new(move |out| {
+        let now = sluice_scheduler::scheduler::service::now_unix_nanos();
+        let shippers = directory.snapshot(now);
+        let stale = shippers.iter().filter(|s| s.stale).count() as u64;
+        let live = shippers.len() as u64 - stale;
+        out.gauge(
+            "sluice_directory_shippers",
+            SHIPPERS,
+            &[("state", "live")],
+            live,
+        );
+        out.gauge(
+            "sluice_directory_shippers",
+            SHIPPERS,
+            &[("state", "stale")],
+            stale,
+        );
+        out.declare("sluice_directory_shipper_lag_bytes", Kind::Gauge, LAG);
+        out.declare(
+            "sluice_directory_shipper_heartbeat_age_seconds",
+            Kind::Gauge,
+            AGE,
+        );
+        for info in &shippers {
+            let h = info.heartbeat.clone().unwrap_or_default();
+            let labels = [("host", h.host.as_str()), ("layout", h.layout.as_str())];
+            out.gauge(
+                "sluice_directory_shipper_lag_bytes",
+                LAG,
+                &labels,
+                h.lag_bytes,
+            );
+            let age = now.saturating_sub(info.last_heartbeat_unix_nanos) as f64 / 1e9;
+            out.gauge(
+                "sluice_directory_shipper_heartbeat_age_seconds",
+                AGE,
+                &labels,
+                age,
+            );
+        }
+    })
+}
+
 /// Jobs by state, instances by task state and nodes by liveness, for
 /// `/metrics`.
 pub fn scheduler_writer(scheduler: SchedulerService) -> crate::shared::metrics_http::Writer {

@@ -160,6 +160,8 @@ pub struct Node {
     shipper: Shipper,
     agent: Option<Arc<Agent>>,
     stop_services: oneshot::Sender<()>,
+    /// Heartbeats to the node directory, where the scheduler is.
+    register: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -220,8 +222,21 @@ impl Node {
             Some(agent.service()),
             &guard,
         )?;
+        let register = crate::shared::register::spawn(crate::shared::register::Registration {
+            cluster: sluice_client::Cluster {
+                endpoint: options.scheduler.clone(),
+                token: options.token.clone(),
+                ca: options.scheduler_ca.clone(),
+            },
+            host: name.to_string(),
+            layout: LayoutKind::Native.name(),
+            tail_endpoint: endpoint.clone(),
+            metrics: shipper.metrics(),
+            started_unix_nanos: now_unix_nanos(),
+        });
         Ok(Node {
             guard,
+            register,
             info: NodeInfo {
                 name: name.to_string(),
                 root,
@@ -251,6 +266,7 @@ impl Node {
     /// Stops the agent (tasks keep running under their executors), the
     /// services and the shipper.
     pub async fn stop(mut self) {
+        self.register.abort();
         let _ = self.stop_services.send(());
         if let Some(agent) = self.agent.take() {
             // The services held the other references; they are stopping.

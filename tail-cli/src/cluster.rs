@@ -9,14 +9,22 @@
 //! (rescheduled), replaced by a new task (cron), lost with their node. The
 //! nodes' own events (restarts, exits, quota kills) arrive on the Tail
 //! streams and are worded by [`event_notice`].
+//!
+//! Where no Sluice scheduler runs (`sluice up --no-scheduler` for a
+//! Kubernetes, Nomad or Aurora cluster), the Scheduler service is not
+//! there: the admin service's node directory says which shippers hold the
+//! job, and lines say when the job appears on a node or leaves it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_schema::glob::JobGlob;
+use sluice_schema::pb::admin_client::AdminClient;
 use sluice_schema::pb::scheduler_client::SchedulerClient;
-use sluice_schema::pb::{ClusterEvent, EventKind, ListJobsRequest, NodeStatusRequest, TaskState};
+use sluice_schema::pb::{
+    ClusterEvent, EventKind, ListJobsRequest, ListShippersRequest, NodeStatusRequest, TaskState,
+};
 use tokio::sync::{Notify, mpsc};
 
 use crate::args::Instances;
@@ -54,6 +62,9 @@ pub struct Placement {
     pub instances: BTreeMap<(String, u32), Instance>,
     /// Node name → its Tail service address.
     pub endpoints: BTreeMap<String, String>,
+    /// Without a scheduler: node → the selected jobs its shipper holds
+    /// (from the node directory; stale shippers left out).
+    pub holders: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Placement {
@@ -63,6 +74,7 @@ impl Placement {
             .values()
             .filter(|i| !i.host.is_empty())
             .map(|i| i.host.clone())
+            .chain(self.holders.keys().cloned())
             .collect()
     }
 
@@ -128,7 +140,14 @@ pub struct Scheduler {
     address: ClusterAddress,
     glob: JobGlob,
     instances: Option<Instances>,
-    client: Option<(String, SchedulerClient<AuthedChannel>)>,
+    client: Option<(String, Clients)>,
+}
+
+struct Clients {
+    scheduler: SchedulerClient<AuthedChannel>,
+    admin: AdminClient<AuthedChannel>,
+    /// The endpoint serves no Scheduler: the node directory is asked.
+    no_scheduler: bool,
 }
 
 impl Scheduler {
@@ -167,9 +186,14 @@ impl Scheduler {
                     ))
                 })?
                 .map_err(|e| PollError::Transient(e.context("cannot reach the scheduler")))?;
-            self.client = Some((endpoint.clone(), SchedulerClient::new(channel)));
+            let clients = Clients {
+                scheduler: SchedulerClient::new(channel.clone()),
+                admin: AdminClient::new(channel),
+                no_scheduler: false,
+            };
+            self.client = Some((endpoint.clone(), clients));
         }
-        let (_, scheduler) = self.client.as_mut().expect("connected above");
+        let (_, clients) = self.client.as_mut().expect("connected above");
         let call = |status: tonic::Status| {
             let error = status_error("the scheduler", &endpoint, &status);
             if is_fatal(status.code()) {
@@ -183,17 +207,37 @@ impl Scheduler {
                 "the scheduler at {endpoint} did not answer"
             ))
         };
-        let jobs = tokio::time::timeout(
+        if clients.no_scheduler {
+            return directory(
+                &mut clients.admin,
+                &self.glob,
+                self.instances.as_ref(),
+                &endpoint,
+            )
+            .await;
+        }
+        let scheduler = &mut clients.scheduler;
+        let listed = tokio::time::timeout(
             CALL_TIMEOUT,
             scheduler.list_jobs(ListJobsRequest {
                 glob: self.glob.as_str().to_string(),
             }),
         )
         .await
-        .map_err(|_| timed_out())?
-        .map_err(call)?
-        .into_inner()
-        .jobs;
+        .map_err(|_| timed_out())?;
+        let jobs = match listed {
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                clients.no_scheduler = true;
+                return directory(
+                    &mut clients.admin,
+                    &self.glob,
+                    self.instances.as_ref(),
+                    &endpoint,
+                )
+                .await;
+            }
+            listed => listed.map_err(call)?.into_inner().jobs,
+        };
         // Nodes no instance lists may still hold old runs: their addresses
         // too. Any authenticated caller may ask; a failure costs nothing.
         let nodes = tokio::time::timeout(CALL_TIMEOUT, scheduler.nodes(NodeStatusRequest {}))
@@ -238,6 +282,60 @@ impl Scheduler {
         }
         Ok(placement)
     }
+}
+
+/// Where the selected jobs are by the admin service's node directory: each
+/// live shipper holding one (of a selected instance) is followed.
+async fn directory(
+    admin: &mut AdminClient<AuthedChannel>,
+    glob: &JobGlob,
+    instances: Option<&Instances>,
+    endpoint: &str,
+) -> Result<Placement, PollError> {
+    let listed = tokio::time::timeout(
+        CALL_TIMEOUT,
+        admin.list_shippers(ListShippersRequest {
+            glob: glob.as_str().to_string(),
+        }),
+    )
+    .await
+    .map_err(|_| {
+        PollError::Transient(anyhow::anyhow!(
+            "the admin service at {endpoint} did not answer"
+        ))
+    })?;
+    let shippers = match listed {
+        Ok(reply) => reply.into_inner().shippers,
+        Err(status) => {
+            let error = status_error("the node directory", endpoint, &status);
+            return Err(if is_fatal(status.code()) {
+                PollError::Fatal(error)
+            } else {
+                PollError::Transient(error)
+            });
+        }
+    };
+    let mut placement = Placement::default();
+    for info in shippers {
+        let Some(h) = info.heartbeat else { continue };
+        for job in &h.jobs {
+            placement.jobs.insert(job.job.clone());
+        }
+        if info.stale || h.tail_endpoint.is_empty() {
+            continue;
+        }
+        let held: BTreeSet<String> = h
+            .jobs
+            .iter()
+            .filter(|j| instances.is_none_or(|set| j.instances.iter().any(|&i| set.contains(i))))
+            .map(|j| j.job.clone())
+            .collect();
+        if !held.is_empty() {
+            placement.endpoints.insert(h.host.clone(), h.tail_endpoint);
+            placement.holders.insert(h.host, held);
+        }
+    }
+    Ok(placement)
 }
 
 /// What the poller reports.
@@ -350,6 +448,33 @@ pub fn changes(old: &Placement, new: &Placement, now: i64) -> Vec<Notice> {
             say(key, text.to_string());
         }
     }
+    // The node directory's view: a job's shipper on a node came or went.
+    let empty = BTreeSet::new();
+    for host in old
+        .holders
+        .keys()
+        .chain(new.holders.keys())
+        .collect::<BTreeSet<_>>()
+    {
+        let was = old.holders.get(host).unwrap_or(&empty);
+        let is = new.holders.get(host).unwrap_or(&empty);
+        for job in is.difference(was) {
+            notices.push(Notice {
+                ts: now,
+                job: job.clone(),
+                instance: None,
+                text: format!("found on {host}"),
+            });
+        }
+        for job in was.difference(is) {
+            notices.push(Notice {
+                ts: now,
+                job: job.clone(),
+                instance: None,
+                text: format!("no longer on {host}"),
+            });
+        }
+    }
     notices
 }
 
@@ -418,7 +543,33 @@ mod tests {
                 .map(|(i, x)| (("www/prod/web".to_string(), *i), x.clone()))
                 .collect(),
             endpoints: BTreeMap::new(),
+            holders: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn the_directory_says_when_a_job_comes_to_a_node_or_leaves_it() {
+        let held = |pairs: &[(&str, &[&str])]| Placement {
+            holders: pairs
+                .iter()
+                .map(|(h, jobs)| (h.to_string(), jobs.iter().map(|j| j.to_string()).collect()))
+                .collect(),
+            ..Placement::default()
+        };
+        let old = held(&[("node-a", &["web/k8s/api"])]);
+        let new = held(&[("node-b", &["web/k8s/api"])]);
+        assert_eq!(new.hosts(), ["node-b".to_string()].into());
+        let texts: Vec<(String, Option<u32>, String)> = changes(&old, &new, 7)
+            .into_iter()
+            .map(|n| (n.job, n.instance, n.text))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                ("web/k8s/api".into(), None, "no longer on node-a".into()),
+                ("web/k8s/api".into(), None, "found on node-b".into()),
+            ]
+        );
     }
 
     fn texts(notices: &[Notice]) -> Vec<String> {

@@ -9,6 +9,8 @@ mod harness;
 mod bus;
 mod delta;
 mod demo;
+mod deploy;
+mod directory;
 mod faults;
 mod maintenance;
 mod otlp;

@@ -30,7 +30,7 @@ fn tailll_bin() -> PathBuf {
     path
 }
 
-fn tailll_command(data_dir: &str, args: &[&str]) -> Command {
+pub(crate) fn tailll_command(data_dir: &str, args: &[&str]) -> Command {
     let mut command = Command::new(tailll_bin());
     command
         .args(args)
@@ -44,8 +44,16 @@ fn tailll_command(data_dir: &str, args: &[&str]) -> Command {
     command
 }
 
+/// `tailll ARGS` to the end as the holder of `token`.
+pub(crate) fn tailll_as(data_dir: &str, token: &str, args: &[&str]) -> std::process::Output {
+    tailll_command(data_dir, args)
+        .env("SLUICE_TOKEN", token)
+        .output()
+        .expect("run tailll")
+}
+
 /// A `tailll` in the background; its stdout collected line by line.
-struct Tailll {
+pub(crate) struct Tailll {
     child: Option<Child>,
     lines: Arc<Mutex<Vec<String>>>,
     stderr: PathBuf,
@@ -53,7 +61,7 @@ struct Tailll {
 }
 
 impl Tailll {
-    fn start(data_dir: &str, args: &[&str]) -> Tailll {
+    pub(crate) fn start(data_dir: &str, args: &[&str]) -> Tailll {
         let stderr = PathBuf::from(format!(
             "{data_dir}.tailll-{}.err",
             std::time::SystemTime::now()
@@ -83,16 +91,16 @@ impl Tailll {
         }
     }
 
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     /// The JSON objects printed so far that are lines (not lifecycle).
-    fn json_lines(&self) -> Vec<Value> {
+    pub(crate) fn json_lines(&self) -> Vec<Value> {
         self.lines()
             .iter()
             .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -101,7 +109,7 @@ impl Tailll {
     }
 
     /// Waits until `done` holds for the output so far.
-    fn until(&self, secs: u64, what: &str, done: impl Fn(&[String]) -> bool) {
+    pub(crate) fn until(&self, secs: u64, what: &str, done: impl Fn(&[String]) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if done(&self.lines()) {
@@ -118,7 +126,7 @@ impl Tailll {
     }
 
     /// Ctrl-C; returns the exit status once the output is read.
-    fn interrupt(&mut self) -> ExitStatus {
+    pub(crate) fn interrupt(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         signal(child.id(), "INT");
         let status = wait(&mut child, 20, "tailll after Ctrl-C");

@@ -22,7 +22,7 @@ const GUEST_TOKEN: &str = "guest-token-0123456789abcdef";
 const CANARY: &str = "canary-4f1e9a2b7c";
 
 /// `sluice ARGS…` as the holder of `token`, against the cluster in `dir`.
-fn sluice_as(token: &str, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn sluice_as(token: &str, dir: &Path, args: &[&str]) -> Output {
     Command::new(SLUICE)
         .args(args)
         .arg("--data-dir")

@@ -44,6 +44,16 @@ pub struct UpArgs {
     /// [default: 1, 3 with --demo].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub nodes: Option<u32>,
+    /// Run no scheduler and no nodes: the admin, query and archiver
+    /// services for shippers on a cluster Sluice does not schedule
+    /// (Kubernetes, Nomad, Aurora). They register in the node directory,
+    /// where `tailll` finds them.
+    #[arg(long, conflicts_with_all = ["nodes", "demo"])]
+    pub no_scheduler: bool,
+    /// Seconds without a heartbeat after which `sluice status` shows a
+    /// registered shipper as stale.
+    #[arg(long, default_value_t = crate::shared::directory::DEFAULT_STALE_AFTER.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub shipper_stale_secs: u64,
     /// The bus: `embedded:///PATH` or `kafka://HOST:PORT[,HOST:PORT]`
     /// [default: embedded in DATA_DIR/bus]
     #[arg(long, env = "SLUICE_BUS")]
@@ -189,11 +199,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (maintenance_metrics, maintenance) =
         crate::shared::archiving::spawn_maintenance(maintenance, &archive, maintenance_stopped)
             .await?;
-    let scheduler = SchedulerService::start(
-        SchedulerConfig::new(data_dir.join("scheduler").join("state.json")),
-        events.clone(),
-    )
-    .context("failed to start the scheduler")?;
+    let scheduler = if args.no_scheduler {
+        None
+    } else {
+        Some(
+            SchedulerService::start(
+                SchedulerConfig::new(data_dir.join("scheduler").join("state.json")),
+                events.clone(),
+            )
+            .context("failed to start the scheduler")?,
+        )
+    };
+    let directory = Arc::new(crate::shared::directory::Directory::new(
+        Duration::from_secs(args.shipper_stale_secs),
+    ));
 
     // Each node serves its Tail and Node services on its own port of the
     // same address, and its agent reports to the scheduler here.
@@ -207,7 +226,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     options.disk_capacity_bytes = args.gc_capacity_mb.map(|mb| mb << 20);
     let mut nodes = Vec::new();
-    for i in 0..args.nodes.unwrap_or(if args.demo { 3 } else { 1 }) {
+    let node_count = match (&scheduler, args.nodes) {
+        (None, _) => 0,
+        (Some(_), Some(n)) => n,
+        (Some(_), None) if args.demo => 3,
+        (Some(_), None) => 1,
+    };
+    for i in 0..node_count {
         let name = format!("node-{i}");
         let node = Node::start(
             &name,
@@ -232,7 +257,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         scheduler.clone(),
         archiver_metrics.clone(),
         maintenance_metrics.clone(),
-    );
+        guard.audit.clone(),
+    )
+    .with_directory(directory.clone());
     let engine = sluice_query::QueryEngine::open(
         archive.clone(),
         sluice_query::EngineConfig {
@@ -249,7 +276,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.metrics_listen {
         let mut writers = vec![
             crate::shared::archiving::metrics_writer(archiver_metrics, maintenance_metrics),
-            crate::shared::metrics_http::scheduler_writer(scheduler.clone()),
+            crate::shared::metrics_http::directory_writer(directory.clone()),
             crate::shared::metrics_http::bus_writer(
                 bus.clone(),
                 &[sluice_archiver::GROUP],
@@ -259,6 +286,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 sluice_query::metrics::write(out, &query_metrics);
             }),
         ];
+        writers.extend(
+            scheduler
+                .iter()
+                .map(|s| crate::shared::metrics_http::scheduler_writer(s.clone())),
+        );
         writers.extend(nodes.iter().map(|n| n.status().metrics_writer()));
         let (bound, scheme) =
             crate::shared::metrics_http::serve_on(listen, writers, Some(&tls)).await?;
@@ -280,7 +312,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             AdminServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES),
             guard.auth("sluice.v1.Admin"),
         ))
-        .add_service(scheduler.server(guard.auth("sluice.v1.Scheduler"), MAX_MESSAGE_BYTES))
+        .add_optional_service(
+            scheduler
+                .as_ref()
+                .map(|s| s.server(guard.auth("sluice.v1.Scheduler"), MAX_MESSAGE_BYTES)),
+        )
         .add_service(InterceptedService::new(
             QueryServer::new(query).max_decoding_message_size(MAX_MESSAGE_BYTES),
             guard.auth("sluice.v1.Query"),
@@ -292,8 +328,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Jobs submitted as soon as `up` says it is up are spread over every
     // node: wait (briefly) for each to report to the scheduler.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while scheduler.with_core(|core| core.nodes().iter().filter(|n| n.alive).count()) < nodes.len()
-    {
+    let alive =
+        |s: &SchedulerService| s.with_core(|c| c.nodes().iter().filter(|n| n.alive).count());
+    while scheduler.as_ref().is_some_and(|s| alive(s) < nodes.len()) {
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!("not every node has reported to the scheduler yet");
             break;
@@ -301,6 +338,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let endpoint_for_shippers = endpoint.clone();
     ClientFile {
         endpoint,
         token,
@@ -329,27 +367,34 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             crate::shared::logs::file_of(&data_dir).display()
         );
     }
-    let demo_jobs = if args.demo {
-        demo::submit(&scheduler)?
-    } else {
-        Vec::new()
+    if scheduler.is_none() {
+        eprintln!(
+            "  no scheduler: shippers register here (sluice shipper --register {endpoint_for_shippers}), tailll finds jobs through them"
+        );
+    }
+    let demo_jobs = match (&scheduler, args.demo) {
+        (Some(scheduler), true) => demo::submit(scheduler)?,
+        _ => Vec::new(),
     };
     if args.demo {
         eprintln!("{}", demo::next_steps(&data_dir));
     }
     // With the log in a file, the terminal has room for a line of what is
     // happening.
-    let progress = (!args.log_stderr).then(|| {
-        use std::io::IsTerminal as _;
-        progress::spawn(
-            progress::Progress {
-                scheduler: scheduler.clone(),
-                nodes: statuses,
-                archiver: archiver_metrics_for_progress,
-            },
-            std::io::stderr().is_terminal(),
-        )
-    });
+    let progress = scheduler
+        .clone()
+        .filter(|_| !args.log_stderr)
+        .map(|scheduler| {
+            use std::io::IsTerminal as _;
+            progress::spawn(
+                progress::Progress {
+                    scheduler,
+                    nodes: statuses,
+                    archiver: archiver_metrics_for_progress,
+                },
+                std::io::stderr().is_terminal(),
+            )
+        });
     let mut server = server;
     let served = tokio::select! {
         served = &mut server => served,
@@ -358,9 +403,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 let _ = stop.send(());
                 let _ = task.await;
             }
-            if !demo_jobs.is_empty() {
+            if let (false, Some(scheduler)) = (demo_jobs.is_empty(), &scheduler) {
                 eprintln!("stopping the demo jobs (the next `sluice up --demo` submits them again)");
-                demo::kill(&scheduler, &demo_jobs, Duration::from_secs(15)).await;
+                demo::kill(scheduler, &demo_jobs, Duration::from_secs(15)).await;
             }
             let _ = stop_serving.send(());
             server.await
@@ -374,7 +419,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for node in nodes {
         node.stop().await;
     }
-    if let Err(e) = scheduler.stop().await {
+    if let Some(scheduler) = scheduler
+        && let Err(e) = scheduler.stop().await
+    {
         tracing::error!(error = %e, "the scheduler did not stop cleanly");
     }
     if !events.flush(Duration::from_secs(5)).await {

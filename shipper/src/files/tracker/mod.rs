@@ -35,6 +35,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use sluice_schema::events::{EventIds, EventSink};
+
+/// How often the jobs held are measured for the node directory.
+const JOBS_EVERY: Duration = Duration::from_secs(1);
 use sluice_schema::multiline::Grouping;
 use sluice_schema::pb::lifecycle::Kind as Lifecycle;
 use sluice_schema::pb::{ClusterEvent, EventKind, Source};
@@ -177,6 +180,8 @@ pub(crate) struct Tracker {
     /// Files that still had unread bytes when last polled: read again as
     /// soon as the in-flight budget allows.
     behind: Behind,
+    /// When [`Metrics::jobs`] was last measured.
+    jobs_measured: std::cell::Cell<Instant>,
     /// Tests: runs right after a read returns, to put a change to the file
     /// (a rotation, a truncation) between the read and what follows it.
     #[cfg(test)]
@@ -220,6 +225,12 @@ impl Tracker {
             missed: std::collections::HashSet::new(),
             buf: vec![0; READ_BYTES],
             behind: Behind::default(),
+            // Measured at the first pass.
+            jobs_measured: std::cell::Cell::new(
+                Instant::now()
+                    .checked_sub(JOBS_EVERY)
+                    .unwrap_or_else(Instant::now),
+            ),
             #[cfg(test)]
             after_read: None,
         })

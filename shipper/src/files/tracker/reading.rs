@@ -50,6 +50,10 @@ impl Tracker {
         self.metrics
             .lag_bytes
             .set(lagging.iter().map(|(lag, _)| lag).sum());
+        if self.jobs_measured.get().elapsed() >= JOBS_EVERY {
+            self.jobs_measured.set(Instant::now());
+            *self.metrics.jobs.lock().unwrap() = self.jobs_held();
+        }
         lagging.sort_by_key(|(lag, _)| std::cmp::Reverse(*lag));
         *self.metrics.source_lag.lock().unwrap() = lagging
             .iter()
@@ -63,6 +67,27 @@ impl Tracker {
                 )
             })
             .collect();
+    }
+
+    /// Every job this shipper holds sources for, sorted (the node
+    /// directory's heartbeat).
+    fn jobs_held(&self) -> Vec<crate::metrics::JobHeld> {
+        let mut jobs: std::collections::BTreeMap<&str, crate::metrics::JobHeld> =
+            std::collections::BTreeMap::new();
+        for t in self.files.values() {
+            let held =
+                jobs.entry(t.source.job.as_str())
+                    .or_insert_with(|| crate::metrics::JobHeld {
+                        job: t.source.job.clone(),
+                        ..Default::default()
+                    });
+            held.sources += 1;
+            held.lag_bytes += t.size.saturating_sub(t.acked);
+            if let Err(i) = held.instances.binary_search(&t.source.instance) {
+                held.instances.insert(i, t.source.instance);
+            }
+        }
+        jobs.into_values().collect()
     }
 
     pub(super) fn poll_one(&mut self, key: FileKey) -> bool {
