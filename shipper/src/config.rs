@@ -72,6 +72,10 @@ pub struct ShipperConfig {
     /// matches applies.
     #[serde(default)]
     pub multiline: Vec<JobMultiline>,
+    /// The kubernetes layout's optional mode: ask the API server for each
+    /// pod's labels and controller ([`crate::layout::pod_api`]).
+    #[serde(default)]
+    pub kubernetes_api: Option<crate::layout::pod_api::KubernetesApi>,
 }
 
 /// `[[shipper.multiline]]`: a multi-line rule for the jobs a glob matches.
@@ -152,6 +156,7 @@ impl ShipperConfig {
             tail_buffer: defaults::tail_buffer(),
             labels: BTreeMap::new(),
             multiline: Vec::new(),
+            kubernetes_api: None,
         }
     }
 
@@ -200,6 +205,17 @@ impl ShipperConfig {
         ] {
             if value == 0 {
                 return bad(field, "must be positive");
+            }
+        }
+        if let Some(api) = &self.kubernetes_api {
+            if self.layout != LayoutKind::Kubernetes {
+                return bad(
+                    "kubernetes_api",
+                    "only the kubernetes layout asks the API server",
+                );
+            }
+            if !(100..=60_000).contains(&api.timeout_ms) {
+                return bad("kubernetes_api.timeout_ms", "must be between 100 and 60000");
             }
         }
         for (i, rule) in self.multiline.iter().enumerate() {

@@ -55,7 +55,15 @@ impl Shipper {
                 config.root.display()
             )));
         }
-        let layout: Arc<dyn crate::layout::Layout> = Arc::from(config.layout.layout());
+        let layout: Arc<dyn crate::layout::Layout> = match &config.kubernetes_api {
+            Some(api) if config.layout == crate::layout::LayoutKind::Kubernetes => {
+                let api = crate::layout::pod_api::PodApi::start(api).map_err(Error::Config)?;
+                Arc::new(crate::layout::kubernetes::Kubernetes::with_api(Arc::new(
+                    api,
+                )))
+            }
+            _ => Arc::from(config.layout.layout()),
+        };
         let progress = Arc::new(Progress::new(config.root.clone(), layout.clone()));
         let sink = BusEventSink::start(bus.clone());
         let metrics = Arc::new(Metrics::default());

@@ -73,6 +73,12 @@ pub struct ShipperArgs {
     /// the certificate) [default: https:// and the --listen address].
     #[arg(long, env = "SLUICE_ADVERTISE", value_name = "URL")]
     pub advertise: Option<String>,
+    /// Kubernetes layout: ask the API server for each pod's labels and
+    /// controller (`in-cluster`: from the pod's environment and service
+    /// account; or `https://HOST:PORT` with [shipper.kubernetes_api]'s
+    /// token_file and ca_file). Needs `get` on pods.
+    #[arg(long, env = "SLUICE_KUBERNETES_API", value_name = "in-cluster|URL")]
+    pub kubernetes_api: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -83,6 +89,10 @@ struct FileConfig {
 }
 
 pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.advertise.is_none() || args.register.is_some(),
+        "--advertise is what the node directory is told: it needs --register"
+    );
     let (config, bus) = resolve(&args)?;
     let data_dir = std::path::absolute(&args.dir.data_dir)?;
     // The Tail and OTLP services need tokens and TLS (for the first
@@ -194,13 +204,7 @@ pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
                 },
             ))
         }
-        None => {
-            anyhow::ensure!(
-                args.advertise.is_none(),
-                "--advertise is what the node directory is told: it needs --register"
-            );
-            None
-        }
+        None => None,
     };
     eprintln!(
         "shipping {} ({}) to {}",
@@ -238,6 +242,22 @@ fn resolve(args: &ShipperArgs) -> anyhow::Result<(ShipperConfig, BusConfig)> {
     if let Some(layout) = args.layout {
         table.insert("layout".into(), layout.name().into());
     }
+    if let Some(api) = &args.kubernetes_api {
+        let mut settings = match table.get("kubernetes_api") {
+            Some(toml::Value::Table(t)) => t.clone(),
+            _ => toml::Table::new(),
+        };
+        let url = match api.as_str() {
+            "in-cluster" => {
+                sluice_shipper::layout::pod_api::KubernetesApi::in_cluster()
+                    .map_err(|e| anyhow::anyhow!("--kubernetes-api in-cluster: {e}"))?
+                    .url
+            }
+            url => url.to_string(),
+        };
+        settings.insert("url".into(), url.into());
+        table.insert("kubernetes_api".into(), settings.into());
+    }
     if let Some(root) = &args.root {
         table.insert(
             "root".into(),
@@ -271,6 +291,10 @@ fn resolve(args: &ShipperArgs) -> anyhow::Result<(ShipperConfig, BusConfig)> {
         .try_into()
         .with_context(|| format!("invalid shipper configuration in {where_}"))?;
     config.validate()?;
+    if let Some(api) = &config.kubernetes_api {
+        std::fs::read(&api.ca_file)
+            .with_context(|| format!("kubernetes_api.ca_file {}", api.ca_file.display()))?;
+    }
     // --bus, else the file's [bus], else the data directory's bus.
     let mut bus = match file.bus {
         Some(bus) => bus,

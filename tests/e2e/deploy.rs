@@ -362,3 +362,35 @@ fn the_dockerfile_builds_binaries_this_workspace_has() {
     assert_eq!(entry[0], format!("{dest}sluice"));
     assert!(copy.1.contains("target/release/sluice") && copy.1.contains("target/release/tailll"));
 }
+
+#[test]
+fn the_api_mode_grants_get_on_pods_to_the_shippers_account_only() {
+    let text = std::fs::read_to_string(deploy("kubernetes/api-mode.yaml")).unwrap();
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML"))
+        .collect();
+    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}])
+    );
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .unwrap();
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    // The subject is the DaemonSet's service account.
+    let main = std::fs::read_to_string(deploy("kubernetes/sluice-shipper.yaml")).unwrap();
+    let main: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&main)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let account = main.iter().find(|d| d["kind"] == "ServiceAccount").unwrap();
+    assert_eq!(binding["subjects"][0]["name"], account["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"][0]["namespace"],
+        account["metadata"]["namespace"]
+    );
+    // The flag it asks for exists.
+    assert!(shipper_help().0.contains("--kubernetes-api"));
+    assert!(text.contains("`--kubernetes-api` and `in-cluster`"));
+}

@@ -146,7 +146,7 @@ fn client_commands_without_a_cluster_say_how_to_start_one() {
 
 #[test]
 fn bad_flags_name_what_is_wrong() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["up", "--bus", "redis://x:1"],
             "expected `embedded:///PATH` or `kafka://HOST:PORT`",
@@ -171,6 +171,45 @@ fn bad_flags_name_what_is_wrong() {
                 "127.0.0.1:0",
             ],
             "the Tail service needs a token file",
+        ),
+        (&["up", "--no-scheduler", "--demo"], "--no-scheduler"),
+        (
+            &[
+                "shipper",
+                "--layout",
+                "docker",
+                "--root",
+                "/nonexistent-sandboxes",
+                "--kubernetes-api",
+                "https://127.0.0.1:6443",
+            ],
+            "kubernetes_api: only the kubernetes layout asks the API server",
+        ),
+        (
+            &[
+                "shipper",
+                "--layout",
+                "kubernetes",
+                "--root",
+                "/nonexistent-pods",
+                "--bus",
+                "kafka://127.0.0.1:1",
+                "--kubernetes-api",
+                "https://127.0.0.1:6443",
+            ],
+            "kubernetes_api.ca_file /var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        ),
+        (
+            &[
+                "shipper",
+                "--layout",
+                "kubernetes",
+                "--root",
+                "/nonexistent-pods",
+                "--advertise",
+                "https://10.0.0.1:7000",
+            ],
+            "--advertise is what the node directory is told: it needs --register",
         ),
     ];
     for (args, expected) in cases {

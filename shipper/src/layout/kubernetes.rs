@@ -35,24 +35,43 @@
 //! is wrong. Static pods are named `<name>-<node>`; the node name stays in
 //! the workload (and a node name ending in `-<digits>` gives an instance).
 //!
+//! With the API server's view (`[shipper.kubernetes_api]`, see
+//! [`super::pod_api`]), the workload is the pod's controller instead (a
+//! ReplicaSet's Deployment, a CronJob's Job's CronJob), the instance a
+//! StatefulSet's `apps.kubernetes.io/pod-index` label, and the pod's labels
+//! are added to the source's (the fixed three win); a pod the API does not
+//! answer for is read by its name as above.
+//!
 //! A `.log` file whose pod directory is not `<namespace>_<pod>_<uid>` is a
 //! [`LayoutError`]; other files are not log files. The sandbox is
 //! `<root>/<namespace>_<pod>_<uid>`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sluice_schema::pb::{Layout as LayoutProto, Stream};
 
 use super::names::{job_key, labels, parse_index, plain_components};
+use super::pod_api::PodApi;
 use super::{Framing, Identity, Layout, LayoutError};
 
 /// Characters of the random suffix the API server gives `generateName`.
 const SUFFIX_ALPHABET: &str = "bcdfghjklmnpqrstvwxz2456789";
 
 /// The [`Layout`] for the kubelet's `/var/log/pods`: CRI-framed files, one
-/// sandbox per pod directory, identity read off the pod directory name.
-#[derive(Debug)]
-pub struct Kubernetes;
+/// sandbox per pod directory, identity read off the pod directory name (and
+/// the API server's view of the pod, when given one).
+#[derive(Debug, Default)]
+pub struct Kubernetes {
+    api: Option<Arc<PodApi>>,
+}
+
+impl Kubernetes {
+    /// The layout that asks `api` about each pod.
+    pub fn with_api(api: Arc<PodApi>) -> Kubernetes {
+        Kubernetes { api: Some(api) }
+    }
+}
 
 impl Layout for Kubernetes {
     fn kind(&self) -> LayoutProto {
@@ -84,9 +103,9 @@ impl Layout for Kubernetes {
                 format!("pod directory {pod_dir:?} is not <namespace>_<pod>_<uid>"),
             ));
         };
-        let (workload, instance) = workload(pod);
-        Ok(Some(Identity {
-            job: job_key(namespace, "k8s", workload),
+        let (named, instance) = workload(pod);
+        let mut identity = Identity {
+            job: job_key(namespace, "k8s", named),
             instance,
             task_id: uid.to_string(),
             run: restart,
@@ -94,7 +113,24 @@ impl Layout for Kubernetes {
             stream: Stream::Unspecified,
             labels: labels([("namespace", namespace), ("pod", pod), ("uid", uid)]),
             multiline: None,
-        }))
+        };
+        if let Some(meta) = self
+            .api
+            .as_ref()
+            .and_then(|a| a.lookup(namespace, pod, uid))
+        {
+            if let Some(workload) = meta.workload() {
+                identity.job = job_key(namespace, "k8s", &workload);
+                identity.instance = meta.ordinal().unwrap_or(0);
+            }
+            for (key, value) in &meta.labels {
+                identity
+                    .labels
+                    .entry(key.clone())
+                    .or_insert_with(|| value.clone());
+            }
+        }
+        Ok(Some(identity))
     }
 
     fn sandbox(&self, root: &Path, path: &Path) -> Option<PathBuf> {
@@ -208,7 +244,10 @@ mod tests {
         let root = dir.path();
         let path = root.join(format!("default_web-0_{UID}/nginx/1.log"));
         assert_eq!(
-            Kubernetes.identify(root, &path).unwrap().unwrap(),
+            Kubernetes::default()
+                .identify(root, &path)
+                .unwrap()
+                .unwrap(),
             Identity {
                 job: "default/k8s/web".into(),
                 instance: 0,
@@ -221,10 +260,13 @@ mod tests {
             }
         );
         let rotated = root.join(format!("default_web-0_{UID}/nginx/0.log.20251121-070700"));
-        let id = Kubernetes.identify(root, &rotated).unwrap().unwrap();
+        let id = Kubernetes::default()
+            .identify(root, &rotated)
+            .unwrap()
+            .unwrap();
         assert_eq!((id.run, id.process.as_str()), (0, "nginx"));
         assert_eq!(
-            Kubernetes.sandbox(root, &path),
+            Kubernetes::default().sandbox(root, &path),
             Some(root.join(format!("default_web-0_{UID}")))
         );
     }
@@ -236,7 +278,10 @@ mod tests {
         let path = root.join(
             "kube-system_coredns-5d78c9869d-8jx2p_2b7e1c4d-9f3a-4e6b-8c5d-7a1f2e3d4c5b/coredns/0.log",
         );
-        let id = Kubernetes.identify(root, &path).unwrap().unwrap();
+        let id = Kubernetes::default()
+            .identify(root, &path)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (id.job.as_str(), id.instance),
             ("kube-system/k8s/coredns", 0)
@@ -245,7 +290,10 @@ mod tests {
         let path = root.join(
             "kube-system_kube-apiserver-node-1_0c9a8b7f6e5d4c3b2a1f0e9d8c7b6a5f/kube-apiserver/3.log",
         );
-        let id = Kubernetes.identify(root, &path).unwrap().unwrap();
+        let id = Kubernetes::default()
+            .identify(root, &path)
+            .unwrap()
+            .unwrap();
         // A static pod's node suffix looks like an ordinal: read as one.
         assert_eq!(
             (id.job.as_str(), id.instance, id.run),
@@ -290,7 +338,7 @@ mod tests {
             format!("default_web-0_{UID}/nginx/sub/0.log"),
         ] {
             assert_eq!(
-                Kubernetes.identify(root, &root.join(&rel)),
+                Kubernetes::default().identify(root, &root.join(&rel)),
                 Ok(None),
                 "{rel}"
             );
@@ -302,7 +350,7 @@ mod tests {
         let root = Path::new("/var/log/pods");
         for dir in ["web-0", "default_web-0", "default__uid", "a_b_c_d"] {
             let path = root.join(dir).join("nginx/0.log");
-            let err = Kubernetes.identify(root, &path).unwrap_err();
+            let err = Kubernetes::default().identify(root, &path).unwrap_err();
             assert_eq!(err.path, path);
             assert_eq!(
                 err.problem,
@@ -315,12 +363,19 @@ mod tests {
     fn hostile_names_are_sanitized() {
         let root = Path::new("/var/log/pods");
         let path = root.join(format!("..ns_we b;rm -rf_{UID}/c/0.log"));
-        let id = Kubernetes.identify(root, &path).unwrap().unwrap();
+        let id = Kubernetes::default()
+            .identify(root, &path)
+            .unwrap()
+            .unwrap();
         assert_eq!(id.job, "..ns/k8s/we_b_rm_-rf");
         assert_eq!(id.labels["pod"], "we b;rm -rf");
         let path = root.join(format!(".._x_{UID}/c/0.log"));
         assert_eq!(
-            Kubernetes.identify(root, &path).unwrap().unwrap().job,
+            Kubernetes::default()
+                .identify(root, &path)
+                .unwrap()
+                .unwrap()
+                .job,
             "__/k8s/x"
         );
     }
@@ -334,13 +389,13 @@ mod tests {
             .join(format!("default_web-0_{UID}"))
             .join(std::ffi::OsStr::from_bytes(b"ng\xffinx"))
             .join("0.log");
-        assert_eq!(Kubernetes.identify(root, &path), Ok(None));
+        assert_eq!(Kubernetes::default().identify(root, &path), Ok(None));
     }
 
     #[test]
     fn kind_framing_and_depth() {
-        assert_eq!(Kubernetes.kind(), LayoutProto::Kubernetes);
-        assert_eq!(Kubernetes.framing(), Framing::Cri);
-        assert_eq!(Kubernetes.max_depth(), 2);
+        assert_eq!(Kubernetes::default().kind(), LayoutProto::Kubernetes);
+        assert_eq!(Kubernetes::default().framing(), Framing::Cri);
+        assert_eq!(Kubernetes::default().max_depth(), 2);
     }
 }

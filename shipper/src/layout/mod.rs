@@ -17,6 +17,7 @@ pub mod mesos;
 mod names;
 pub mod native;
 pub mod nomad;
+pub mod pod_api;
 pub mod thermos;
 
 use std::collections::BTreeMap;
@@ -134,7 +135,7 @@ impl LayoutKind {
             LayoutKind::Native => Box::new(native::Native),
             LayoutKind::Thermos => Box::new(thermos::Thermos),
             LayoutKind::Mesos => Box::new(mesos::Mesos),
-            LayoutKind::Kubernetes => Box::new(kubernetes::Kubernetes),
+            LayoutKind::Kubernetes => Box::new(kubernetes::Kubernetes::default()),
             LayoutKind::Docker => Box::new(docker::Docker),
             LayoutKind::Nomad => Box::new(nomad::Nomad),
         }
