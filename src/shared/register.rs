@@ -76,7 +76,7 @@ impl Registration {
                 if status.code() == tonic::Code::Unavailable {
                     *client = None;
                 }
-                Err(format!("{}: {}", status.code(), status.message()))
+                Err(format!("{:?}: {}", status.code(), status.message()))
             }
         }
     }
@@ -95,6 +95,12 @@ pub fn spawn(registration: Registration) -> tokio::task::JoinHandle<()> {
         let admin = registration.cluster.endpoint.clone();
         loop {
             match registration.send(&mut client).await {
+                // A `sluice scheduler` serves no admin service: there is no
+                // directory to be in.
+                Err(e) if e.starts_with("Unimplemented") => {
+                    tracing::info!(%admin, "no node directory there (a scheduler without the admin service): not registering");
+                    return;
+                }
                 Ok(every) => {
                     if failing.take().is_some() {
                         tracing::info!(%admin, "registered in the node directory again");

@@ -168,7 +168,15 @@ fn tailll_follows_pods_across_nodes_through_the_node_directory() {
     let bus = kafka.url();
     let up = Up::start(
         &dir,
-        &["--no-scheduler", "--bus", &bus, "--shipper-stale-secs", "3"],
+        &[
+            "--no-scheduler",
+            "--bus",
+            &bus,
+            "--shipper-stale-secs",
+            "3",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
     );
     let client: toml::Table =
         toml::from_str(&std::fs::read_to_string(dir.join("client.toml")).unwrap()).unwrap();
@@ -346,6 +354,25 @@ fn tailll_follows_pods_across_nodes_through_the_node_directory() {
     );
     let text = sluice_ok(&["status", "--data-dir", &data]);
     assert!(text.contains("shippers: 4 (1 stale)"), "{text}");
+    let addr = up
+        .log()
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .expect("up says where its metrics are")
+        .to_string();
+    let metrics = crate::harness::scrape(&addr);
+    assert!(
+        metrics.contains("sluice_directory_shippers{state=\"live\"} 3")
+            && metrics.contains("sluice_directory_shippers{state=\"stale\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "sluice_directory_shipper_heartbeat_age_seconds{host=\"node-d\",layout=\"nomad\"}"
+        ),
+        "{metrics}"
+    );
     drop(up);
 }
 
