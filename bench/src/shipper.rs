@@ -45,9 +45,10 @@ pub struct ShipperBenchArgs {
     /// Print the report as JSON instead of a table
     #[arg(long)]
     pub json: bool,
-    /// Ship the same files a second time with this multi-line rule in
-    /// every manifest (java, python, go), into a bus and state of their
-    /// own, and report both runs.
+    /// Ship the same files again with this multi-line rule in every
+    /// manifest (java, python, go), twice, then once more without (each
+    /// run into a bus and state of its own), and report every run and the
+    /// tracker's speed with the rule against without (mean of two each).
     #[arg(long, value_name = "PRESET")]
     pub compare_multiline: Option<String>,
 }
@@ -152,29 +153,57 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
     let (rss_before_mib, peak_rss_mib, by_thread) =
         (run.rss_before_mib, run.peak_rss_mib, run.by_thread);
     rows.extend(run.rows);
+    // With a rule to compare: the rule, the rule again, then no rule
+    // again (each with a bus and state of its own), so whatever the
+    // machine does to earlier or later runs (the first run's gigabyte
+    // being written back) weighs on both sides; the tracker's CPU is
+    // compared as the mean of each pair.
+    let mut compared = None;
     if let Some(preset) = &args.compare_multiline {
         let rule: sluice_schema::multiline::Multiline =
             serde_json::from_value(serde_json::Value::String(preset.clone()))
                 .map_err(|e| anyhow::anyhow!("--compare-multiline: {e}"))?;
-        set_multiline(&root, Some(rule))?;
-        let url = match &args.bus {
-            // A second run on a shared bus reads the same topic: fine, the
-            // figures are the shipper's.
-            Some(url) => url.clone(),
-            None => BusUrl::Embedded(scratch.path().join("bus-multiline")),
+        let tracker = |rows: &[Row]| {
+            rows.iter()
+                .find(|r| r.name.trim_start().starts_with("of which the tracker"))
+                .map_or(0.0, |r| r.cpu_s)
         };
-        let label = format!(", multiline {preset}");
-        let run = ship(
-            &url,
-            &root,
-            &scratch.path().join("state-multiline"),
-            args.files,
-            bytes,
-            lines,
-            &label,
-        )
-        .await?;
-        rows.extend(run.rows);
+        let (mut plain_cpu, mut rule_cpu) = (tracker(&rows), 0.0);
+        for (n, with_rule) in [(1, true), (2, true), (2, false)] {
+            set_multiline(&root, with_rule.then(|| rule.clone()))?;
+            let name = format!("{}-{n}", if with_rule { "multiline" } else { "plain" });
+            let url = match &args.bus {
+                // Another run on a shared bus reads the same topic: fine,
+                // the figures are the shipper's.
+                Some(url) => url.clone(),
+                None => BusUrl::Embedded(scratch.path().join(format!("bus-{name}"))),
+            };
+            let label = match (with_rule, n) {
+                (true, 1) => format!(", multiline {preset}"),
+                (true, _) => format!(", multiline {preset}, again"),
+                (false, _) => ", no rule, again".to_string(),
+            };
+            let run = ship(
+                &url,
+                &root,
+                &scratch.path().join(format!("state-{name}")),
+                args.files,
+                bytes,
+                lines,
+                &label,
+            )
+            .await?;
+            if with_rule {
+                rule_cpu += tracker(&run.rows);
+            } else {
+                plain_cpu += tracker(&run.rows);
+            }
+            rows.extend(run.rows);
+            if args.bus.is_none() {
+                let _ = std::fs::remove_dir_all(scratch.path().join(format!("bus-{name}")));
+            }
+        }
+        compared = Some((preset.clone(), plain_cpu / 2.0, rule_cpu / 2.0));
     }
     let report = Report {
         bus: url.to_string(),
@@ -218,6 +247,16 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
             .map(|(name, secs)| format!("{name} {secs:.2}"))
             .collect();
         writeln!(out, "shipper CPU seconds by thread: {}", threads.join(", "))?;
+        if let Some((preset, plain, rule)) = &compared {
+            let mb = bytes as f64 / 1048576.0;
+            writeln!(
+                out,
+                "tracker, mean of two runs each: no rule {:.0} MB/cpu-s, multiline {preset} {:.0} MB/cpu-s: {:.0} % of the speed",
+                mb / plain,
+                mb / rule,
+                plain / rule * 100.0
+            )?;
+        }
     }
     Ok(())
 }

@@ -350,3 +350,60 @@ mod tests {
         assert!(again[1].unterminated);
     }
 }
+
+/// What grouping costs the line assembler, apart from reading and
+/// encoding: `SLUICE_CORPUS=DIR cargo test --release -p sluice-shipper
+/// --lib measure_grouping_cost -- --ignored --nocapture` (the `*.log` files
+/// of DIR, read in 64 KiB pieces as the tracker reads; best of 5).
+#[cfg(test)]
+#[test]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
+fn measure_grouping_cost() {
+    use sluice_schema::multiline::{Multiline, Rule};
+
+    use crate::files::lines::LineAssembler;
+    use crate::layout::Framing;
+
+    struct Count(usize, usize);
+    impl LineSink for Count {
+        fn line(&mut self, line: LineRef<'_>) {
+            self.0 += 1;
+            self.1 += line.text.len();
+        }
+    }
+    let Some(dir) = std::env::var_os("SLUICE_CORPUS") else {
+        eprintln!("set SLUICE_CORPUS");
+        return;
+    };
+    let mut text = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|x| x == "log") {
+            text.extend(std::fs::read(entry.path()).unwrap());
+        }
+    }
+    let grouping = Arc::new(Grouping::new(&Multiline::new(Rule::Java)).unwrap());
+    for rule in [false, true] {
+        let best = (0..5)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                let mut a = LineAssembler::new(Framing::Plain, 65536, 0)
+                    .with_grouping(rule.then(|| grouping.clone()), &[]);
+                let mut out = Count(0, 0);
+                for piece in text.chunks(64 << 10) {
+                    a.push(piece, &mut out);
+                }
+                a.close_group(&mut out);
+                std::hint::black_box(out.1);
+                (start.elapsed(), out.0)
+            })
+            .min()
+            .unwrap();
+        println!(
+            "{} MB, rule {rule}: {:.3} s, {} records, {:.0} MB/s",
+            text.len() >> 20,
+            best.0.as_secs_f64(),
+            best.1,
+            text.len() as f64 / 1048576.0 / best.0.as_secs_f64()
+        );
+    }
+}
