@@ -8,7 +8,7 @@
 # package (both from PyPI, in a venv of their own); OTLP is sent by the
 # OpenTelemetry Python SDK (PyPI, a venv of its own).
 #
-# From nothing on 2 cores it takes about 27 minutes, 9 of them tansu's build
+# From nothing on 2 cores it takes about 29 minutes, 10 of them tansu's build
 # (README, "First run"); a second run reuses target/ and the tools and takes
 # about 6 (the tests' own time). Package installs (apt-get) need root or sudo.
 set -euo pipefail

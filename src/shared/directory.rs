@@ -49,6 +49,8 @@ struct Entry {
 /// The shippers the admin service has heard from, by host.
 pub struct Directory {
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// When long-silent shippers were last forgotten.
+    swept_unix_nanos: Mutex<i64>,
     stale_after: Duration,
 }
 
@@ -65,6 +67,7 @@ impl Directory {
     pub fn new(stale_after: Duration) -> Directory {
         Directory {
             entries: Mutex::new(BTreeMap::new()),
+            swept_unix_nanos: Mutex::new(0),
             stale_after,
         }
     }
@@ -91,8 +94,15 @@ impl Directory {
             }
         }
         let mut entries = self.entries.lock().expect("directory lock");
-        let forget = self.stale_after * FORGET_AFTER_STALE;
-        entries.retain(|_, e| now.saturating_sub(e.last_unix_nanos) <= forget.as_nanos() as i64);
+        // Long-silent shippers are forgotten, in a sweep at most once a
+        // stale period (not on every heartbeat of every shipper).
+        let mut swept = self.swept_unix_nanos.lock().expect("directory sweep");
+        if now.saturating_sub(*swept) >= self.stale_after.as_nanos() as i64 {
+            let forget = (self.stale_after * FORGET_AFTER_STALE).as_nanos() as i64;
+            entries.retain(|_, e| now.saturating_sub(e.last_unix_nanos) <= forget);
+            *swept = now;
+        }
+        drop(swept);
         let registered = match entries.get(&heartbeat.host) {
             None => Registered::New,
             Some(old) => {
@@ -361,6 +371,24 @@ mod tests {
             .map(|i| i.heartbeat.unwrap().host)
             .collect();
         assert_eq!(db, ["n1", "n2"]);
+    }
+
+    #[test]
+    fn long_silent_shippers_are_forgotten() {
+        let dir = Directory::new(Duration::from_secs(1));
+        let admin = principal("admin", &["*"]);
+        dir.heartbeat(&admin, heartbeat("old", &[]), S).unwrap();
+        dir.heartbeat(&admin, heartbeat("new", &[]), 30 * S)
+            .unwrap();
+        assert_eq!(dir.snapshot(30 * S).len(), 2, "stale, not yet forgotten");
+        dir.heartbeat(&admin, heartbeat("new", &[]), 45 * S)
+            .unwrap();
+        let hosts: Vec<String> = dir
+            .snapshot(45 * S)
+            .into_iter()
+            .map(|i| i.heartbeat.unwrap().host)
+            .collect();
+        assert_eq!(hosts, ["new"], "silent for 44 s, 40 stale periods");
     }
 
     #[test]

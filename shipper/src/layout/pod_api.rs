@@ -365,6 +365,8 @@ mod client {
                     format!("Bearer {}", token.trim()),
                 )
                 .header(hyper::header::ACCEPT, "application/json")
+                // One call per pod: the connection is not kept.
+                .header(hyper::header::CONNECTION, "close")
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| e.to_string())?;
             let response = sender
