@@ -220,8 +220,10 @@ impl LineAssembler {
                     &mut Through {
                         grouper: &mut grouper,
                         out,
+                        buffer: bytes,
                     },
                 );
+                grouper.keep(bytes);
                 self.grouper = Some(grouper);
             }
         }
@@ -239,6 +241,7 @@ impl LineAssembler {
                 let cut = self.flush_lines(&mut Through {
                     grouper: &mut grouper,
                     out,
+                    buffer: &[],
                 });
                 self.grouper = Some(grouper);
                 cut

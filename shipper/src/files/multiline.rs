@@ -46,6 +46,11 @@ pub struct Grouper {
     /// The held event's text; kept between events, so grouping allocates
     /// nothing once it has seen the longest event.
     text: Vec<u8>,
+    /// While a buffer is being pushed: the held event is one line that lies
+    /// in it at this range, not yet copied into `text` (most lines start an
+    /// event and end it: they are never copied). Copied before the push
+    /// returns ([`Grouper::keep`]).
+    in_buffer: Option<(usize, usize)>,
     /// Recorded ends of events (ascending) not yet reached.
     cuts: VecDeque<u64>,
 }
@@ -58,6 +63,7 @@ impl Grouper {
             grouping,
             group: None,
             text: Vec::new(),
+            in_buffer: None,
             cuts,
         }
     }
@@ -79,19 +85,33 @@ impl Grouper {
 
     /// Takes the next line in file order.
     pub fn line(&mut self, line: LineRef<'_>, out: &mut impl LineSink) {
+        self.line_in(&[], line, out);
+    }
+
+    /// Copies a held line that lies in `buffer` into the grouper's own
+    /// text: the buffer is about to go.
+    pub fn keep(&mut self, buffer: &[u8]) {
+        if let Some((start, end)) = self.in_buffer.take() {
+            self.text.extend_from_slice(&buffer[start..end]);
+        }
+    }
+
+    /// [`line`](Self::line), for a line that may lie in `buffer` (the bytes
+    /// being pushed): then it is held where it is, not copied.
+    pub fn line_in(&mut self, buffer: &[u8], line: LineRef<'_>, out: &mut impl LineSink) {
         while let Some(&cut) = self.cuts.front() {
             if cut > line.offset {
                 break;
             }
             self.cuts.pop_front();
             if self.group.as_ref().is_some_and(|g| cut > g.offset) {
-                self.close(out);
+                self.close_in(buffer, out);
             }
         }
         // Pieces of a line cut for length (and of framed lines) are not
         // grouped: they pass through, after what is held.
         if line.partial || !line.resume {
-            self.close(out);
+            self.close_in(buffer, out);
             return out.line(line);
         }
         let joins = self.group.as_ref().is_some_and(|g| {
@@ -102,6 +122,7 @@ impl Grouper {
                 && self.text.len() + 1 + line.text.len() <= MAX_GROUP_BYTES
         }) && self.grouping.continues(line.text);
         if joins {
+            self.keep(buffer);
             let g = self.group.as_mut().expect("joins only a held group");
             self.text.push(b'\n');
             self.text.extend_from_slice(line.text);
@@ -110,8 +131,11 @@ impl Grouper {
             g.unterminated = line.unterminated;
             return;
         }
-        self.close(out);
-        self.text.extend_from_slice(line.text);
+        self.close_in(buffer, out);
+        match within(buffer, line.text) {
+            Some(range) => self.in_buffer = Some(range),
+            None => self.text.extend_from_slice(line.text),
+        }
         self.group = Some(Group {
             offset: line.offset,
             end: line.end(),
@@ -124,13 +148,22 @@ impl Grouper {
 
     /// Ships the event held, if any; returns where it ended.
     pub fn close(&mut self, out: &mut impl LineSink) -> Option<u64> {
+        debug_assert!(self.in_buffer.is_none(), "kept before the buffer went");
+        self.close_in(&[], out)
+    }
+
+    fn close_in(&mut self, buffer: &[u8], out: &mut impl LineSink) -> Option<u64> {
         let g = self.group.take()?;
+        let text = match self.in_buffer.take() {
+            Some((start, end)) => &buffer[start..end],
+            None => &self.text[..],
+        };
         out.line(LineRef {
             offset: g.offset,
             raw_len: u32::try_from(g.end - g.offset).unwrap_or(u32::MAX),
             ts_unix_nanos: g.ts_unix_nanos,
             stream: g.stream,
-            text: &self.text,
+            text,
             partial: false,
             unterminated: g.unterminated,
             resume: true,
@@ -144,17 +177,28 @@ impl Grouper {
     }
 }
 
+/// Where `part` lies in `buffer`, if it is a piece of it.
+fn within(buffer: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+    let (b, p) = (buffer.as_ptr() as usize, part.as_ptr() as usize);
+    let start = p.checked_sub(b)?;
+    let end = start + part.len();
+    (end <= buffer.len() && !buffer.is_empty()).then_some((start, end))
+}
+
 /// A [`LineSink`] that hands lines to a grouper on their way to `out`.
 pub struct Through<'a, S> {
     /// The grouper.
     pub grouper: &'a mut Grouper,
     /// Where events go.
     pub out: &'a mut S,
+    /// The bytes being pushed (lines that lie in them are held without a
+    /// copy until the push ends); empty when lines come from elsewhere.
+    pub buffer: &'a [u8],
 }
 
 impl<S: LineSink> LineSink for Through<'_, S> {
     fn line(&mut self, line: LineRef<'_>) {
-        self.grouper.line(line, self.out);
+        self.grouper.line_in(self.buffer, line, self.out);
     }
 }
 
