@@ -7,7 +7,9 @@
 //!
 //! [`Grouper`] sits between the [`LineAssembler`](super::lines::LineAssembler)
 //! and the chunk encoder. It holds the event being built (a copy of its
-//! lines' text) until a line starts the next one, and the assembler reports
+//! lines' text; a single line still in the buffer being pushed is held as
+//! a range of it, copied only if the next line continues it or the push
+//! ends) until a line starts the next one, and the assembler reports
 //! the held event's first offset as its resume point: a checkpoint never
 //! passes a half-built event, so after a `kill -9` the event is read again
 //! from its first line, whole, and never half-shipped.
