@@ -150,6 +150,8 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
         "",
     )
     .await?;
+    let tracker = |run: &Shipped| run.by_thread.get(TRACKER_THREAD).copied().unwrap_or(0.0);
+    let first_tracker = tracker(&run);
     let (rss_before_mib, peak_rss_mib, by_thread) =
         (run.rss_before_mib, run.peak_rss_mib, run.by_thread);
     rows.extend(run.rows);
@@ -163,12 +165,7 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
         let rule: sluice_schema::multiline::Multiline =
             serde_json::from_value(serde_json::Value::String(preset.clone()))
                 .map_err(|e| anyhow::anyhow!("--compare-multiline: {e}"))?;
-        let tracker = |rows: &[Row]| {
-            rows.iter()
-                .find(|r| r.name.trim_start().starts_with("of which the tracker"))
-                .map_or(0.0, |r| r.cpu_s)
-        };
-        let (mut plain_cpu, mut rule_cpu) = (tracker(&rows), 0.0);
+        let (mut plain_cpu, mut rule_cpu) = (first_tracker, 0.0);
         for (n, with_rule) in [(1, true), (2, true), (2, false)] {
             set_multiline(&root, with_rule.then(|| rule.clone()))?;
             let name = format!("{}-{n}", if with_rule { "multiline" } else { "plain" });
@@ -194,9 +191,9 @@ pub async fn run(args: ShipperBenchArgs) -> anyhow::Result<()> {
             )
             .await?;
             if with_rule {
-                rule_cpu += tracker(&run.rows);
+                rule_cpu += tracker(&run);
             } else {
-                plain_cpu += tracker(&run.rows);
+                plain_cpu += tracker(&run);
             }
             rows.extend(run.rows);
             if args.bus.is_none() {

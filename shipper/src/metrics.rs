@@ -82,19 +82,6 @@ impl Counter {
     }
 }
 
-/// What a shipper holds of one job.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct JobHeld {
-    /// `role/env/name`.
-    pub job: String,
-    /// Files tracked.
-    pub sources: u32,
-    /// Instances among them, ascending.
-    pub instances: Vec<u32>,
-    /// Bytes written and not yet acknowledged.
-    pub lag_bytes: u64,
-}
-
 /// Every metric of one shipper, shared as `Arc<Metrics>` by the tracker,
 /// the publisher and the Tail service; rendered by [`write`](Self::write).
 #[derive(Debug, Default)]
@@ -131,7 +118,7 @@ pub struct Metrics {
     pub source_lag: Mutex<Vec<(String, u32, String, u64)>>,
     /// Every job the shipper holds sources for, sorted, measured about
     /// once a second (the node directory's heartbeat).
-    pub jobs: Mutex<Vec<JobHeld>>,
+    pub jobs: Mutex<Vec<sluice_schema::pb::ShipperJob>>,
     /// See [`TAIL_STREAMS`]; up when a Tail stream starts, down when it ends.
     pub tail_streams: Counter,
     /// See [`TAIL_CATCH_UPS`]; incremented by the Tail service.

@@ -160,12 +160,7 @@ impl Directory {
                     caller.may_read(role) && glob.is_none_or(|g| g.matches(&j.job))
                 });
                 let shown = !heartbeat.jobs.is_empty() || (caller.is_admin() && glob.is_none());
-                shown.then(|| ShipperInfo {
-                    stale: self.is_stale(e.last_unix_nanos, now),
-                    last_heartbeat_unix_nanos: e.last_unix_nanos,
-                    user: e.user.clone(),
-                    heartbeat: Some(heartbeat),
-                })
+                shown.then(|| self.info(e, heartbeat, now))
             })
             .collect()
     }
@@ -212,13 +207,18 @@ impl Directory {
         let entries = self.entries.lock().expect("directory lock");
         entries
             .values()
-            .map(|e| ShipperInfo {
-                stale: self.is_stale(e.last_unix_nanos, now),
-                last_heartbeat_unix_nanos: e.last_unix_nanos,
-                user: e.user.clone(),
-                heartbeat: Some(e.heartbeat.clone()),
-            })
+            .map(|e| self.info(e, e.heartbeat.clone(), now))
             .collect()
+    }
+
+    /// `e` as listed, with `heartbeat` (its jobs perhaps filtered).
+    fn info(&self, e: &Entry, heartbeat: ShipperHeartbeat, now: i64) -> ShipperInfo {
+        ShipperInfo {
+            stale: self.is_stale(e.last_unix_nanos, now),
+            last_heartbeat_unix_nanos: e.last_unix_nanos,
+            user: e.user.clone(),
+            heartbeat: Some(heartbeat),
+        }
     }
 }
 
@@ -413,6 +413,11 @@ mod tests {
                 "tail_endpoint",
             ),
             (heartbeat("n1", &["web/api"]), "role/env/name"),
+            // A flood: more jobs than one heartbeat may carry.
+            (
+                heartbeat("n1", &vec!["web/prod/x"; MAX_JOBS + 1]),
+                "jobs in one heartbeat",
+            ),
         ] {
             let err = dir.heartbeat(&admin, h, S).unwrap_err();
             assert_eq!(err.code(), tonic::Code::InvalidArgument);

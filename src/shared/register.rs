@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_client::{Cluster, ConnectOptions};
+use sluice_schema::pb::ShipperHeartbeat;
 use sluice_schema::pb::admin_client::AdminClient;
-use sluice_schema::pb::{ShipperHeartbeat, ShipperJob};
 use sluice_shipper::metrics::Metrics;
 
 use crate::shared::directory::HEARTBEAT_INTERVAL;
@@ -34,15 +34,7 @@ impl Registration {
             host: self.host.clone(),
             layout: self.layout.to_string(),
             tail_endpoint: self.tail_endpoint.clone(),
-            jobs: jobs
-                .into_iter()
-                .map(|j| ShipperJob {
-                    job: j.job,
-                    sources: j.sources,
-                    instances: j.instances,
-                    lag_bytes: j.lag_bytes,
-                })
-                .collect(),
+            jobs,
             files_tracked: self.metrics.files_tracked.get(),
             lines_shipped: self.metrics.lines_read.get(),
             lag_bytes: self.metrics.lag_bytes.get(),

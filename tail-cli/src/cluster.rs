@@ -135,6 +135,17 @@ pub fn status_error(what: &str, endpoint: &str, status: &tonic::Status) -> anyho
     }
 }
 
+/// A refusal as a poll's error: fatal when the same call would be refused
+/// again.
+fn poll_error(what: &str, endpoint: &str, status: &tonic::Status) -> PollError {
+    let error = status_error(what, endpoint, status);
+    if is_fatal(status.code()) {
+        PollError::Fatal(error)
+    } else {
+        PollError::Transient(error)
+    }
+}
+
 /// The scheduler, reconnected (and looked up again) when it stops answering.
 pub struct Scheduler {
     address: ClusterAddress,
@@ -194,20 +205,31 @@ impl Scheduler {
             self.client = Some((endpoint.clone(), clients));
         }
         let (_, clients) = self.client.as_mut().expect("connected above");
-        let call = |status: tonic::Status| {
-            let error = status_error("the scheduler", &endpoint, &status);
-            if is_fatal(status.code()) {
-                PollError::Fatal(error)
-            } else {
-                PollError::Transient(error)
-            }
-        };
+        let call = |status: tonic::Status| poll_error("the scheduler", &endpoint, &status);
         let timed_out = || {
             PollError::Transient(anyhow::anyhow!(
                 "the scheduler at {endpoint} did not answer"
             ))
         };
-        if clients.no_scheduler {
+        let scheduler = &mut clients.scheduler;
+        let jobs = if clients.no_scheduler {
+            None
+        } else {
+            let listed = tokio::time::timeout(
+                CALL_TIMEOUT,
+                scheduler.list_jobs(ListJobsRequest {
+                    glob: self.glob.as_str().to_string(),
+                }),
+            )
+            .await
+            .map_err(|_| timed_out())?;
+            match listed {
+                Err(status) if status.code() == tonic::Code::Unimplemented => None,
+                listed => Some(listed.map_err(call)?.into_inner().jobs),
+            }
+        };
+        let Some(jobs) = jobs else {
+            clients.no_scheduler = true;
             return directory(
                 &mut clients.admin,
                 &self.glob,
@@ -215,28 +237,6 @@ impl Scheduler {
                 &endpoint,
             )
             .await;
-        }
-        let scheduler = &mut clients.scheduler;
-        let listed = tokio::time::timeout(
-            CALL_TIMEOUT,
-            scheduler.list_jobs(ListJobsRequest {
-                glob: self.glob.as_str().to_string(),
-            }),
-        )
-        .await
-        .map_err(|_| timed_out())?;
-        let jobs = match listed {
-            Err(status) if status.code() == tonic::Code::Unimplemented => {
-                clients.no_scheduler = true;
-                return directory(
-                    &mut clients.admin,
-                    &self.glob,
-                    self.instances.as_ref(),
-                    &endpoint,
-                )
-                .await;
-            }
-            listed => listed.map_err(call)?.into_inner().jobs,
         };
         // Nodes no instance lists may still hold old runs: their addresses
         // too. Any authenticated caller may ask; a failure costs nothing.
@@ -304,17 +304,10 @@ async fn directory(
             "the admin service at {endpoint} did not answer"
         ))
     })?;
-    let shippers = match listed {
-        Ok(reply) => reply.into_inner().shippers,
-        Err(status) => {
-            let error = status_error("the node directory", endpoint, &status);
-            return Err(if is_fatal(status.code()) {
-                PollError::Fatal(error)
-            } else {
-                PollError::Transient(error)
-            });
-        }
-    };
+    let shippers = listed
+        .map_err(|status| poll_error("the node directory", endpoint, &status))?
+        .into_inner()
+        .shippers;
     let mut placement = Placement::default();
     for info in shippers {
         let Some(h) = info.heartbeat else { continue };

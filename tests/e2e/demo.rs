@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Up, executors_under, scrape, sluice_ok, until_line, until_output};
+use crate::harness::{
+    Up, executors_under, metrics_addr, scrape, sluice_ok, until_line, until_output,
+};
 
 /// The commands `up --demo` printed: the `export` line and each command.
 fn printed_commands(log: &str) -> (String, Vec<String>) {
@@ -28,14 +30,6 @@ fn printed_commands(log: &str) -> (String, Vec<String>) {
         }
     }
     (export, commands)
-}
-
-fn metrics_addr(log: &str) -> String {
-    log.lines()
-        .find_map(|l| l.strip_prefix("metrics on http://"))
-        .and_then(|l| l.strip_suffix("/metrics"))
-        .expect("up says where its metrics are")
-        .to_string()
 }
 
 /// The value of the sample `name{labels}` (exact text up to the value).

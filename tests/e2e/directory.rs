@@ -25,14 +25,19 @@ fn now_rfc3339() -> String {
     sluice_schema::time::rfc3339_nanos(nanos)
 }
 
-/// Appends `lines` to `path` as Kubernetes' CRI log lines.
-fn cri(path: &Path, lines: &[String]) {
+/// `path` opened for appending, its directory made.
+fn append(path: &Path) -> std::fs::File {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .unwrap();
+        .unwrap()
+}
+
+/// Appends `lines` to `path` as Kubernetes' CRI log lines.
+fn cri(path: &Path, lines: &[String]) {
+    let mut f = append(path);
     for line in lines {
         writeln!(f, "{} stdout F {line}", now_rfc3339()).unwrap();
     }
@@ -40,12 +45,7 @@ fn cri(path: &Path, lines: &[String]) {
 
 /// Appends `lines` to `path` as Docker's json-file driver writes them.
 fn docker(path: &Path, lines: &[String]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
+    let mut f = append(path);
     for line in lines {
         let record = serde_json::json!({"log": format!("{line}\n"), "stream": "stdout", "time": now_rfc3339()});
         writeln!(f, "{record}").unwrap();
@@ -54,12 +54,7 @@ fn docker(path: &Path, lines: &[String]) {
 
 /// Appends plain `lines` to `path` (Nomad's logmon files).
 fn plain(path: &Path, lines: &[String]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
+    let mut f = append(path);
     for line in lines {
         writeln!(f, "{line}").unwrap();
     }
@@ -74,48 +69,80 @@ struct Shipper {
     log: PathBuf,
 }
 
-/// Where shippers ship and register.
-struct Cluster<'a> {
-    tmp: &'a Path,
-    data: &'a str,
-    bus: &'a str,
-    endpoint: &'a str,
+/// `sluice up --no-scheduler` on a Kafka of its own: where shippers ship
+/// and register. Dropped in order: `up`, then its directory, then Kafka.
+struct Cluster {
+    up: Up,
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+    data: String,
+    bus: String,
+    endpoint: String,
+    /// What `up` wrote in client.toml: the admin token.
+    admin_token: String,
+    _kafka: sluice_testkit::TestKafka,
 }
 
-fn shipper(c: &Cluster, token_file: &Path, host: &str, layout: &str, root: &Path) -> Shipper {
-    let (tmp, data, bus, endpoint) = (c.tmp, c.data, c.bus, c.endpoint);
-    let config = tmp.join(format!("{host}.toml"));
-    std::fs::write(
-        &config,
-        "[shipper]\nquiet_ms = 200\npoll_ms = 50\nrescan_ms = 300\ncheckpoint_ms = 200\n",
-    )
-    .unwrap();
-    let log = tmp.join(format!("{host}.log"));
-    let proc = Proc::start(
-        log.clone(),
-        &[
-            "shipper",
-            "--layout",
-            layout,
-            "--root",
-            root.to_str().unwrap(),
-            "--host",
-            host,
-            "--bus",
+impl Cluster {
+    /// `None` (the test skipped) without a Kafka-protocol broker.
+    fn start(extra: &[&str]) -> Option<Cluster> {
+        let kafka = sluice_testkit::TestKafka::start()?;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let bus = kafka.url();
+        let mut args = vec!["--no-scheduler", "--bus", &bus];
+        args.extend(extra);
+        let up = Up::start(&dir, &args);
+        let client: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.join("client.toml")).unwrap()).unwrap();
+        Some(Cluster {
+            up,
+            data: dir.to_str().unwrap().to_string(),
+            endpoint: client["endpoint"].as_str().unwrap().to_string(),
+            admin_token: client["token"].as_str().unwrap().to_string(),
+            dir,
+            tmp,
             bus,
-            "--data-dir",
-            data,
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--register",
-            endpoint,
-            "--register-token-file",
-            token_file.to_str().unwrap(),
-        ],
-    );
-    Shipper { _proc: proc, log }
+            _kafka: kafka,
+        })
+    }
+
+    /// A standalone shipper of `layout` over `root` as node `host`,
+    /// registering with the token in `token_file`.
+    fn shipper(&self, token_file: &Path, host: &str, layout: &str, root: &Path) -> Shipper {
+        let config = self.tmp.path().join(format!("{host}.toml"));
+        std::fs::write(
+            &config,
+            "[shipper]\nquiet_ms = 200\npoll_ms = 50\nrescan_ms = 300\ncheckpoint_ms = 200\n",
+        )
+        .unwrap();
+        let log = self.tmp.path().join(format!("{host}.log"));
+        let proc = Proc::start(
+            log.clone(),
+            &[
+                "shipper",
+                "--layout",
+                layout,
+                "--root",
+                root.to_str().unwrap(),
+                "--host",
+                host,
+                "--bus",
+                &self.bus,
+                "--data-dir",
+                &self.data,
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--register",
+                &self.endpoint,
+                "--register-token-file",
+                token_file.to_str().unwrap(),
+            ],
+        );
+        Shipper { _proc: proc, log }
+    }
 }
 
 fn status(data: &str) -> Value {
@@ -159,45 +186,27 @@ fn until(secs: u64, what: &str, mut done: impl FnMut() -> bool, why: impl Fn() -
 
 #[test]
 fn tailll_follows_pods_across_nodes_through_the_node_directory() {
-    let Some(kafka) = sluice_testkit::TestKafka::start() else {
+    let Some(c) = Cluster::start(&[
+        "--shipper-stale-secs",
+        "3",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
-    let data = dir.to_str().unwrap().to_string();
-    let bus = kafka.url();
-    let up = Up::start(
-        &dir,
-        &[
-            "--no-scheduler",
-            "--bus",
-            &bus,
-            "--shipper-stale-secs",
-            "3",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let client: toml::Table =
-        toml::from_str(&std::fs::read_to_string(dir.join("client.toml")).unwrap()).unwrap();
-    let endpoint = client["endpoint"].as_str().unwrap().to_string();
+    let (tmp, dir, data, up) = (c.tmp.path(), c.dir.as_path(), c.data.as_str(), &c.up);
     // Shippers of the web namespace's nodes hold a token of role web only;
     // the Docker and Nomad nodes' shippers, one of roles docker and nomad.
-    crate::trust::add_user(&dir, "web-nodes", "web-node-token", &["web"]);
-    crate::trust::add_user(
-        &dir,
-        "other-nodes",
-        "other-node-token",
-        &["docker", "nomad"],
-    );
-    let web_token = tmp.path().join("web.token");
+    crate::trust::add_user(dir, "web-nodes", "web-node-token", &["web"]);
+    crate::trust::add_user(dir, "other-nodes", "other-node-token", &["docker", "nomad"]);
+    let web_token = tmp.join("web.token");
     std::fs::write(&web_token, "web-node-token\n").unwrap();
-    let other_token = tmp.path().join("other.token");
+    let other_token = tmp.join("other.token");
     std::fs::write(&other_token, "other-node-token\n").unwrap();
 
     let roots: BTreeMap<&str, PathBuf> = ["node-a", "node-b", "node-c", "node-d", "node-x"]
         .iter()
-        .map(|n| (*n, tmp.path().join("roots").join(n)))
+        .map(|n| (*n, tmp.join("roots").join(n)))
         .collect();
     for root in roots.values() {
         std::fs::create_dir_all(root).unwrap();
@@ -219,31 +228,25 @@ fn tailll_follows_pods_across_nodes_through_the_node_directory() {
         roots["node-x"].join("5a1b2c3d-aaaa-bbbb-cccc-00000000000f/alloc/logs/cache.stdout.0");
     plain(&x_log, &numbered("forged", 0..10));
 
-    let c = Cluster {
-        tmp: tmp.path(),
-        data: &data,
-        bus: &bus,
-        endpoint: &endpoint,
-    };
-    let _a = shipper(&c, &web_token, "node-a", "kubernetes", &roots["node-a"]);
-    let _b = shipper(&c, &web_token, "node-b", "kubernetes", &roots["node-b"]);
-    let _c = shipper(&c, &other_token, "node-c", "docker", &roots["node-c"]);
-    let _d = shipper(&c, &other_token, "node-d", "nomad", &roots["node-d"]);
-    let x = shipper(&c, &web_token, "node-x", "nomad", &roots["node-x"]);
+    let _a = c.shipper(&web_token, "node-a", "kubernetes", &roots["node-a"]);
+    let _b = c.shipper(&web_token, "node-b", "kubernetes", &roots["node-b"]);
+    let _c = c.shipper(&other_token, "node-c", "docker", &roots["node-c"]);
+    let _d = c.shipper(&other_token, "node-d", "nomad", &roots["node-d"]);
+    let x = c.shipper(&web_token, "node-x", "nomad", &roots["node-x"]);
 
     until(
         60,
         "four shippers registered with their jobs",
         || {
-            let s = shippers(&data);
+            let s = shippers(data);
             s.len() == 4
                 && s["node-a"].2 == ["web/k8s/api"]
                 && s["node-c"].2.len() == 1
                 && s["node-d"].2 == ["nomad/default/cache"]
         },
-        || format!("{:#?}\n{}", shippers(&data), up.log()),
+        || format!("{:#?}\n{}", shippers(data), up.log()),
     );
-    let s = shippers(&data);
+    let s = shippers(data);
     assert_eq!(s["node-a"].0, "kubernetes");
     assert_eq!(s["node-c"].0, "docker");
     assert_eq!(s["node-d"].0, "nomad");
@@ -254,12 +257,12 @@ fn tailll_follows_pods_across_nodes_through_the_node_directory() {
         x_log_text.contains("could not register") && x_log_text.contains("nomad"),
         "{x_log_text}"
     );
-    let text = sluice_ok(&["status", "--data-dir", &data]);
+    let text = sluice_ok(&["status", "--data-dir", data]);
     assert!(text.contains("shippers: 4 (0 stale)"), "{text}");
     assert!(text.contains("no scheduler"), "{text}");
 
     // tailll finds every job through the directory.
-    let mut tailll = Tailll::start(&data, &["*", "--output", "json", "-n", "100000"]);
+    let mut tailll = Tailll::start(data, &["*", "--output", "json", "-n", "100000"]);
     let count = |t: &Tailll, prefix: &str| {
         t.json_lines()
             .iter()
@@ -295,10 +298,10 @@ fn tailll_follows_pods_across_nodes_through_the_node_directory() {
         30,
         "the directory says the pod left node-a",
         || {
-            let s = shippers(&data);
+            let s = shippers(data);
             s["node-a"].2.is_empty() && s["node-b"].2 == ["web/k8s/api"]
         },
-        || format!("{:#?}", shippers(&data)),
+        || format!("{:#?}", shippers(data)),
     );
     tailll.until(30, "the notices of the move", |lines| {
         let all = lines.join("\n");
@@ -349,19 +352,12 @@ fn tailll_follows_pods_across_nodes_through_the_node_directory() {
     until(
         30,
         "node-d stale",
-        || shippers(&data)["node-d"].1,
-        || format!("{:#?}", shippers(&data)),
+        || shippers(data)["node-d"].1,
+        || format!("{:#?}", shippers(data)),
     );
-    let text = sluice_ok(&["status", "--data-dir", &data]);
+    let text = sluice_ok(&["status", "--data-dir", data]);
     assert!(text.contains("shippers: 4 (1 stale)"), "{text}");
-    let addr = up
-        .log()
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics on http://"))
-        .and_then(|l| l.strip_suffix("/metrics"))
-        .expect("up says where its metrics are")
-        .to_string();
-    let metrics = crate::harness::scrape(&addr);
+    let metrics = crate::harness::scrape(&crate::harness::metrics_addr(&up.log()));
     assert!(
         metrics.contains("sluice_directory_shippers{state=\"live\"} 3")
             && metrics.contains("sluice_directory_shippers{state=\"stale\"} 1"),
@@ -373,28 +369,20 @@ fn tailll_follows_pods_across_nodes_through_the_node_directory() {
         ),
         "{metrics}"
     );
-    drop(up);
 }
 
 /// `tailll` as a user of one role sees only that role's shippers, and the
 /// directory refuses another role's exact job.
 #[test]
 fn the_directory_is_scoped_to_the_callers_roles() {
-    let Some(kafka) = sluice_testkit::TestKafka::start() else {
+    let Some(c) = Cluster::start(&[]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
-    let data = dir.to_str().unwrap().to_string();
-    let bus = kafka.url();
-    let up = Up::start(&dir, &["--no-scheduler", "--bus", &bus]);
-    let client: toml::Table =
-        toml::from_str(&std::fs::read_to_string(dir.join("client.toml")).unwrap()).unwrap();
-    let endpoint = client["endpoint"].as_str().unwrap().to_string();
-    let admin_token = tmp.path().join("admin.token");
-    std::fs::write(&admin_token, client["token"].as_str().unwrap()).unwrap();
-    crate::trust::add_user(&dir, "dev", "dev-token", &["dev"]);
-    let root = tmp.path().join("root");
+    let (tmp, dir, data, up) = (c.tmp.path(), c.dir.as_path(), c.data.as_str(), &c.up);
+    let admin_token = tmp.join("admin.token");
+    std::fs::write(&admin_token, &c.admin_token).unwrap();
+    crate::trust::add_user(dir, "dev", "dev-token", &["dev"]);
+    let root = tmp.join("root");
     cri(
         &root.join("dev_app-0_0f1e2d3c-0000-4000-8000-000000000001/app/0.log"),
         &numbered("dev", 0..5),
@@ -403,24 +391,27 @@ fn the_directory_is_scoped_to_the_callers_roles() {
         &root.join("ops_db-0_0f1e2d3c-0000-4000-8000-000000000002/app/0.log"),
         &numbered("ops", 0..5),
     );
-    let c = Cluster {
-        tmp: tmp.path(),
-        data: &data,
-        bus: &bus,
-        endpoint: &endpoint,
-    };
-    let _s = shipper(&c, &admin_token, "node-a", "kubernetes", &root);
+    let _s = c.shipper(&admin_token, "node-a", "kubernetes", &root);
+    // A stolen and revoked token (or a made-up one): nothing registers.
+    let revoked = tmp.join("revoked.token");
+    std::fs::write(&revoked, "revoked-token-0123456789").unwrap();
+    let root_z = tmp.join("root-z");
+    std::fs::create_dir_all(&root_z).unwrap();
+    let stranger = c.shipper(&revoked, "node-z", "kubernetes", &root_z);
     until(
         60,
         "registered",
-        || {
-            shippers(&data)
-                .get("node-a")
-                .is_some_and(|s| s.2.len() == 2)
-        },
-        || format!("{:#?}\n{}", shippers(&data), up.log()),
+        || shippers(data).get("node-a").is_some_and(|s| s.2.len() == 2),
+        || format!("{:#?}\n{}", shippers(data), up.log()),
     );
-    let as_dev = crate::trust::sluice_as("dev-token", &dir, &["status", "--json"]);
+    until(
+        60,
+        "the revoked token's shipper told it was refused",
+        || std::fs::read_to_string(&stranger.log).is_ok_and(|l| l.contains("Unauthenticated")),
+        || std::fs::read_to_string(&stranger.log).unwrap_or_default(),
+    );
+    assert!(!shippers(data).contains_key("node-z"));
+    let as_dev = crate::trust::sluice_as("dev-token", dir, &["status", "--json"]);
     let as_dev = String::from_utf8_lossy(&as_dev.stdout).into_owned();
     let detail: Value = serde_json::from_str(&as_dev).unwrap_or_else(|e| panic!("{e}: {as_dev}"));
     let jobs: Vec<&str> = detail["detail"]["shippers"][0]["jobs"]
@@ -431,12 +422,12 @@ fn the_directory_is_scoped_to_the_callers_roles() {
         .collect();
     assert_eq!(jobs, ["dev/k8s/app"], "{as_dev}");
     // tailll of another role's job, as dev: refused, not shown nothing.
-    let out = crate::tailll::tailll_as(&data, "dev-token", &["ops/k8s/db", "--no-follow"]);
+    let out = crate::tailll::tailll_as(data, "dev-token", &["ops/k8s/db", "--no-follow"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("permission denied"), "{stderr}");
     let out = crate::tailll::tailll_as(
-        &data,
+        data,
         "dev-token",
         &["dev/k8s/app", "--no-follow", "--output", "json"],
     );
@@ -448,5 +439,4 @@ fn the_directory_is_scoped_to_the_callers_roles() {
     );
     assert_eq!(stdout.matches("\"dev ").count(), 5, "{stdout}");
     assert!(!stdout.contains("ops"), "{stdout}");
-    drop(up);
 }

@@ -207,6 +207,16 @@ pub fn dump(up: &Up, topic: &str) -> String {
     ])
 }
 
+/// The `HOST:PORT` a process's log says its metrics are served on
+/// (`metrics on http://ADDR/metrics`).
+pub fn metrics_addr(log: &str) -> String {
+    log.lines()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+        .to_string()
+}
+
 /// `GET /metrics` of `addr` (`HOST:PORT`): the whole HTTP response.
 pub fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};

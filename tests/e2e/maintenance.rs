@@ -214,12 +214,7 @@ fn compaction_and_retention_from_the_command_line() {
     assert_eq!(status["logs"]["rows"], 150);
     assert_eq!(status["removed_splits"], 5);
     let log = || std::fs::read_to_string(archive.dir.path().join("maintained.log")).unwrap();
-    let addr = log()
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics on http://"))
-        .map(|l| l.trim_end_matches("/metrics").to_string())
-        .unwrap_or_else(|| panic!("no metrics address: {}", log()));
-    let metrics = scrape(&addr);
+    let metrics = scrape(&crate::harness::metrics_addr(&log()));
     assert!(
         metrics.contains("\nsluice_compaction_merges_total 1\n"),
         "{metrics}"

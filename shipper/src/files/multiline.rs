@@ -85,11 +85,6 @@ impl Grouper {
         self.grouping.timeout_ms
     }
 
-    /// Takes the next line in file order.
-    pub fn line(&mut self, line: LineRef<'_>, out: &mut impl LineSink) {
-        self.line_in(&[], line, out);
-    }
-
     /// Copies a held line that lies in `buffer` into the grouper's own
     /// text: the buffer is about to go.
     pub fn keep(&mut self, buffer: &[u8]) {
@@ -98,8 +93,9 @@ impl Grouper {
         }
     }
 
-    /// [`line`](Self::line), for a line that may lie in `buffer` (the bytes
-    /// being pushed): then it is held where it is, not copied.
+    /// Takes the next line in file order. A line that lies in `buffer`
+    /// (the bytes being pushed; empty when lines come from elsewhere) is
+    /// held where it is, not copied.
     pub fn line_in(&mut self, buffer: &[u8], line: LineRef<'_>, out: &mut impl LineSink) {
         while let Some(&cut) = self.cuts.front() {
             if cut > line.offset {

@@ -71,16 +71,16 @@ impl Tracker {
 
     /// Every job this shipper holds sources for, sorted (the node
     /// directory's heartbeat).
-    fn jobs_held(&self) -> Vec<crate::metrics::JobHeld> {
-        let mut jobs: std::collections::BTreeMap<&str, crate::metrics::JobHeld> =
+    fn jobs_held(&self) -> Vec<sluice_schema::pb::ShipperJob> {
+        let mut jobs: std::collections::BTreeMap<&str, sluice_schema::pb::ShipperJob> =
             std::collections::BTreeMap::new();
         for t in self.files.values() {
-            let held =
-                jobs.entry(t.source.job.as_str())
-                    .or_insert_with(|| crate::metrics::JobHeld {
-                        job: t.source.job.clone(),
-                        ..Default::default()
-                    });
+            let held = jobs.entry(t.source.job.as_str()).or_insert_with(|| {
+                sluice_schema::pb::ShipperJob {
+                    job: t.source.job.clone(),
+                    ..Default::default()
+                }
+            });
             held.sources += 1;
             held.lag_bytes += t.size.saturating_sub(t.acked);
             if let Err(i) = held.instances.binary_search(&t.source.instance) {
