@@ -157,6 +157,8 @@ fn assignment(task_id: &str, cmd: &str) -> TaskAssignment {
 struct World {
     _dir: tempfile::TempDir,
     root: PathBuf,
+    endpoint: String,
+    capacity_bytes: u64,
     scheduler: Arc<FakeScheduler>,
     shipper: Arc<FakeShipper>,
     events: Arc<VecSink>,
@@ -171,42 +173,50 @@ impl World {
         let endpoint = serve(scheduler.clone()).await;
         let shipper = Arc::new(FakeShipper::default());
         let events = Arc::new(VecSink::default());
+        let mut world = World {
+            _dir: dir,
+            root,
+            endpoint,
+            capacity_bytes,
+            scheduler,
+            shipper,
+            events,
+            agent: None,
+        };
+        world.agent = Some(world.start_agent());
+        world
+    }
+
+    /// A new agent on the world's root (as after a restart of the node).
+    fn start_agent(&self) -> Agent {
         let gc = GcConfig {
             disk_watch_interval_secs: 1,
             gc_delay_secs: 1,
             ..GcConfig::default()
         };
-        let agent = Agent::start(
+        Agent::start(
             AgentConfig {
                 scheduler_ca: None,
                 tasks: Default::default(),
                 node: "node-a".into(),
-                root: root.clone(),
-                scheduler: endpoint,
+                root: self.root.clone(),
+                scheduler: self.endpoint.clone(),
                 tail_endpoint: "http://127.0.0.1:1".into(),
                 cpu: 4.0,
                 ram_mb: 4096,
                 disk_mb: 4096,
-                disk_capacity_bytes: Some(capacity_bytes),
+                disk_capacity_bytes: Some(self.capacity_bytes),
                 heartbeat_ms: 200,
                 kill_grace_ms: 1000,
                 gc,
             },
             TOKEN,
             vec![sluice_binary().into_os_string(), "executor".into()],
-            shipper.clone(),
-            events.clone(),
+            self.shipper.clone(),
+            self.events.clone(),
             tokio::runtime::Handle::current(),
         )
-        .unwrap();
-        World {
-            _dir: dir,
-            root,
-            scheduler,
-            shipper,
-            events,
-            agent: Some(agent),
-        }
+        .unwrap()
     }
 
     async fn until(&self, what: &str, done: impl Fn(&World) -> bool) {
@@ -278,6 +288,69 @@ async fn finished_sandboxes_are_collected_only_once_shipped() {
     assert_eq!(collected.len(), 1);
     assert_eq!(collected[0].task_id, "t-done");
     assert!(world.kinds(EventKind::DataLoss).is_empty());
+}
+
+/// The race a full disk or a slow scheduler opens: a sandbox collected
+/// before the scheduler took note of its task's end, and the scheduler
+/// still listing the task to run. The task must not run again, neither in
+/// this agent nor in one restarted on the same root, and its end is
+/// reported until the scheduler stops listing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collected_task_the_scheduler_still_lists_is_not_run_again() {
+    use sluice_scheduler::agent::UNSETTLED_FILE;
+    let mut world = World::new(1 << 40).await;
+    *world.shipper.shipped.lock().unwrap() = true;
+    // The stand-in lists its assignments on every heartbeat: it never
+    // takes note of the task's end.
+    world
+        .scheduler
+        .assignments
+        .lock()
+        .unwrap()
+        .push(assignment("t-once", "echo once"));
+    world
+        .until("collection", |w| {
+            !w.kinds(EventKind::SandboxCollected).is_empty()
+        })
+        .await;
+    let starts = |w: &World| {
+        w.kinds(EventKind::TaskState)
+            .iter()
+            .filter(|e| {
+                e.task_id == "t-once" && e.attributes.get("to").is_some_and(|t| t == "starting")
+            })
+            .count()
+    };
+    let unsettled = world.root.join(UNSETTLED_FILE);
+    assert!(unsettled.exists(), "the unsettled report is not saved");
+    // Many heartbeats and GC passes later (200 ms, 1 s): still one run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(starts(&world), 1, "{:?}", world.events.events());
+    assert_eq!(world.kinds(EventKind::SandboxCollected).len(), 1);
+    assert!(!world.root.join("t-once").exists());
+    assert_eq!(world.state("t-once"), Some(TaskState::Finished));
+
+    // A restarted agent remembers it from the file.
+    world.agent.take().unwrap().stop();
+    world.scheduler.reports.lock().unwrap().clear();
+    world.agent = Some(world.start_agent());
+    world
+        .until("the end reported again", |w| {
+            w.state("t-once") == Some(TaskState::Finished)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(starts(&world), 1, "{:?}", world.events.events());
+    assert!(!world.root.join("t-once").exists());
+
+    // Once the scheduler stops listing it, the report is dropped.
+    world.scheduler.assignments.lock().unwrap().clear();
+    world
+        .until("the unsettled file removed", |w| {
+            !w.root.join(UNSETTLED_FILE).exists()
+        })
+        .await;
+    assert_eq!(starts(&world), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sluice_schema::audit::{Audit, Call, method_of, outcome};
 use sluice_schema::auth::{BearerInterceptor, principal};
@@ -53,6 +54,11 @@ use crate::{Error, Result};
 
 /// How often the agent polls its tasks.
 const POLL: Duration = Duration::from_millis(200);
+
+/// Under the sandbox root: the last reports of tasks whose sandboxes were
+/// collected before the scheduler took note of their end
+/// (`AgentHeartbeatRequest.tasks`, protobuf), for an agent that restarts.
+pub const UNSETTLED_FILE: &str = ".collected-unsettled.pb";
 
 /// How a node agent runs: its identity, the scheduler it reports to, what it
 /// offers for placement, and its timers; checked by [`AgentConfig::validate`].
@@ -200,6 +206,7 @@ impl Agent {
         let node = config.node.clone();
         let ids = EventIds::new(&format!("gc@{}", config.node), now_nanos());
         let metrics = Arc::new(AgentMetrics::default());
+        let unsettled = read_unsettled(&config.root);
         let mut agent_loop = Loop {
             metrics: metrics.clone(),
             config,
@@ -210,7 +217,8 @@ impl Agent {
             ids,
             handle,
             collector: collect::Collector::default(),
-            reports: HashMap::new(),
+            collected: unsettled.keys().cloned().collect(),
+            reports: unsettled,
             ended: HashSet::new(),
             settled: HashSet::new(),
             warned: false,
@@ -276,8 +284,13 @@ struct Loop {
     ids: EventIds,
     handle: tokio::runtime::Handle,
     collector: collect::Collector,
-    /// The last report of each task.
+    /// The last report of each task, and of each task in `collected`.
     reports: HashMap<String, TaskReport>,
+    /// Terminal tasks whose sandboxes were collected before the scheduler
+    /// took note of their end. Their last report is kept, sent and saved
+    /// ([`UNSETTLED_FILE`]) until it does: an assignment it sends again in
+    /// the meantime is not run a second time.
+    collected: HashSet<String>,
     /// Tasks whose end the shipper was told of.
     ended: HashSet<String>,
     /// Terminal tasks the scheduler has taken note of (it no longer lists
@@ -375,6 +388,20 @@ impl Loop {
             if !reply.run.iter().any(|a| a.task_id == id) {
                 self.settled.insert(id);
             }
+        }
+        let known: Vec<String> = self
+            .collected
+            .iter()
+            .filter(|id| self.settled.contains(*id))
+            .cloned()
+            .collect();
+        if !known.is_empty() {
+            for id in &known {
+                self.collected.remove(id);
+                self.settled.remove(id);
+                self.reports.remove(id);
+            }
+            self.save_unsettled();
         }
         for assignment in reply.run {
             if self.reports.contains_key(&assignment.task_id)
@@ -489,13 +516,76 @@ impl Loop {
             m.disk_total_bytes.store(outcome.plan.total_bytes, Relaxed);
             m.gc_last_pass_unix_nanos.store(now_nanos(), Relaxed);
         }
+        let mut unsettled = false;
         for id in deleted {
             self.runtime.forget(&id);
-            self.reports.remove(&id);
             self.ended.remove(&id);
-            self.settled.remove(&id);
+            if self.settled.remove(&id) {
+                self.reports.remove(&id);
+            } else {
+                // The scheduler has not taken note of its end yet (the disk
+                // is filling, or the heartbeat is slow): keep telling it.
+                self.collected.insert(id);
+                unsettled = true;
+            }
+        }
+        if unsettled {
+            self.save_unsettled();
         }
         outcome
+    }
+
+    fn save_unsettled(&self) {
+        let root = &self.config.root;
+        let result = if self.collected.is_empty() {
+            match std::fs::remove_file(root.join(UNSETTLED_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("failed to remove", &root.join(UNSETTLED_FILE), e))
+                }
+                _ => Ok(()),
+            }
+        } else {
+            let tasks = self
+                .collected
+                .iter()
+                .filter_map(|id| self.reports.get(id).cloned())
+                .collect();
+            let bytes = AgentHeartbeatRequest {
+                tasks,
+                ..Default::default()
+            }
+            .encode_to_vec();
+            files::write_atomic(root, UNSETTLED_FILE, &bytes)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot save the reports of collected tasks the scheduler has not taken note of");
+        }
+    }
+}
+
+/// The reports [`UNSETTLED_FILE`] keeps; none if it is missing or unreadable
+/// (said).
+fn read_unsettled(root: &std::path::Path) -> HashMap<String, TaskReport> {
+    let path = root.join(UNSETTLED_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the reports of collected tasks");
+            return HashMap::new();
+        }
+    };
+    match AgentHeartbeatRequest::decode(bytes.as_slice()) {
+        Ok(request) => request
+            .tasks
+            .into_iter()
+            .filter(|r| is_terminal(r.state))
+            .map(|r| (r.task_id.clone(), r))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the reports of collected tasks do not decode; ignored");
+            HashMap::new()
+        }
     }
 }
 
