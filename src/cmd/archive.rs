@@ -153,6 +153,8 @@ pub struct StatusArgs {
 }
 
 pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
+    // Before joining anything: a signal during start-up stops cleanly.
+    let shutdown = crate::shared::serve::shutdown_signal();
     let maintenance_config = args.maintenance.config(&args.id)?;
     let data_dir = std::path::absolute(&args.dir.data_dir)?;
     let bus = crate::shared::node::open_bus(&client::bus_config(
@@ -188,7 +190,7 @@ pub async fn run(args: ArchiverArgs) -> anyhow::Result<()> {
         eprintln!("metrics on {scheme}://{bound}/metrics");
     }
     eprintln!("archiving to {url}");
-    crate::shared::serve::shutdown_signal().await;
+    shutdown.await;
     let _ = stop_maintenance.send(());
     let _ = stop.send(());
     let _ = maintenance.await;

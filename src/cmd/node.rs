@@ -79,6 +79,8 @@ pub struct NodeArgs {
 }
 
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    // Before joining anything: a signal during start-up stops cleanly.
+    let shutdown = crate::shared::serve::shutdown_signal();
     let data_dir = std::path::absolute(&args.dir.data_dir)?;
     let cluster = client::cluster(&args.dir)?;
     let scheduler = args
@@ -156,7 +158,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         node.info.root.display(),
         node.info.tail
     );
-    crate::shared::serve::shutdown_signal().await;
+    shutdown.await;
     node.stop().await;
     bus.flush(std::time::Duration::from_secs(10)).await?;
     Ok(())

@@ -89,6 +89,8 @@ struct FileConfig {
 }
 
 pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
+    // Before joining anything: a signal during start-up stops cleanly.
+    let shutdown = crate::shared::serve::shutdown_signal();
     anyhow::ensure!(
         args.advertise.is_none() || args.register.is_some(),
         "--advertise is what the node directory is told: it needs --register"
@@ -212,7 +214,7 @@ pub async fn run(args: ShipperArgs) -> anyhow::Result<()> {
         config.layout.name(),
         bus.url
     );
-    crate::shared::serve::shutdown_signal().await;
+    shutdown.await;
     shipper.shutdown().await;
     bus_handle.flush(std::time::Duration::from_secs(10)).await?;
     Ok(())

@@ -50,12 +50,19 @@ pub fn incoming(
     })
 }
 
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: a process that calls it before a slow
+/// start-up (joining a consumer group, opening a table) and awaits it after
+/// still stops cleanly on a signal that arrived in between, instead of
+/// dying with the default action and leaving its group unannounced.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }

@@ -311,7 +311,15 @@ fn two_archivers_side_by_side_archive_every_line_once() {
     let _ = Command::new("kill")
         .args(["-TERM", &a.id().to_string()])
         .status();
-    let _ = a.wait();
+    // A clean stop leaves the group, also when the signal comes while `a`
+    // is still joining it (its handler is installed first): otherwise its
+    // partitions would wait for a session expiry tansu does not do.
+    let stopped = a.wait().unwrap();
+    assert!(
+        stopped.success(),
+        "{stopped}\n{}",
+        std::fs::read_to_string(tmp.path().join("a.log")).unwrap()
+    );
     publish(2);
     let store = store_url
         .parse::<sluice_archive::store::StoreUrl>()
