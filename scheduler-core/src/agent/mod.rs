@@ -540,7 +540,7 @@ impl Loop {
         let result = if self.collected.is_empty() {
             match std::fs::remove_file(root.join(UNSETTLED_FILE)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io("failed to remove", &root.join(UNSETTLED_FILE), e))
+                    Err(Error::io("failed to remove", root.join(UNSETTLED_FILE), e))
                 }
                 _ => Ok(()),
             }
