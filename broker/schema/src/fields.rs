@@ -6,8 +6,9 @@
 //!
 //! - **JSON**: a line whose first non-blank byte is `{` and which is one
 //!   JSON object. Nested objects are flattened with `.` (`{"http":{"code":
-//!   500}}` is `http.code=500`); other values are kept as their JSON text
-//!   (strings without their quotes).
+//!   500}}` is `http.code=500`); strings are kept without their quotes and
+//!   escapes, numbers and booleans as written (`1.50` stays `1.50`),
+//!   arrays as their compact JSON text, nulls left out.
 //! - **logfmt**: a line of two or more `key=value` pairs and nothing else
 //!   (values may be `"quoted \"like this\""`). A line with a stray word is
 //!   plain text, so prose with an `=` in it is not mistaken for fields.
@@ -245,7 +246,7 @@ fn key_in(key: &str, keys: &[&str]) -> bool {
 
 /// Sorts out level, message and ids from the other pairs (first of each
 /// kind wins, in the keys' order of preference for the level).
-fn from_pairs(format: Format, pairs: Vec<Pair<'_>>) -> Parsed<'_> {
+fn from_pairs(format: Format, mut pairs: Vec<Pair<'_>>) -> Parsed<'_> {
     let mut out = Parsed::plain(None);
     out.format = format;
     // The level: the pair of the most preferred level key that names one.
@@ -261,191 +262,38 @@ fn from_pairs(format: Format, pairs: Vec<Pair<'_>>) -> Parsed<'_> {
         .min_by_key(|&(rank, i, _)| (rank, i));
     out.level = chosen.map(|(_, _, level)| level);
     let chosen = chosen.map(|(_, i, _)| i);
-    let mut rest = Vec::with_capacity(pairs.len());
-    for (i, (key, value)) in pairs.into_iter().enumerate() {
-        if Some(i) == chosen {
-            continue;
+    // In place: a line's pairs are its fields but for a few.
+    let mut i = 0;
+    pairs.retain_mut(|(key, value)| {
+        let this = i;
+        i += 1;
+        if Some(this) == chosen {
+            return false;
         }
-        if key_in(&key, LEVEL_KEYS) {
-            rest.push((key, value));
-        } else if out.message.is_none() && key_in(&key, MESSAGE_KEYS) {
-            out.message = Some(value);
-        } else if out.trace_id.is_none() && key_in(&key, TRACE_ID_KEYS) {
-            out.trace_id = Some(value);
-        } else if out.span_id.is_none() && key_in(&key, SPAN_ID_KEYS) {
-            out.span_id = Some(value);
+        let taken = if key_in(key, LEVEL_KEYS) {
+            return true;
+        } else if out.message.is_none() && key_in(key, MESSAGE_KEYS) {
+            &mut out.message
+        } else if out.trace_id.is_none() && key_in(key, TRACE_ID_KEYS) {
+            &mut out.trace_id
+        } else if out.span_id.is_none() && key_in(key, SPAN_ID_KEYS) {
+            &mut out.span_id
         } else {
-            rest.push((key, value));
-        }
-    }
-    rest.sort_by(|a, b| a.0.cmp(&b.0));
-    rest.dedup_by(|b, a| a.0 == b.0);
-    rest.truncate(MAX_FIELDS);
-    out.fields = rest;
+            return true;
+        };
+        *taken = Some(std::mem::take(value));
+        false
+    });
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.dedup_by(|b, a| a.0 == b.0);
+    pairs.truncate(MAX_FIELDS);
+    out.fields = pairs;
     out
 }
 
-/// One JSON object, flattened into pairs as it is read (no tree of values
-/// is built: a JSON line costs about half as much as through
-/// `serde_json::Value`).
+/// One JSON object, flattened into pairs as it is read ([`json`]).
 fn parse_json(text: &[u8]) -> Option<Parsed<'_>> {
-    use serde::de::DeserializeSeed as _;
-    let mut pairs = Vec::with_capacity(16);
-    let mut de = serde_json::Deserializer::from_slice(text);
-    Flatten {
-        prefix: "",
-        out: &mut pairs,
-    }
-    .deserialize(&mut de)
-    .ok()?;
-    de.end().ok()?;
-    Some(from_pairs(Format::Json, pairs))
-}
-
-/// Reads an object into `out` as `prefix.key` = value pairs.
-struct Flatten<'a, 'de> {
-    prefix: &'a str,
-    out: &'a mut Vec<Pair<'de>>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Flatten<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(Key(key)) = map.next_key()? {
-            if self.out.len() >= MAX_FIELDS * 2 {
-                map.next_value::<serde::de::IgnoredAny>()?;
-                continue;
-            }
-            let key = if self.prefix.is_empty() {
-                key
-            } else {
-                Cow::Owned(format!("{}.{key}", self.prefix))
-            };
-            map.next_value_seed(Field {
-                key,
-                out: &mut *self.out,
-            })?;
-        }
-        Ok(())
-    }
-}
-
-/// An object key, borrowed from the line when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// One value of an object: a string as it is, a number or boolean as its
-/// JSON text, an array as its JSON text, an object flattened, null left out.
-struct Field<'a, 'de> {
-    key: Cow<'de, str>,
-    out: &'a mut Vec<Pair<'de>>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Field<'_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Field<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<(), E> {
-        self.out.push((self.key, Cow::Borrowed(s)));
-        Ok(())
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<(), E> {
-        self.out.push((self.key, Cow::Owned(s.to_string())));
-        Ok(())
-    }
-
-    fn visit_string<E>(self, s: String) -> Result<(), E> {
-        self.out.push((self.key, Cow::Owned(s)));
-        Ok(())
-    }
-
-    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
-        self.out
-            .push((self.key, Cow::Borrowed(if b { "true" } else { "false" })));
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
-        self.out.push((self.key, Cow::Owned(n.to_string())));
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
-        self.out.push((self.key, Cow::Owned(n.to_string())));
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, n: f64) -> Result<(), E> {
-        self.out
-            .push((self.key, Cow::Owned(serde_json::Value::from(n).to_string())));
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        use serde::Deserialize as _;
-        let value =
-            serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-        self.out.push((self.key, Cow::Owned(value.to_string())));
-        Ok(())
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        Flatten {
-            prefix: &self.key,
-            out: self.out,
-        }
-        .visit_map(map)
-    }
+    json::object_pairs(text).map(|pairs| from_pairs(Format::Json, pairs))
 }
 
 /// The pairs of a logfmt line, or `None` when any word of it is not a
@@ -574,5 +422,6 @@ fn word_level(word: &str, first: bool) -> Option<Level> {
     (upper || marked).then_some(level)
 }
 
+mod json;
 #[cfg(test)]
 mod tests;

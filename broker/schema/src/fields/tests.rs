@@ -220,3 +220,143 @@ fn parse_speed() {
     let per = start.elapsed().as_nanos() as f64 / (5 * lines.len()) as f64;
     println!("{per:.0} ns per line ({n} fields)");
 }
+
+#[test]
+fn json_values_are_kept_as_written() {
+    let p = parse(
+        br#" {"a":1.50,"b":-0,"c":1E+3,"d":12345678901234567890123,"e":"tab\there \u00e9","f":[1, {"x" : "y"}],"g":{},"h":{"i":{"j":true}}} "#,
+    );
+    assert_eq!(p.format, Format::Json);
+    assert_eq!(
+        pairs(&p),
+        vec![
+            ("a", "1.50"),
+            ("b", "-0"),
+            ("c", "1E+3"),
+            ("d", "12345678901234567890123"),
+            ("e", "tab\there é"),
+            ("f", r#"[1,{"x":"y"}]"#),
+            ("h.i.j", "true"),
+        ]
+    );
+    // Borrowed from the line unless escaped.
+    assert!(matches!(p.fields[0].1, Cow::Borrowed(_)));
+    assert!(matches!(p.fields[4].1, Cow::Owned(_)));
+}
+
+#[test]
+fn not_quite_json_objects_are_plain() {
+    let deep = format!(
+        "{}{}",
+        r#"{"a":"#.repeat(json::MAX_DEPTH),
+        "}".repeat(json::MAX_DEPTH)
+    );
+    for line in [
+        &br#"{"a":1,}"#[..],
+        br#"{"a":01}"#,
+        br#"{"a":1.}"#,
+        br#"{"a":-}"#,
+        br#"{"a":"x\q"}"#,
+        b"{\"a\":\"x\ty\"}",
+        b"{\"a\":\"\xff\"}",
+        br#"{"a":tru}"#,
+        br#"{"a" 1}"#,
+        br#"{a:1}"#,
+        br#"{"a":1}{"b":2}"#,
+        br#"{"a":[1,]}"#,
+        br#"{"a":"unterminated}"#,
+        br#"{"a":"\"}"#,
+        deep.as_bytes(),
+    ] {
+        assert_eq!(
+            parse(line).format,
+            Format::Plain,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+/// A JSON object as a generator of lines: nested objects, arrays, strings
+/// with anything in them, numbers, booleans and nulls.
+fn json_object() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(serde_json::Value::from),
+        ".{0,12}".prop_map(serde_json::Value::from),
+    ];
+    let value = leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map("[a-z_]{1,6}", inner, 0..5)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    });
+    proptest::collection::btree_map("[a-z_]{1,6}", value, 0..8)
+        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+}
+
+/// What `parse` should find in `value`'s text, flattened through serde_json.
+fn flattened(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    for (key, v) in value.as_object().unwrap() {
+        let key = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match v {
+            serde_json::Value::Null => {}
+            serde_json::Value::String(s) => out.push((key, s.clone())),
+            serde_json::Value::Object(_) => flattened(&key, v, out),
+            other => out.push((key, other.to_string())),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The scanner agrees with serde_json on every object it prints,
+    /// pretty or compact: same keys, same values.
+    #[test]
+    fn json_objects_read_as_serde_json_reads_them(value in json_object(), pretty in any::<bool>()) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&value).unwrap().replace('\n', " ")
+        } else {
+            serde_json::to_string(&value).unwrap()
+        };
+        let p = parse(text.as_bytes());
+        prop_assert_eq!(p.format, Format::Json);
+        let mut want = Vec::new();
+        flattened("", &value, &mut want);
+        // Level, message and ids are taken out by the same rules as before.
+        let mut got: Vec<(String, String)> =
+            p.fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        got.extend(p.message.iter().map(|m| ("?message".to_string(), m.to_string())));
+        for (key, value) in &want {
+            let kept = p.field(key) == Some(value.as_str())
+                || [&p.message, &p.trace_id, &p.span_id].iter().any(|v| v.as_deref() == Some(value.as_str()))
+                || (key_in(key, LEVEL_KEYS) && p.level.is_some());
+            prop_assert!(kept, "{} = {:?} lost from {}: {:?}", key, value, text, got);
+        }
+    }
+
+    /// Whatever serde_json takes as one object, the scanner takes too, and
+    /// the other way round.
+    #[test]
+    fn json_acceptance_matches_serde_json(text in prop_oneof![
+        r#"\{[ -~\t\n]{0,60}"#,
+        r#"\{ ?("[a-z\\"]{0,3}" ?: ?(-?[0-9.eE+]{1,4}|"[a-z\\u0-9]{0,5}"|true|nul|null|\[1?,?\]|\{\}|\{"x":\[\{\}\]\}) ?,? ?){0,3}\}? ?"#,
+    ]) {
+        let serde = serde_json::from_str::<serde_json::Value>(&text);
+        // Numbers past f64's range are refused by serde_json and kept as
+        // written here.
+        prop_assume!(!serde.as_ref().is_err_and(|e| e.to_string().contains("out of range")));
+        let serde_ok = serde.is_ok_and(|v| v.is_object());
+        prop_assert_eq!(json::object_pairs(text.as_bytes()).is_some(), serde_ok, "{}", text);
+    }
+}
