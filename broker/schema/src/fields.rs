@@ -244,6 +244,55 @@ fn key_in(key: &str, keys: &[&str]) -> bool {
     keys.iter().any(|k| k.eq_ignore_ascii_case(key))
 }
 
+/// What a key of a JSON or logfmt line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A level, with the key's rank in [`LEVEL_KEYS`].
+    Level(usize),
+    Message,
+    TraceId,
+    SpanId,
+    Field,
+}
+
+/// [`Role`] of `key`, without regard to case: only the keys of its length
+/// are compared (a test holds this table to the lists).
+fn role(key: &str) -> Role {
+    use Role::*;
+    let candidates: &[(&str, Role)] = match key.len() {
+        2 => &[("@l", Level(9)), ("@m", Message)],
+        3 => &[("lvl", Level(2)), ("msg", Message)],
+        4 => &[("body", Message)],
+        5 => &[("level", Level(0))],
+        6 => &[("@level", Level(10)), ("spanid", SpanId)],
+        7 => &[
+            ("message", Message),
+            ("traceid", TraceId),
+            ("span_id", SpanId),
+            ("span.id", SpanId),
+        ],
+        8 => &[
+            ("severity", Level(1)),
+            ("loglevel", Level(3)),
+            ("@message", Message),
+            ("trace_id", TraceId),
+            ("trace.id", TraceId),
+        ],
+        9 => &[
+            ("log_level", Level(4)),
+            ("log.level", Level(5)),
+            ("levelname", Level(6)),
+        ],
+        12 => &[("severitytext", Level(8))],
+        13 => &[("severity_text", Level(7))],
+        _ => return Field,
+    };
+    candidates
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map_or(Field, |&(_, role)| role)
+}
+
 /// Sorts out level, message and ids from the other pairs (first of each
 /// kind wins, in the keys' order of preference for the level).
 fn from_pairs(format: Format, mut pairs: Vec<Pair<'_>>) -> Parsed<'_> {
@@ -253,11 +302,9 @@ fn from_pairs(format: Format, mut pairs: Vec<Pair<'_>>) -> Parsed<'_> {
     let chosen = pairs
         .iter()
         .enumerate()
-        .filter_map(|(i, (key, value))| {
-            let rank = LEVEL_KEYS
-                .iter()
-                .position(|k| k.eq_ignore_ascii_case(key))?;
-            Some((rank, i, Level::from_word(value.trim())?))
+        .filter_map(|(i, (key, value))| match role(key) {
+            Role::Level(rank) => Some((rank, i, Level::from_word(value.trim())?)),
+            _ => None,
         })
         .min_by_key(|&(rank, i, _)| (rank, i));
     out.level = chosen.map(|(_, _, level)| level);
@@ -270,16 +317,11 @@ fn from_pairs(format: Format, mut pairs: Vec<Pair<'_>>) -> Parsed<'_> {
         if Some(this) == chosen {
             return false;
         }
-        let taken = if key_in(key, LEVEL_KEYS) {
-            return true;
-        } else if out.message.is_none() && key_in(key, MESSAGE_KEYS) {
-            &mut out.message
-        } else if out.trace_id.is_none() && key_in(key, TRACE_ID_KEYS) {
-            &mut out.trace_id
-        } else if out.span_id.is_none() && key_in(key, SPAN_ID_KEYS) {
-            &mut out.span_id
-        } else {
-            return true;
+        let taken = match role(key) {
+            Role::Message if out.message.is_none() => &mut out.message,
+            Role::TraceId if out.trace_id.is_none() => &mut out.trace_id,
+            Role::SpanId if out.span_id.is_none() => &mut out.span_id,
+            _ => return true,
         };
         *taken = Some(std::mem::take(value));
         false

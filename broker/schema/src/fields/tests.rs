@@ -360,3 +360,31 @@ proptest! {
         prop_assert_eq!(json::object_pairs(text.as_bytes()).is_some(), serde_ok, "{}", text);
     }
 }
+
+#[test]
+fn key_roles_are_the_documented_lists() {
+    let lists: [(&[&str], fn(usize) -> Role); 4] = [
+        (LEVEL_KEYS, Role::Level),
+        (MESSAGE_KEYS, |_| Role::Message),
+        (TRACE_ID_KEYS, |_| Role::TraceId),
+        (SPAN_ID_KEYS, |_| Role::SpanId),
+    ];
+    for (keys, want) in lists {
+        for (rank, key) in keys.iter().enumerate() {
+            for spelled in [key.to_string(), key.to_uppercase(), key.to_lowercase()] {
+                assert_eq!(role(&spelled), want(rank), "{spelled}");
+            }
+        }
+    }
+    for other in [
+        "ts",
+        "status",
+        "levels",
+        "message_id",
+        "trace",
+        "severity_text_x",
+        "",
+    ] {
+        assert_eq!(role(other), Role::Field, "{other}");
+    }
+}
