@@ -363,28 +363,24 @@ proptest! {
 
 #[test]
 fn key_roles_are_the_documented_lists() {
-    let lists: [(&[&str], fn(usize) -> Role); 4] = [
-        (LEVEL_KEYS, Role::Level),
-        (MESSAGE_KEYS, |_| Role::Message),
-        (TRACE_ID_KEYS, |_| Role::TraceId),
-        (SPAN_ID_KEYS, |_| Role::SpanId),
-    ];
-    for (keys, want) in lists {
-        for (rank, key) in keys.iter().enumerate() {
-            for spelled in [key.to_string(), key.to_uppercase(), key.to_lowercase()] {
-                assert_eq!(role(&spelled), want(rank), "{spelled}");
-            }
+    let check = |key: &str, want: Role| {
+        for spelled in [key.to_string(), key.to_uppercase(), key.to_lowercase()] {
+            assert_eq!(role(&spelled), want, "{spelled}");
+        }
+    };
+    for (rank, key) in LEVEL_KEYS.iter().enumerate() {
+        check(key, Role::Level(rank));
+    }
+    for (keys, want) in [
+        (MESSAGE_KEYS, Role::Message),
+        (TRACE_ID_KEYS, Role::TraceId),
+        (SPAN_ID_KEYS, Role::SpanId),
+    ] {
+        for key in keys {
+            check(key, want);
         }
     }
-    for other in [
-        "ts",
-        "status",
-        "levels",
-        "message_id",
-        "trace",
-        "severity_text_x",
-        "",
-    ] {
+    for other in ["ts", "status", "levels", "message_id", "trace", "severity_text_x", ""] {
         assert_eq!(role(other), Role::Field, "{other}");
     }
 }
