@@ -380,7 +380,15 @@ fn key_roles_are_the_documented_lists() {
             check(key, want);
         }
     }
-    for other in ["ts", "status", "levels", "message_id", "trace", "severity_text_x", ""] {
+    for other in [
+        "ts",
+        "status",
+        "levels",
+        "message_id",
+        "trace",
+        "severity_text_x",
+        "",
+    ] {
         assert_eq!(role(other), Role::Field, "{other}");
     }
 }
