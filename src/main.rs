@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod console;
 mod shared;
 
 use std::process::ExitCode;

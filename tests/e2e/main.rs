@@ -7,6 +7,7 @@ mod archive;
 mod harness;
 
 mod bus;
+mod console;
 mod delta;
 mod demo;
 mod deploy;

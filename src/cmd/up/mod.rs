@@ -100,6 +100,10 @@ pub struct UpArgs {
     /// retention, queries) at http://ADDR/metrics; see docs/METRICS.md.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the console's JSON API (https://ADDR/api/v1/, docs/API.md)
+    /// with the services' TLS and tokens.
+    #[arg(long, value_name = "ADDR")]
+    pub console_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub otlp: crate::shared::otlp::OtlpArgs,
 }
@@ -339,6 +343,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let endpoint_for_shippers = endpoint.clone();
+    let console = match args.console_listen {
+        Some(listen) => {
+            let upstream = crate::console::Upstream::new(&endpoint, ca.as_deref())?;
+            Some(crate::console::serve(listen, guard.clone(), upstream).await?)
+        }
+        None => None,
+    };
     ClientFile {
         endpoint,
         token,
@@ -359,6 +370,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             node.name,
             node.root.display(),
             node.tail
+        );
+    }
+    if let Some(bound) = console {
+        eprintln!(
+            "  console API on https://{}/api/v1/",
+            crate::shared::tls::reported(bound)
         );
     }
     if !args.log_stderr {

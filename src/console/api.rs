@@ -1,0 +1,448 @@
+//! The `/api/v1/…` handlers (documented in `docs/API.md`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde_json::{Value, json};
+use sluice_schema::audit::{ANONYMOUS, Call, code_name, sql_target};
+use sluice_schema::auth::{BearerInterceptor, Principal};
+use sluice_schema::pb;
+use sluice_schema::time::now_unix_nanos;
+use tonic::service::interceptor::InterceptedService;
+
+use super::{COOKIE, Console, MAX_BODY_BYTES, SESSION_TTL};
+
+type Reply = Response<Full<Bytes>>;
+
+/// What is wrong with a request, before it becomes a [`Reply`].
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn reply(self) -> Reply {
+        error(self.status, self.code, &self.message)
+    }
+}
+
+/// Someone the API has authenticated, and how.
+struct Caller {
+    principal: Arc<Principal>,
+    token: String,
+    /// The session of a browser; `None` for a bearer token.
+    session: Option<String>,
+}
+
+/// One request.
+pub(super) async fn answer(
+    console: &Console,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Reply {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    if path == "/api/v1/login" {
+        return match method {
+            Method::POST => login(console, request, peer).await,
+            _ => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method",
+                "POST /api/v1/login",
+            ),
+        };
+    }
+    if !path.starts_with("/api/v1/") {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("{path}: the console's API is under /api/v1/"),
+        );
+    }
+    let caller = match authenticate(console, &request) {
+        Ok(caller) => caller,
+        Err(why) => {
+            refused(console, &path, ANONYMOUS, "unauthenticated", &why, peer);
+            return error(StatusCode::UNAUTHORIZED, "unauthenticated", &why);
+        }
+    };
+    if method == Method::POST
+        && caller.session.is_some()
+        && let Err(refusal) = same_origin(&request)
+    {
+        refused(
+            console,
+            &path,
+            &caller.principal.user,
+            refusal.code,
+            &refusal.message,
+            peer,
+        );
+        return refusal.reply();
+    }
+    match (method, path.as_str()) {
+        (Method::GET, "/api/v1/whoami") => whoami(&caller),
+        (Method::POST, "/api/v1/logout") => logout(console, &caller),
+        (Method::POST, "/api/v1/query") => query(console, &caller, request).await,
+        (_, "/api/v1/whoami") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method",
+            "GET /api/v1/whoami",
+        ),
+        (_, "/api/v1/logout" | "/api/v1/query") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method",
+            &format!("POST {path}"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("{path}: no such API (see docs/API.md)"),
+        ),
+    }
+}
+
+/// `POST /api/v1/login` `{"token": "…"}`: a session cookie for a good
+/// token.
+async fn login(console: &Console, request: Request<Incoming>, peer: SocketAddr) -> Reply {
+    const METHOD: &str = "/api/v1/login";
+    let body = match json_body(request).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal.reply(),
+    };
+    let Some(token) = body.get("token").and_then(Value::as_str) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "expected {\"token\": \"…\"}",
+        );
+    };
+    let Some(principal) = console.guard.tokens.authenticate(token.trim()) else {
+        refused(
+            console,
+            METHOD,
+            ANONYMOUS,
+            "unauthenticated",
+            "invalid token",
+            peer,
+        );
+        return error(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid token");
+    };
+    let id = console.sessions.open(token.trim());
+    console.guard.audit.record(
+        Call {
+            actor: principal.user.clone(),
+            method: format!("/console{METHOD}"),
+            target: String::new(),
+            job: String::new(),
+            outcome: "ok".into(),
+            peer: Some(peer),
+        },
+        now_unix_nanos(),
+    );
+    let cookie = format!(
+        "{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
+    let mut reply = ok(who(&principal));
+    reply
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie.parse().expect("a valid header"));
+    reply
+}
+
+/// `POST /api/v1/logout`: the session ends (a bearer token has none).
+fn logout(console: &Console, caller: &Caller) -> Reply {
+    if let Some(id) = &caller.session {
+        console.sessions.close(id);
+    }
+    let mut reply = ok(json!({"logged_out": caller.session.is_some()}));
+    let expired = format!("{COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0");
+    reply
+        .headers_mut()
+        .insert(header::SET_COOKIE, expired.parse().expect("a valid header"));
+    reply
+}
+
+/// `GET /api/v1/whoami`: the caller's user and roles.
+fn whoami(caller: &Caller) -> Reply {
+    ok(who(&caller.principal))
+}
+
+fn who(principal: &Principal) -> Value {
+    json!({
+        "user": principal.user,
+        "admin": principal.is_admin(),
+        // null: every role.
+        "readable_roles": principal.readable_roles(),
+    })
+}
+
+/// `POST /api/v1/query` `{"sql": "…", "from_unix_nanos": …, "to_unix_nanos":
+/// …, "limit": …}`: the rows as JSON objects, through the query service with
+/// the caller's token.
+async fn query(console: &Console, caller: &Caller, request: Request<Incoming>) -> Reply {
+    let body = match json_body(request).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal.reply(),
+    };
+    let Some(sql) = body.get("sql").and_then(Value::as_str) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "expected {\"sql\": \"…\"}",
+        );
+    };
+    let int = |key: &str| body.get(key).and_then(Value::as_i64).unwrap_or(0);
+    let request = pb::QueryRequest {
+        sql: sql.to_string(),
+        from_unix_nanos: int("from_unix_nanos"),
+        to_unix_nanos: int("to_unix_nanos"),
+        limit: int("limit").max(0) as u64,
+        ..Default::default()
+    };
+    let auth = match BearerInterceptor::new(&caller.token) {
+        Ok(auth) => auth,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", &e.to_string()),
+    };
+    let mut client = pb::query_client::QueryClient::new(InterceptedService::new(
+        console.upstream.channel.clone(),
+        auth,
+    ))
+    .max_decoding_message_size(64 << 20);
+    let mut stream = match client.run(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return grpc_error(&status),
+    };
+    let mut columns: Vec<String> = Vec::new();
+    let mut rows: Vec<Value> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let mut stats = Value::Null;
+    loop {
+        let reply = match stream.message().await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => break,
+            Err(status) => return grpc_error(&status),
+        };
+        if !reply.arrow_ipc.is_empty() {
+            let (schema, batches) = match sluice_query::service::decode_ipc(&reply.arrow_ipc) {
+                Ok(decoded) => decoded,
+                Err(e) => return error(StatusCode::BAD_GATEWAY, "internal", &e),
+            };
+            columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+            match json_rows(&batches) {
+                Ok(more) => rows.extend(more),
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e),
+            }
+        }
+        warnings.extend(reply.warnings);
+        if let Some(s) = reply.stats {
+            stats = json!({
+                "splits_total": s.splits_total,
+                "splits_pruned": s.splits_pruned,
+                "splits_searched": s.splits_searched,
+                "splits_read": s.splits_read,
+                "rows_in_splits_read": s.rows_in_splits_read,
+                "rows_selected_by_index": s.rows_selected_by_index,
+            });
+        }
+    }
+    tracing::debug!(user = %caller.principal.user, target = %sql_target(sql), rows = rows.len(), "console query");
+    ok(json!({"columns": columns, "rows": rows, "warnings": warnings, "stats": stats}))
+}
+
+/// Rows of `batches` as JSON objects (null columns left out, as Arrow's
+/// JSON writer does).
+fn json_rows(
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> Result<Vec<Value>, String> {
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    let refs: Vec<&_> = batches.iter().collect();
+    writer
+        .write_batches(&refs)
+        .and_then(|()| writer.finish())
+        .map_err(|e| format!("rows as JSON: {e}"))?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("rows as JSON: {e}"))
+}
+
+/// The caller: a bearer token, else a session cookie whose token still
+/// authenticates; else why not.
+fn authenticate(console: &Console, request: &Request<Incoming>) -> Result<Caller, String> {
+    let headers = request.headers();
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or("the Authorization header is not `Bearer TOKEN`")?;
+        let principal = console
+            .guard
+            .tokens
+            .authenticate(token)
+            .ok_or("invalid bearer token")?;
+        return Ok(Caller {
+            principal,
+            token: token.to_string(),
+            session: None,
+        });
+    }
+    let id = cookie(request, COOKIE)
+        .ok_or("log in first (POST /api/v1/login) or send a bearer token")?;
+    let token = console
+        .sessions
+        .token(&id)
+        .ok_or("the session has ended: log in again")?;
+    match console.guard.tokens.authenticate(&token) {
+        Some(principal) => Ok(Caller {
+            principal,
+            token,
+            session: Some(id),
+        }),
+        None => {
+            // Revoked since the login.
+            console.sessions.close(&id);
+            Err("the session's token is no longer valid: log in again".into())
+        }
+    }
+}
+
+/// The value of cookie `name`.
+fn cookie(request: &Request<Incoming>, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A cookie-authenticated `POST` must be JSON from this origin.
+fn same_origin(request: &Request<Incoming>) -> Result<(), Refusal> {
+    let headers = request.headers();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_argument",
+            "a request with the session cookie must be application/json",
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if origin != format!("https://{host}") {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "permission_denied",
+                format!("{origin} is not this console's origin"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The JSON object of the body, or what is wrong with it.
+async fn json_body(request: Request<Incoming>) -> Result<Value, Refusal> {
+    let bytes = match Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "resource_exhausted",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes, or was cut off"),
+            ));
+        }
+    };
+    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, "invalid_argument", message);
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) if value.is_object() => Ok(value),
+        Ok(_) => Err(bad("the body must be a JSON object".into())),
+        Err(e) => Err(bad(format!("the body is not JSON: {e}"))),
+    }
+}
+
+/// A refused request on the audit trail (at its rate limit for refusals).
+fn refused(console: &Console, method: &str, actor: &str, code: &str, why: &str, peer: SocketAddr) {
+    console.guard.audit.refused(
+        Call {
+            actor: actor.to_string(),
+            method: format!("/console{method}"),
+            target: String::new(),
+            job: String::new(),
+            outcome: format!("{code}: {why}"),
+            peer: Some(peer),
+        },
+        now_unix_nanos(),
+    );
+}
+
+/// A gRPC failure as the HTTP status that means the same.
+fn grpc_error(status: &tonic::Status) -> Reply {
+    use tonic::Code;
+    let http = match status.code() {
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(http, &code_name(status.code()), status.message())
+}
+
+fn ok(body: Value) -> Reply {
+    json_reply(StatusCode::OK, &body)
+}
+
+/// `{"error": "…", "code": "…"}` with `status`.
+fn error(status: StatusCode, code: &str, message: &str) -> Reply {
+    json_reply(status, &json!({"error": message, "code": code}))
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> Reply {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-content-type-options", "nosniff")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}

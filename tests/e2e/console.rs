@@ -1,0 +1,402 @@
+//! The console's JSON API (`sluice up --console-listen`), attacked the way
+//! a browser session and a script can be: no token, a wrong one, a
+//! plain-text client, another role's rows, a cross-site request riding the
+//! session cookie, a token revoked after its login, a logged-out session.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Up, dump, sluice_ok, write_spec};
+
+/// An HTTPS client for one console, trusting `up`'s CA.
+struct Https {
+    addr: String,
+    tls: tokio_rustls::TlsConnector,
+}
+
+/// A reply: status, `Set-Cookie` if any, the body as JSON.
+struct Reply {
+    status: u16,
+    cookie: Option<String>,
+    body: Value,
+}
+
+impl Https {
+    fn new(addr: &str, ca_pem: &str) -> Https {
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+        use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Https {
+            addr: addr.to_string(),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        use http_body_util::BodyExt as _;
+        use tokio_rustls::rustls::pki_types::ServerName;
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
+        let host = self.addr.rsplit_once(':').unwrap().0.to_string();
+        let name = ServerName::try_from(host).unwrap();
+        let tls = self.tls.connect(name, tcp).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.addr);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let cookie = response
+            .headers()
+            .get(hyper::header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {bytes:?}"));
+        Reply {
+            status,
+            cookie,
+            body,
+        }
+    }
+
+    async fn query(&self, auth: (&str, &str), sql: &str) -> Reply {
+        let body = json!({ "sql": sql }).to_string();
+        self.call(
+            "POST",
+            "/api/v1/query",
+            &[auth, ("content-type", "application/json")],
+            &body,
+        )
+        .await
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The `name=value` part of a `Set-Cookie` header.
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().trim().to_string()
+}
+
+fn console_addr(up: &Up) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(addr) = up.printed().lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("console API on https://")
+                .and_then(|l| l.strip_suffix("/api/v1/"))
+                .map(str::to_string)
+        }) {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no console address: {}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tokens(dir: &Path, entries: &[(&str, &str, &str)]) {
+    let text: String = entries
+        .iter()
+        .map(|(user, token, role)| {
+            format!("[[tokens]]\nuser = \"{user}\"\ntoken = \"{token}\"\nroles = [\"{role}\"]\n")
+        })
+        .collect();
+    std::fs::write(dir.join("tokens.toml"), text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_api_scopes_rows_and_refuses_strangers_forgeries_and_revoked_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let alice = "alice-token-0123456789abcdef";
+    let bob = "bob-token-0123456789abcdef01";
+    tokens(&dir, &[("alice", alice, "www"), ("bob", bob, "batch")]);
+    let up = Up::start(&dir, &["--nodes", "1", "--console-listen", "127.0.0.1:0"]);
+    for (role, name) in [("www", "site"), ("batch", "secret")] {
+        let spec = write_spec(
+            tmp.path(),
+            name,
+            &format!(
+                "name: {name}\nrole: {role}\nenv: prod\nresources: {{cpu: 0.1, ram_mb: 16, disk_mb: 16}}\nprocesses:\n  - name: main\n    cmd: while :; do echo {name}-line; sleep 0.2; done\n"
+            ),
+        );
+        sluice_ok(&["job", "submit", &spec, "--data-dir", up.data_dir()]);
+    }
+    let client: toml::Table =
+        toml::from_str(&std::fs::read_to_string(dir.join("client.toml")).unwrap()).unwrap();
+    let https = Https::new(&console_addr(&up), client["ca"].as_str().unwrap());
+    let admin = client["token"].as_str().unwrap().to_string();
+
+    // Strangers: no token, a wrong one, a malformed header; nothing else
+    // than JSON saying why.
+    let no_token = https.call("GET", "/api/v1/whoami", &[], "").await;
+    assert_eq!(no_token.status, 401, "{}", no_token.body);
+    assert!(no_token.body["error"].as_str().unwrap().contains("log in"));
+    let wrong = bearer("wrong-token-0123456789abcdef");
+    let wrong = https.query(("authorization", &wrong), "SELECT 1").await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let odd = https
+        .call(
+            "GET",
+            "/api/v1/whoami",
+            &[("authorization", "Basic YTpi")],
+            "",
+        )
+        .await;
+    assert_eq!(odd.status, 401, "{}", odd.body);
+    let login = https
+        .call(
+            "POST",
+            "/api/v1/login",
+            &[],
+            &json!({"token": "nope-0123456789abcdef"}).to_string(),
+        )
+        .await;
+    assert_eq!(login.status, 401);
+    assert!(login.cookie.is_none());
+    // A plain-text client gets no HTTP answer.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(&https.addr).await.unwrap();
+        tcp.write_all(b"GET /api/v1/whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+        assert!(
+            !got.starts_with(b"HTTP/"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+
+    // Each role reads its own rows through the query service, by bearer.
+    let alice_auth = bearer(alice);
+    let sql = "SELECT job, count(*) AS n FROM logs GROUP BY job ORDER BY job";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rows = loop {
+        let reply = https.query(("authorization", &alice_auth), sql).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let rows = reply.body["rows"].as_array().unwrap().clone();
+        if !rows.is_empty() {
+            assert_eq!(reply.body["columns"], json!(["job", "n"]));
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "nothing archived: {}", up.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(rows.iter().all(|r| r["job"] == "www/prod/site"), "{rows:?}");
+    let bob_auth = bearer(bob);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = https.query(("authorization", &bob_auth), sql).await;
+        let rows = reply.body["rows"].as_array().unwrap().clone();
+        assert!(
+            rows.iter().all(|r| r["job"] == "batch/prod/secret"),
+            "{rows:?}"
+        );
+        if !rows.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing archived for bob: {}",
+            up.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A bad query says what is wrong, with the service's words.
+    let bad = https
+        .query(("authorization", &alice_auth), "SELEC nonsense")
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.body["code"], "invalid_argument");
+
+    // A browser: the token in the body, a session cookie back.
+    let login = https
+        .call(
+            "POST",
+            "/api/v1/login",
+            &[("content-type", "application/json")],
+            &json!({"token": alice}).to_string(),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    assert_eq!(login.body["user"], "alice");
+    assert_eq!(login.body["readable_roles"], json!(["www"]));
+    let set_cookie = login.cookie.unwrap();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(flag), "{set_cookie}");
+    }
+    let session = cookie_pair(&set_cookie);
+    let me = https
+        .call("GET", "/api/v1/whoami", &[("cookie", &session)], "")
+        .await;
+    assert_eq!((me.status, me.body["user"].clone()), (200, json!("alice")));
+    // The session reads as alice does.
+    let reply = https.query(("cookie", &session), sql).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply.body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["job"] == "www/prod/site")
+    );
+    // Cross-site forgeries riding the cookie: a form's content type, and
+    // another origin.
+    let form = https
+        .call(
+            "POST",
+            "/api/v1/query",
+            &[
+                ("cookie", &session),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            "sql=SELECT+1",
+        )
+        .await;
+    assert_eq!(form.status, 415, "{}", form.body);
+    let elsewhere = https
+        .call(
+            "POST",
+            "/api/v1/query",
+            &[
+                ("cookie", &session),
+                ("content-type", "application/json"),
+                ("origin", "https://evil.example"),
+            ],
+            &json!({"sql": "SELECT 1"}).to_string(),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 403, "{}", elsewhere.body);
+
+    // Bob logs out: his cookie is worth nothing after.
+    let login = https
+        .call(
+            "POST",
+            "/api/v1/login",
+            &[],
+            &json!({"token": bob}).to_string(),
+        )
+        .await;
+    let bob_session = cookie_pair(&login.cookie.unwrap());
+    let out = https
+        .call(
+            "POST",
+            "/api/v1/logout",
+            &[
+                ("cookie", &bob_session),
+                ("content-type", "application/json"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert!(out.cookie.unwrap().contains("Max-Age=0"));
+    let after = https
+        .call("GET", "/api/v1/whoami", &[("cookie", &bob_session)], "")
+        .await;
+    assert_eq!(after.status, 401, "{}", after.body);
+
+    // Alice's token is revoked: her session ends with it.
+    let file = dir.join("tokens.toml");
+    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    table["tokens"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|t| t["user"].as_str() != Some("alice"));
+    std::fs::write(&file, toml::to_string(&table).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let me = https
+            .call("GET", "/api/v1/whoami", &[("cookie", &session)], "")
+            .await;
+        if me.status == 401 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a revoked token's session still works"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let me = https
+        .call(
+            "GET",
+            "/api/v1/whoami",
+            &[("authorization", &alice_auth)],
+            "",
+        )
+        .await;
+    assert_eq!(me.status, 401);
+
+    // Logins and refusals are on the audit trail; the queries are too,
+    // as the query service records them, with the user who asked.
+    let admin_auth = bearer(&admin);
+    let me = https
+        .call(
+            "GET",
+            "/api/v1/whoami",
+            &[("authorization", &admin_auth)],
+            "",
+        )
+        .await;
+    assert_eq!(me.body["admin"], true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = dump(&up, "sluice.events");
+        let logins = events
+            .lines()
+            .filter(|l| l.contains("/console/api/v1/login"))
+            .collect::<Vec<_>>();
+        let ok = logins
+            .iter()
+            .any(|l| l.contains(r#""actor":"alice""#) && l.contains(r#""outcome":"ok""#));
+        let refused = logins.iter().any(|l| l.contains(r#""actor":"anonymous""#));
+        let queried = events
+            .lines()
+            .any(|l| l.contains(r#""actor":"bob""#) && l.contains("/sluice.v1.Query/Run"));
+        if ok && refused && queried {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not on the audit trail: {logins:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
