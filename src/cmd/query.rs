@@ -120,6 +120,10 @@ pub struct EventsArgs {
     /// `data_loss`, `api_call`, …).
     #[arg(long)]
     pub kind: Option<String>,
+    /// Events of this actor (a user, `system:scheduler`; `*` matches
+    /// within it).
+    #[arg(long)]
+    pub actor: Option<String>,
     #[command(flatten)]
     pub scope: ScopeArgs,
 }
@@ -366,30 +370,11 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    let mut conditions = Vec::new();
-    if let Some(job) = &args.job {
-        if job.contains('*') {
-            let pattern = job
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-                .replace('*', "%");
-            conditions.push(format!("job LIKE {} ESCAPE '\\'", quote(&pattern)));
-        } else {
-            conditions.push(format!("job = {}", quote(job)));
-        }
-    }
-    if let Some(kind) = &args.kind {
-        conditions.push(format!("kind = {}", quote(kind)));
-    }
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    };
-    let sql = format!(
-        "SELECT ts, kind, job, instance, task_id, run, host, actor, reason, message FROM events{filter} ORDER BY ts, id"
-    );
+    let sql = crate::shared::sql::events(&crate::shared::sql::EventFilter {
+        job: args.job.clone(),
+        kind: args.kind.clone(),
+        actor: args.actor.clone(),
+    });
     let mut runner = Runner::open(&args.scope).await?;
     let answer = run_sql(&mut runner, &sql, &args.scope).await?;
     print_answer(&answer, args.scope.format, args.scope.limit)

@@ -21,21 +21,21 @@ type Reply = Response<Full<Bytes>>;
 /// What is wrong with a request, before it becomes a [`Reply`].
 struct Refusal {
     status: StatusCode,
-    code: &'static str,
+    code: String,
     message: String,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Refusal {
         Refusal {
             status,
-            code,
+            code: code.to_string(),
             message: message.into(),
         }
     }
 
     fn reply(self) -> Reply {
-        error(self.status, self.code, &self.message)
+        error(self.status, &self.code, &self.message)
     }
 }
 
@@ -87,7 +87,7 @@ pub(super) async fn answer(
             console,
             &path,
             &caller.principal.user,
-            refusal.code,
+            &refusal.code,
             &refusal.message,
             peer,
         );
@@ -97,12 +97,20 @@ pub(super) async fn answer(
         (Method::GET, "/api/v1/whoami") => whoami(&caller),
         (Method::POST, "/api/v1/logout") => logout(console, &caller),
         (Method::POST, "/api/v1/query") => query(console, &caller, request).await,
-        (_, "/api/v1/whoami") => error(
+        (Method::POST, "/api/v1/events") => events(console, &caller, request).await,
+        (Method::POST, "/api/v1/search") => search(console, &caller, request).await,
+        (Method::POST, "/api/v1/context") => context(console, &caller, request).await,
+        (Method::GET, "/api/v1/status") => status(console, &caller).await,
+        (_, "/api/v1/whoami" | "/api/v1/status") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method",
-            "GET /api/v1/whoami",
+            &format!("GET {path}"),
         ),
-        (_, "/api/v1/logout" | "/api/v1/query") => error(
+        (
+            _,
+            "/api/v1/logout" | "/api/v1/query" | "/api/v1/events" | "/api/v1/search"
+            | "/api/v1/context",
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method",
             &format!("POST {path}"),
@@ -206,51 +214,295 @@ async fn query(console: &Console, caller: &Caller, request: Request<Incoming>) -
             "expected {\"sql\": \"…\"}",
         );
     };
-    let int = |key: &str| body.get(key).and_then(Value::as_i64).unwrap_or(0);
-    let request = pb::QueryRequest {
-        sql: sql.to_string(),
-        from_unix_nanos: int("from_unix_nanos"),
-        to_unix_nanos: int("to_unix_nanos"),
-        limit: int("limit").max(0) as u64,
-        ..Default::default()
+    match run(console, caller, sql, &Scope::of(&body)).await {
+        Ok(table) => ok(table.json()),
+        Err(refusal) => refusal.reply(),
+    }
+}
+
+/// `POST /api/v1/events` `{"job": GLOB, "kind": K, "actor": GLOB, …}`: the
+/// audit trail and the cluster's events, oldest first, as `sluice events`
+/// asks for them.
+async fn events(console: &Console, caller: &Caller, request: Request<Incoming>) -> Reply {
+    let body = match json_body(request).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal.reply(),
     };
+    let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_string);
+    let sql = crate::shared::sql::events(&crate::shared::sql::EventFilter {
+        job: text("job"),
+        kind: text("kind"),
+        actor: text("actor"),
+    });
+    match run(console, caller, &sql, &Scope::of(&body)).await {
+        Ok(table) => ok(table.json()),
+        Err(refusal) => refusal.reply(),
+    }
+}
+
+/// `POST /api/v1/search` `{"query": "…", "job": GLOB, "bucket_seconds": N,
+/// …}`: the newest matching lines (at most `limit`, 1,000 by default) and
+/// the matches per time bucket, by job and level, for the histogram.
+async fn search(console: &Console, caller: &Caller, request: Request<Incoming>) -> Reply {
+    use crate::shared::sql::{matches, quote};
+    let body = match json_body(request).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal.reply(),
+    };
+    let Some(query) = body.get("query").and_then(Value::as_str) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "expected {\"query\": \"…\"} (search() syntax)",
+        );
+    };
+    let mut filter = format!("search(line, {})", quote(query));
+    if let Some(job) = body.get("job").and_then(Value::as_str) {
+        filter.push_str(&format!(" AND {}", matches("job", job)));
+    }
+    let bucket = body
+        .get("bucket_seconds")
+        .and_then(Value::as_u64)
+        .unwrap_or(60)
+        .max(1);
+    let mut scope = Scope::of(&body);
+    let limit = match scope.limit {
+        0 => 1_000,
+        n => n,
+    };
+    scope.limit = 0;
+    let rows_sql = format!(
+        "SELECT ts, ts_nanos, job, instance, level, line, source_id, \"offset\" FROM logs WHERE {filter} ORDER BY ts DESC LIMIT {limit}"
+    );
+    let histogram_sql = format!(
+        "SELECT date_bin(INTERVAL '{bucket} seconds', ts) AS bucket, job, level, count(*) AS n \
+         FROM logs WHERE {filter} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    );
+    let (rows, histogram) = tokio::join!(
+        run(console, caller, &rows_sql, &scope),
+        run(console, caller, &histogram_sql, &scope)
+    );
+    match (rows, histogram) {
+        (Ok(rows), Ok(histogram)) => ok(json!({
+            "columns": rows.columns,
+            "rows": rows.rows,
+            "histogram": histogram.rows,
+            "bucket_seconds": bucket,
+            "warnings": rows.warnings,
+            "stats": rows.stats,
+        })),
+        (Err(refusal), _) | (_, Err(refusal)) => refusal.reply(),
+    }
+}
+
+/// `POST /api/v1/context` `{"hits": [{"job", "source_id", "offset",
+/// "ts_unix_nanos"}], "before": B, "after": A}`: the lines around each hit,
+/// as `sluice query -C` shows them.
+async fn context(console: &Console, caller: &Caller, request: Request<Incoming>) -> Reply {
+    let body = match json_body(request).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal.reply(),
+    };
+    let Some(hits) = body.get("hits").and_then(Value::as_array) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "expected {\"hits\": [{\"job\", \"source_id\", \"offset\", \"ts_unix_nanos\"}]}",
+        );
+    };
+    let number = |v: &Value, key: &str| {
+        // source_id is a u64 that JSON may carry as a string.
+        v.get(key).and_then(|n| {
+            n.as_u64()
+                .or_else(|| n.as_i64().map(|i| i as u64))
+                .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
+        })
+    };
+    let mut wanted = Vec::with_capacity(hits.len());
+    for hit in hits.iter().take(100) {
+        let (Some(job), Some(source_id), Some(offset), Some(ts)) = (
+            hit.get("job").and_then(Value::as_str),
+            number(hit, "source_id"),
+            number(hit, "offset"),
+            hit.get("ts_unix_nanos").and_then(Value::as_i64),
+        ) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                &format!("a hit needs job, source_id, offset and ts_unix_nanos: {hit}"),
+            );
+        };
+        wanted.push(pb::Hit {
+            job: job.to_string(),
+            source_id,
+            offset,
+            ts_unix_nanos: ts,
+        });
+    }
+    let lines = |key: &str| body.get(key).and_then(Value::as_u64).unwrap_or(3).min(100) as u32;
+    let scope = Scope::of(&body);
+    let request = pb::ContextRequest {
+        hits: wanted,
+        before: lines("before"),
+        after: lines("after"),
+        from_unix_nanos: scope.from,
+        to_unix_nanos: scope.to,
+    };
+    let mut client = match query_client(console, caller) {
+        Ok(client) => client,
+        Err(refusal) => return refusal.reply(),
+    };
+    let reply = match client.context(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return grpc_error(&status),
+    };
+    let groups: Vec<Value> = reply
+        .groups
+        .iter()
+        .map(|g| {
+            json!({
+                "hit": g.hit.as_ref().map(|h| json!({
+                    "job": h.job,
+                    "source_id": h.source_id.to_string(),
+                    "offset": h.offset,
+                    "ts_unix_nanos": h.ts_unix_nanos,
+                })),
+                "lines": g.lines.iter().map(|l| json!({
+                    "ts_unix_nanos": l.ts_unix_nanos,
+                    "instance": l.instance,
+                    "offset": l.offset,
+                    "line": l.line,
+                    "hit": l.hit,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    ok(json!({ "groups": groups }))
+}
+
+/// `GET /api/v1/status`: what `sluice status --json` prints, scoped to the
+/// caller's roles by the admin service.
+async fn status(console: &Console, caller: &Caller) -> Reply {
     let auth = match BearerInterceptor::new(&caller.token) {
         Ok(auth) => auth,
         Err(e) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", &e.to_string()),
     };
-    let mut client = pb::query_client::QueryClient::new(InterceptedService::new(
+    let mut client = pb::admin_client::AdminClient::new(InterceptedService::new(
         console.upstream.channel.clone(),
         auth,
-    ))
-    .max_decoding_message_size(64 << 20);
-    let mut stream = match client.run(request).await {
+    ));
+    let reply = match client.status(pb::StatusRequest {}).await {
         Ok(reply) => reply.into_inner(),
         Err(status) => return grpc_error(&status),
     };
-    let mut columns: Vec<String> = Vec::new();
-    let mut rows: Vec<Value> = Vec::new();
-    let mut warnings: Vec<String> = Vec::new();
-    let mut stats = Value::Null;
-    loop {
-        let reply = match stream.message().await {
-            Ok(Some(reply)) => reply,
-            Ok(None) => break,
-            Err(status) => return grpc_error(&status),
-        };
-        if !reply.arrow_ipc.is_empty() {
-            let (schema, batches) = match sluice_query::service::decode_ipc(&reply.arrow_ipc) {
-                Ok(decoded) => decoded,
-                Err(e) => return error(StatusCode::BAD_GATEWAY, "internal", &e),
-            };
-            columns = schema.fields().iter().map(|f| f.name().clone()).collect();
-            match json_rows(&batches) {
-                Ok(more) => rows.extend(more),
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e),
-            }
+    let detail: Value = serde_json::from_str(&reply.detail_json).unwrap_or(Value::Null);
+    ok(json!({
+        "version": reply.version,
+        "user": reply.user,
+        "uptime_seconds": reply.uptime_seconds,
+        "bus_url": reply.bus_url,
+        "detail": detail,
+    }))
+}
+
+/// The time range and row limit every query endpoint takes.
+struct Scope {
+    from: i64,
+    to: i64,
+    limit: u64,
+}
+
+impl Scope {
+    fn of(body: &Value) -> Scope {
+        let int = |key: &str| body.get(key).and_then(Value::as_i64).unwrap_or(0);
+        Scope {
+            from: int("from_unix_nanos"),
+            to: int("to_unix_nanos"),
+            limit: int("limit").max(0) as u64,
         }
-        warnings.extend(reply.warnings);
+    }
+}
+
+/// A query's answer: column names, rows as JSON objects, warnings, what the
+/// scan read.
+struct Table {
+    columns: Vec<String>,
+    rows: Vec<Value>,
+    warnings: Vec<String>,
+    stats: Value,
+}
+
+impl Table {
+    fn json(self) -> Value {
+        json!({
+            "columns": self.columns,
+            "rows": self.rows,
+            "warnings": self.warnings,
+            "stats": self.stats,
+        })
+    }
+}
+
+/// A query client with the caller's token.
+fn query_client(
+    console: &Console,
+    caller: &Caller,
+) -> Result<
+    pb::query_client::QueryClient<InterceptedService<tonic::transport::Channel, BearerInterceptor>>,
+    Refusal,
+> {
+    let auth = BearerInterceptor::new(&caller.token)
+        .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?;
+    Ok(pb::query_client::QueryClient::new(InterceptedService::new(
+        console.upstream.channel.clone(),
+        auth,
+    ))
+    .max_decoding_message_size(64 << 20))
+}
+
+/// Runs `sql` on the query service as the caller.
+async fn run(
+    console: &Console,
+    caller: &Caller,
+    sql: &str,
+    scope: &Scope,
+) -> Result<Table, Refusal> {
+    let mut client = query_client(console, caller)?;
+    let request = pb::QueryRequest {
+        sql: sql.to_string(),
+        from_unix_nanos: scope.from,
+        to_unix_nanos: scope.to,
+        limit: scope.limit,
+        ..Default::default()
+    };
+    let mut stream = client
+        .run(request)
+        .await
+        .map_err(|status| grpc_refusal(&status))?
+        .into_inner();
+    let mut table = Table {
+        columns: Vec::new(),
+        rows: Vec::new(),
+        warnings: Vec::new(),
+        stats: Value::Null,
+    };
+    while let Some(reply) = stream
+        .message()
+        .await
+        .map_err(|status| grpc_refusal(&status))?
+    {
+        if !reply.arrow_ipc.is_empty() {
+            let (schema, batches) = sluice_query::service::decode_ipc(&reply.arrow_ipc)
+                .map_err(|e| Refusal::new(StatusCode::BAD_GATEWAY, "internal", e))?;
+            table.columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+            table.rows.extend(
+                json_rows(&batches)
+                    .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?,
+            );
+        }
+        table.warnings.extend(reply.warnings);
         if let Some(s) = reply.stats {
-            stats = json!({
+            table.stats = json!({
                 "splits_total": s.splits_total,
                 "splits_pruned": s.splits_pruned,
                 "splits_searched": s.splits_searched,
@@ -260,8 +512,8 @@ async fn query(console: &Console, caller: &Caller, request: Request<Incoming>) -
             });
         }
     }
-    tracing::debug!(user = %caller.principal.user, target = %sql_target(sql), rows = rows.len(), "console query");
-    ok(json!({"columns": columns, "rows": rows, "warnings": warnings, "stats": stats}))
+    tracing::debug!(user = %caller.principal.user, target = %sql_target(sql), rows = table.rows.len(), "console query");
+    Ok(table)
 }
 
 /// Rows of `batches` as JSON objects (null columns left out, as Arrow's
@@ -410,7 +662,7 @@ fn refused(console: &Console, method: &str, actor: &str, code: &str, why: &str, 
 }
 
 /// A gRPC failure as the HTTP status that means the same.
-fn grpc_error(status: &tonic::Status) -> Reply {
+fn grpc_refusal(status: &tonic::Status) -> Refusal {
     use tonic::Code;
     let http = match status.code() {
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -425,7 +677,15 @@ fn grpc_error(status: &tonic::Status) -> Reply {
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    error(http, &code_name(status.code()), status.message())
+    Refusal {
+        status: http,
+        code: code_name(status.code()),
+        message: status.message().to_string(),
+    }
+}
+
+fn grpc_error(status: &tonic::Status) -> Reply {
+    grpc_refusal(status).reply()
 }
 
 fn ok(body: Value) -> Reply {

@@ -17,6 +17,7 @@ pub mod node;
 pub mod otlp;
 pub mod register;
 pub mod serve;
+pub mod sql;
 pub mod tls;
 pub mod tokens;
 

@@ -245,6 +245,87 @@ async fn the_console_api_scopes_rows_and_refuses_strangers_forgeries_and_revoked
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert_eq!(bad.body["code"], "invalid_argument");
 
+    // Status, search with its histogram, context and events, each scoped
+    // by the services.
+    let status = https
+        .call(
+            "GET",
+            "/api/v1/status",
+            &[("authorization", &alice_auth)],
+            "",
+        )
+        .await;
+    assert_eq!(status.status, 200, "{}", status.body);
+    let text = status.body.to_string();
+    assert!(
+        text.contains("www/prod/site") && !text.contains("batch/prod/secret"),
+        "{text}"
+    );
+    let post = |path: &'static str, auth: String, body: Value| {
+        let https = &https;
+        async move {
+            https
+                .call(
+                    "POST",
+                    path,
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    &body.to_string(),
+                )
+                .await
+        }
+    };
+    let found = post(
+        "/api/v1/search",
+        alice_auth.clone(),
+        json!({"query": "site-line", "bucket_seconds": 60, "limit": 5}),
+    )
+    .await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    let rows = found.body["rows"].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.len() <= 5, "{}", found.body);
+    assert!(
+        rows.iter()
+            .all(|r| r["job"] == "www/prod/site" && r["line"] == "site-line")
+    );
+    let histogram = found.body["histogram"].as_array().unwrap();
+    let counted: u64 = histogram.iter().map(|b| b["n"].as_u64().unwrap()).sum();
+    assert!(counted >= rows.len() as u64, "{histogram:?}");
+    assert!(
+        histogram
+            .iter()
+            .all(|b| b["job"] == "www/prod/site" && b["bucket"].is_string())
+    );
+    let hidden = post(
+        "/api/v1/search",
+        alice_auth.clone(),
+        json!({"query": "secret-line"}),
+    )
+    .await;
+    assert_eq!(hidden.body["rows"], json!([]), "{}", hidden.body);
+    let hit = &rows[0];
+    let around = post(
+        "/api/v1/context",
+        alice_auth.clone(),
+        json!({"hits": [{
+            "job": hit["job"], "source_id": hit["source_id"], "offset": hit["offset"],
+            "ts_unix_nanos": hit["ts_nanos"],
+        }], "before": 2, "after": 0}),
+    )
+    .await;
+    assert_eq!(around.status, 200, "{}", around.body);
+    let lines = around.body["groups"][0]["lines"].as_array().unwrap();
+    assert!(!lines.is_empty() && lines.len() <= 3, "{}", around.body);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["hit"] == true && l["line"] == "site-line")
+    );
+    let bad = post("/api/v1/search", alice_auth.clone(), json!({"q": "x"})).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
     // A browser: the token in the body, a session cookie back.
     let login = https
         .call(
@@ -376,6 +457,35 @@ async fn the_console_api_scopes_rows_and_refuses_strangers_forgeries_and_revoked
         )
         .await;
     assert_eq!(me.body["admin"], true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let trail = post(
+            "/api/v1/events",
+            admin_auth.clone(),
+            json!({"kind": "api_call", "actor": "ali*"}),
+        )
+        .await;
+        assert_eq!(trail.status, 200, "{}", trail.body);
+        let rows = trail.body["rows"].as_array().unwrap();
+        assert!(
+            rows.iter()
+                .all(|r| r["actor"] == "alice" && r["kind"] == "api_call"),
+            "{rows:?}"
+        );
+        if rows.iter().any(|r| {
+            r["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/console/api/v1/login")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice's login is not in the events table: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let events = dump(&up, "sluice.events");
