@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use std::convert::Infallible;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
@@ -16,7 +19,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use super::{COOKIE, Console, MAX_BODY_BYTES, SESSION_TTL};
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<BoxBody<Bytes, Infallible>>;
 
 /// What is wrong with a request, before it becomes a [`Reply`].
 struct Refusal {
@@ -101,7 +104,8 @@ pub(super) async fn answer(
         (Method::POST, "/api/v1/search") => search(console, &caller, request).await,
         (Method::POST, "/api/v1/context") => context(console, &caller, request).await,
         (Method::GET, "/api/v1/status") => status(console, &caller).await,
-        (_, "/api/v1/whoami" | "/api/v1/status") => error(
+        (Method::GET, "/api/v1/tail") => tail(console, &caller, &request),
+        (_, "/api/v1/whoami" | "/api/v1/status" | "/api/v1/tail") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method",
             &format!("GET {path}"),
@@ -405,6 +409,151 @@ async fn status(console: &Console, caller: &Caller) -> Reply {
     }))
 }
 
+/// `GET /api/v1/tail?job=GLOB&instances=LIST&grep=RE&level=L&lines=N&since=D`:
+/// the live tail as server-sent events, one `data:` line per record as
+/// `tailll --output json` prints it (lines and lifecycle notices: restarts,
+/// moves), through tailll's own code with the caller's token. It follows
+/// instances as they restart or move, until the client goes away; a tail
+/// that cannot start sends one `event: error`.
+fn tail(console: &Console, caller: &Caller, request: &Request<Incoming>) -> Reply {
+    let query = request.uri().query().unwrap_or("");
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let param = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let Some(job) = param("job") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "expected ?job=ROLE/ENV/NAME (or a glob)",
+        );
+    };
+    let data_dir = console.upstream.data_dir.display().to_string();
+    let mut argv: Vec<&str> = vec![
+        "tailll",
+        job,
+        "--data-dir",
+        &data_dir,
+        "--token",
+        &caller.token,
+        "--output",
+        "json",
+        "--color",
+        "never",
+    ];
+    for (key, flag) in [
+        ("instances", "--instances"),
+        ("grep", "--grep"),
+        ("level", "--level"),
+        ("lines", "--lines"),
+        ("since", "--since"),
+    ] {
+        if let Some(value) = param(key) {
+            argv.extend([flag, value]);
+        }
+    }
+    let args = match <tailll::args::Args as clap::Parser>::try_parse_from(&argv) {
+        Ok(args) => args,
+        Err(e) => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
+            return error(StatusCode::BAD_REQUEST, "invalid_argument", first);
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let output = tailll::output::Output::new(SseWriter {
+        tx: tx.clone(),
+        pending: Vec::new(),
+    });
+    let user = caller.principal.user.clone();
+    tokio::spawn(async move {
+        let terminal = tailll::Terminal {
+            stdout_is_terminal: false,
+            no_color: true,
+        };
+        let run = tailll::follow(args, terminal, output, tailll::session::Interrupts::never());
+        let gone = tx.clone();
+        let keep_alive = async {
+            // A comment now and then: a client that went away is noticed
+            // even when no line comes.
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+                if tx
+                    .send(Bytes::from_static(b": keep-alive\n\n"))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            result = run => {
+                if let Err(e) = result {
+                    let body = json!({"error": format!("{e:#}")});
+                    let _ = gone.send(Bytes::from(format!("event: error\ndata: {body}\n\n"))).await;
+                }
+            }
+            () = gone.closed() => {}
+            () = keep_alive => {}
+        }
+        tracing::debug!(user = %user, "console live tail ended");
+    });
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(hyper::body::Frame::data(bytes)), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-content-type-options", "nosniff")
+        .body(StreamBody::new(frames).boxed())
+        .expect("a valid response")
+}
+
+/// tailll's output as server-sent events: each JSON line one `data:` frame.
+/// Written from tailll's output thread; a client gone is a closed pipe to
+/// it.
+struct SseWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    pending: Vec<u8>,
+}
+
+impl std::io::Write for SseWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
+            return Ok(buf.len());
+        };
+        let mut frames = Vec::with_capacity(end + 16);
+        for line in self.pending[..end].split(|&b| b == b'\n') {
+            frames.extend_from_slice(b"data: ");
+            frames.extend_from_slice(line);
+            frames.extend_from_slice(b"\n\n");
+        }
+        self.pending.drain(..=end);
+        self.tx
+            .blocking_send(Bytes::from(frames))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The time range and row limit every query endpoint takes.
 struct Scope {
     from: i64,
@@ -703,6 +852,6 @@ fn json_reply(status: StatusCode, body: &Value) -> Reply {
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
         .header("x-content-type-options", "nosniff")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
         .expect("a valid response")
 }

@@ -49,15 +49,25 @@ pub struct Upstream {
     /// A channel to the gRPC services (`https://…`), shared by every
     /// request; each call adds its caller's token.
     pub channel: Channel,
+    /// The data directory whose `client.toml` names the cluster, for the
+    /// live tail (tailll's own code, with the caller's token).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Upstream {
     /// A lazily connected channel to `endpoint`, checked against `ca`.
-    pub fn new(endpoint: &str, ca: Option<&str>) -> anyhow::Result<Upstream> {
+    pub fn new(
+        endpoint: &str,
+        ca: Option<&str>,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Upstream> {
         let channel = sluice_client::endpoint(endpoint, ca, &Default::default())
             .with_context(|| format!("the console's upstream {endpoint}"))?
             .connect_lazy();
-        Ok(Upstream { channel })
+        Ok(Upstream {
+            channel,
+            data_dir: data_dir.to_path_buf(),
+        })
     }
 }
 

@@ -51,6 +51,18 @@ pub struct Terminal {
 /// Runs `tailll` to its end: Ctrl-C, a closed pipe, or (`--no-follow`)
 /// the end of the backfill.
 pub async fn run(args: Args, terminal: Terminal) -> anyhow::Result<()> {
+    follow(args, terminal, Output::stdout(), Interrupts::listen()).await
+}
+
+/// What [`run`] does, into `output` and until `interrupts` (or the output's
+/// reader goes away): the console's live tail runs it with a writer of
+/// server-sent events and no signals.
+pub async fn follow(
+    args: Args,
+    terminal: Terminal,
+    output: Output,
+    mut interrupts: Interrupts,
+) -> anyhow::Result<()> {
     if let Some(grep) = &args.grep {
         regex::bytes::RegexBuilder::new(grep)
             .size_limit(REGEX_SIZE_LIMIT)
@@ -72,7 +84,6 @@ pub async fn run(args: Args, terminal: Terminal) -> anyhow::Result<()> {
         job: !is_one_job(&args.job),
     };
 
-    let mut interrupts = Interrupts::listen();
     let ca = match &args.tls_ca {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -139,9 +150,7 @@ pub async fn run(args: Args, terminal: Terminal) -> anyhow::Result<()> {
         refresh: args.refresh,
         started_unix_nanos: started,
     });
-    session
-        .run(first, scheduler, Output::stdout(), interrupts)
-        .await
+    session.run(first, scheduler, output, interrupts).await
 }
 
 /// `--color`: `auto` colours a terminal unless `NO_COLOR` is set; the

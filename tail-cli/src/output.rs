@@ -90,8 +90,14 @@ impl Output {
 
     /// Resolves when the writer stopped on an error.
     pub async fn ended(&mut self) -> End {
-        match self.end.wait_for(|e| *e != End::Open).await {
-            Ok(end) => end.clone(),
+        // The guard is let go before any other await (the future stays Send).
+        let end = self
+            .end
+            .wait_for(|e| *e != End::Open)
+            .await
+            .map(|e| e.clone());
+        match end {
+            Ok(end) => end,
             // The writer is gone without an error: it finished.
             Err(_) => std::future::pending().await,
         }

@@ -494,6 +494,15 @@ impl Interrupts {
         }
     }
 
+    /// Listens for nothing: the session ends when its output's reader goes
+    /// away.
+    pub fn never() -> Interrupts {
+        Interrupts {
+            int: None,
+            term: None,
+        }
+    }
+
     /// Waits for the next SIGINT or SIGTERM.
     pub async fn recv(&mut self) {
         async fn one(s: &mut Option<Signal>) {

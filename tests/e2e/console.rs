@@ -85,6 +85,69 @@ impl Https {
         }
     }
 
+    /// The `data:` lines of a server-sent event stream, and whether an
+    /// `event: error` came, until `want` data lines (or `patience`); then
+    /// the connection is dropped, as a page that is left.
+    async fn events(
+        &self,
+        path: &str,
+        auth: (&str, &str),
+        want: usize,
+        patience: Duration,
+    ) -> (Vec<Value>, Option<String>) {
+        use http_body_util::BodyExt as _;
+        use tokio_rustls::rustls::pki_types::ServerName;
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
+        let host = self.addr.rsplit_once(':').unwrap().0.to_string();
+        let tls = self
+            .tls
+            .connect(ServerName::try_from(host).unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, &self.addr)
+            .header(auth.0, auth.1)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()[hyper::header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        let mut body = response.into_body();
+        let (mut text, mut data, mut failed) = (String::new(), Vec::new(), None);
+        let deadline = tokio::time::Instant::now() + patience;
+        while data.len() < want && failed.is_none() {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(frame)) => frame.unwrap(),
+                _ => break,
+            };
+            let Ok(bytes) = frame.into_data() else {
+                continue;
+            };
+            text.push_str(&String::from_utf8_lossy(&bytes));
+            while let Some(end) = text.find("\n\n") {
+                let event: String = text.drain(..end + 2).collect();
+                let payload = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect::<String>();
+                if event.starts_with("event: error") {
+                    failed = Some(payload);
+                } else if !payload.is_empty() {
+                    data.push(serde_json::from_str(&payload).unwrap());
+                }
+            }
+        }
+        (data, failed)
+    }
+
     async fn query(&self, auth: (&str, &str), sql: &str) -> Reply {
         let body = json!({ "sql": sql }).to_string();
         self.call(
@@ -325,6 +388,52 @@ async fn the_console_api_scopes_rows_and_refuses_strangers_forgeries_and_revoked
     );
     let bad = post("/api/v1/search", alice_auth.clone(), json!({"q": "x"})).await;
     assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // Live tail: lines arrive as they are written (the backfill is 2 a
+    // source; the job writes one every 200 ms); another role's job is not
+    // followed.
+    let (lines, failed) = https
+        .events(
+            "/api/v1/tail?job=www%2Fprod%2Fsite&lines=2",
+            ("authorization", &alice_auth),
+            6,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(failed, None);
+    let records: Vec<&Value> = lines.iter().filter(|l| l.get("line").is_some()).collect();
+    assert!(records.len() >= 4, "{lines:?}");
+    assert!(
+        records
+            .iter()
+            .all(|l| l["job"] == "www/prod/site" && l["line"] == "site-line")
+    );
+    let newest = records
+        .iter()
+        .map(|l| l["ts"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        newest > sluice_schema::time::now_unix_nanos() - 20_000_000_000,
+        "{lines:?}"
+    );
+    let (lines, failed) = https
+        .events(
+            "/api/v1/tail?job=batch%2Fprod%2Fsecret",
+            ("authorization", &alice_auth),
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(lines.iter().all(|l| l.get("line").is_none()), "{lines:?}");
+    assert!(
+        failed.as_ref().is_some_and(|f| f.contains("may not read role batch")),
+        "{failed:?}"
+    );
+    let no_job = https
+        .call("GET", "/api/v1/tail", &[("authorization", &alice_auth)], "")
+        .await;
+    assert_eq!(no_job.status, 400, "{}", no_job.body);
 
     // A browser: the token in the body, a session cookie back.
     let login = https

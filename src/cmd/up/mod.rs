@@ -345,7 +345,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let endpoint_for_shippers = endpoint.clone();
     let console = match args.console_listen {
         Some(listen) => {
-            let upstream = crate::console::Upstream::new(&endpoint, ca.as_deref())?;
+            let upstream = crate::console::Upstream::new(&endpoint, ca.as_deref(), &data_dir)?;
             Some(crate::console::serve(listen, guard.clone(), upstream).await?)
         }
         None => None,
