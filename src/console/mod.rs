@@ -19,7 +19,7 @@
 //!   granted) and, when the browser says where it comes from (`Origin`),
 //!   come from the console's own origin.
 //! - **Limits.** Bodies of at most [`MAX_BODY_BYTES`]; at most
-//!   [`MAX_SESSIONS`] live sessions (the oldest is dropped); a session lasts
+//!   [`session::MAX_SESSIONS`] live sessions (the oldest is dropped); a session lasts
 //!   [`SESSION_TTL`].
 //! - **Cancelling.** A client that goes away drops its request, and with it
 //!   the gRPC call: the query stops on the server.
