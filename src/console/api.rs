@@ -68,6 +68,23 @@ pub(super) async fn answer(
             ),
         };
     }
+    if method == Method::GET
+        && let Some((media, body)) = asset(&path)
+    {
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, media)
+            .header(header::CACHE_CONTROL, "no-cache")
+            .header("x-content-type-options", "nosniff")
+            .header("x-frame-options", "DENY")
+            .header(
+                "content-security-policy",
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+            )
+            .header("referrer-policy", "no-referrer")
+            .body(Full::new(Bytes::from_static(body.as_bytes())).boxed())
+            .expect("a valid response");
+    }
     if !path.starts_with("/api/v1/") {
         return error(
             StatusCode::NOT_FOUND,
@@ -125,6 +142,23 @@ pub(super) async fn answer(
             &format!("{path}: no such API (see docs/API.md)"),
         ),
     }
+}
+
+/// The console's pages, embedded in the binary (no build step: plain
+/// HTML, CSS and JavaScript in `src/console/assets/`).
+fn asset(path: &str) -> Option<(&'static str, &'static str)> {
+    Some(match path {
+        "/" | "/index.html" => (
+            "text/html; charset=utf-8",
+            include_str!("assets/index.html"),
+        ),
+        "/app.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("assets/app.js"),
+        ),
+        "/style.css" => ("text/css; charset=utf-8", include_str!("assets/style.css")),
+        _ => return None,
+    })
 }
 
 /// `POST /api/v1/login` `{"token": "…"}`: a session cookie for a good
@@ -276,7 +310,8 @@ async fn search(console: &Console, caller: &Caller, request: Request<Incoming>) 
     };
     scope.limit = 0;
     let rows_sql = format!(
-        "SELECT ts, ts_nanos, job, instance, level, line, source_id, \"offset\" FROM logs WHERE {filter} ORDER BY ts DESC LIMIT {limit}"
+        "SELECT ts, CAST(ts_nanos AS VARCHAR) AS ts_nanos, job, instance, level, line, \
+         CAST(source_id AS VARCHAR) AS source_id, \"offset\" FROM logs WHERE {filter} ORDER BY ts DESC LIMIT {limit}"
     );
     let histogram_sql = format!(
         "SELECT date_bin(INTERVAL '{bucket} seconds', ts) AS bucket, job, level, count(*) AS n \
@@ -314,21 +349,27 @@ async fn context(console: &Console, caller: &Caller, request: Request<Incoming>)
             "expected {\"hits\": [{\"job\", \"source_id\", \"offset\", \"ts_unix_nanos\"}]}",
         );
     };
-    let number = |v: &Value, key: &str| {
-        // source_id is a u64 that JSON may carry as a string.
+    // The 64-bit ones come as strings (a browser's numbers keep 53 bits);
+    // source_id is a u64 the archive keeps as the i64 of its bits.
+    let int = |v: &Value, key: &str| {
         v.get(key).and_then(|n| {
-            n.as_u64()
-                .or_else(|| n.as_i64().map(|i| i as u64))
-                .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
+            n.as_i64()
+                .or_else(|| n.as_u64().map(|u| u as i64))
+                .or_else(|| n.as_str().and_then(|s| s.parse::<i64>().ok()))
+                .or_else(|| {
+                    n.as_str()
+                        .and_then(|s| s.parse::<u64>().ok().map(|u| u as i64))
+                })
         })
     };
+    let number = |v: &Value, key: &str| int(v, key).map(|i| i as u64);
     let mut wanted = Vec::with_capacity(hits.len());
     for hit in hits.iter().take(100) {
         let (Some(job), Some(source_id), Some(offset), Some(ts)) = (
             hit.get("job").and_then(Value::as_str),
             number(hit, "source_id"),
             number(hit, "offset"),
-            hit.get("ts_unix_nanos").and_then(Value::as_i64),
+            int(hit, "ts_unix_nanos"),
         ) else {
             return error(
                 StatusCode::BAD_REQUEST,

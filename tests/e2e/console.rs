@@ -1,4 +1,4 @@
-//! The console's JSON API (`sluice up --console-listen`), attacked the way
+//! The console (`sluice up` serves it), attacked the way
 //! a browser session and a script can be: no token, a wrong one, a
 //! plain-text client, another role's rows, a cross-site request riding the
 //! session cookie, a token revoked after its login, a logged-out session.
@@ -174,9 +174,9 @@ fn console_addr(up: &Up) -> String {
     loop {
         if let Some(addr) = up.printed().lines().find_map(|l| {
             l.trim()
-                .strip_prefix("console API on https://")
-                .and_then(|l| l.strip_suffix("/api/v1/"))
-                .map(str::to_string)
+                .strip_prefix("console on https://")
+                .and_then(|l| l.split_once('/'))
+                .map(|(addr, _)| addr.to_string())
         }) {
             return addr;
         }
@@ -207,7 +207,7 @@ async fn the_console_api_scopes_rows_and_refuses_strangers_forgeries_and_revoked
     let alice = "alice-token-0123456789abcdef";
     let bob = "bob-token-0123456789abcdef01";
     tokens(&dir, &[("alice", alice, "www"), ("bob", bob, "batch")]);
-    let up = Up::start(&dir, &["--nodes", "1", "--console-listen", "127.0.0.1:0"]);
+    let up = Up::start(&dir, &["--nodes", "1"]);
     for (role, name) in [("www", "site"), ("batch", "secret")] {
         let spec = write_spec(
             tmp.path(),
@@ -427,7 +427,9 @@ async fn the_console_api_scopes_rows_and_refuses_strangers_forgeries_and_revoked
         .await;
     assert!(lines.iter().all(|l| l.get("line").is_none()), "{lines:?}");
     assert!(
-        failed.as_ref().is_some_and(|f| f.contains("may not read role batch")),
+        failed
+            .as_ref()
+            .is_some_and(|f| f.contains("may not read role batch")),
         "{failed:?}"
     );
     let no_job = https
@@ -617,5 +619,204 @@ async fn the_console_api_scopes_rows_and_refuses_strangers_forgeries_and_revoked
             "not on the audit trail: {logins:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A program on the PATH (or named by `SLUICE_<VAR>`), as a full path, if
+/// it runs.
+fn program(var: &str, name: &str) -> Option<String> {
+    let path = std::env::var(var).ok().or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+            .map(|p| p.display().to_string())
+    })?;
+    std::process::Command::new(&path)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        .then_some(path)
+}
+
+/// The console in a real browser (Debian's headless Chromium, driven by
+/// selenium) against `sluice up --demo`, trusting the CA `up` made through
+/// an NSS database of its own: log in, search with the histogram and a
+/// row's context, a live tail that keeps lines while paused, the events
+/// timeline, status. Screenshots are kept in target/tmp/console-screenshots.
+#[test]
+fn the_console_in_a_real_browser_against_the_demo() {
+    let python = crate::harness::python_with("BROWSER", "import selenium", "selenium");
+    let tools = (
+        program("SLUICE_CHROMIUM", "chromium"),
+        program("SLUICE_CHROMEDRIVER", "chromedriver"),
+        std::process::Command::new("certutil")
+            .arg("-H")
+            .output()
+            .is_ok()
+            .then_some(()),
+    );
+    let (Some(python), (Some(chromium), Some(chromedriver), Some(()))) = (python, tools) else {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "SLUICE_REQUIRE_BROWSER=1 but chromium, chromedriver or certutil is missing"
+        );
+        eprintln!("skipping: no chromium, chromedriver or certutil; scripts/test.sh installs them");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let up = Up::start(&dir, &["--demo"]);
+    let addr = console_addr(&up);
+    let client: toml::Table =
+        toml::from_str(&std::fs::read_to_string(dir.join("client.toml")).unwrap()).unwrap();
+    let token = client["token"].as_str().unwrap().to_string();
+    // Something to find: the demo's web lines in the archive.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let https = Https::new(&addr, client["ca"].as_str().unwrap());
+    let auth = bearer(&token);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while runtime
+        .block_on(https.query(
+            ("authorization", &auth),
+            "SELECT count(*) AS n FROM logs WHERE job = 'demo/prod/web'",
+        ))
+        .body["rows"][0]["n"]
+        .as_u64()
+        .unwrap_or(0)
+        < 20
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the demo's lines are not archived: {}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // HOME with an NSS database that trusts up's CA, as a user would add it.
+    let home = tmp.path().join("home");
+    let nss = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&nss).unwrap();
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, client["ca"].as_str().unwrap()).unwrap();
+    let db = format!("sql:{}", nss.display());
+    for args in [
+        vec!["-N", "-d", &db, "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            &db,
+            "-t",
+            "C,,",
+            "-n",
+            "sluice-up",
+            "-i",
+            ca.to_str().unwrap(),
+        ],
+    ] {
+        let out = std::process::Command::new("certutil")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/console_browser.py");
+    let out = std::process::Command::new(&python)
+        .args([
+            script,
+            "--url",
+            &format!("https://{addr}/"),
+            "--token",
+            &token,
+            "--shots",
+            shots.to_str().unwrap(),
+            "--search",
+            "checkout",
+            "--job",
+            "demo/prod/web",
+            "--chromium",
+            &chromium,
+            "--chromedriver",
+            &chromedriver,
+        ])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        up.log()
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(
+        summary["who"].as_str().unwrap().starts_with("admin"),
+        "{summary}"
+    );
+    assert_eq!(summary["cookie_visible_to_scripts"], false, "{summary}");
+    // The histogram counts what the search found, by job.
+    let rows: u64 = summary["result_info"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        rows > 0 && summary["histogram_total"].as_u64().unwrap() >= rows,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["histogram_jobs"],
+        json!(["demo/prod/web"]),
+        "{summary}"
+    );
+    assert!(
+        summary["first_row"].as_str().unwrap().contains("checkout"),
+        "{summary}"
+    );
+    assert!(
+        summary["context_hit"]
+            .as_str()
+            .unwrap()
+            .contains("checkout"),
+        "{summary}"
+    );
+    assert!(summary["context_lines"].as_u64().unwrap() > 1, "{summary}");
+    // Live tail: every instance of the job, paused without losing a line.
+    assert_eq!(
+        summary["tail_instances"],
+        json!(["0", "1", "2"]),
+        "{summary}"
+    );
+    assert_eq!(summary["grew_while_paused"], 0, "{summary}");
+    let held = summary["held_while_paused"].as_u64().unwrap();
+    assert!(held > 0, "{summary}");
+    assert!(
+        summary["shown_after_resume"].as_u64().unwrap() >= held,
+        "{summary}"
+    );
+    let kinds = summary["event_kinds"].as_array().unwrap();
+    assert!(kinds.contains(&json!("task_state")), "{summary}");
+    assert_eq!(summary["status_has_jobs"], true, "{summary}");
+    for shot in [
+        "1-login",
+        "2-explore",
+        "3-live-tail",
+        "4-events",
+        "5-status",
+    ] {
+        let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000, "{shot}");
     }
 }

@@ -100,10 +100,19 @@ pub struct UpArgs {
     /// retention, queries) at http://ADDR/metrics; see docs/METRICS.md.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
-    /// Serve the console's JSON API (https://ADDR/api/v1/, docs/API.md)
-    /// with the services' TLS and tokens.
-    #[arg(long, value_name = "ADDR")]
-    pub console_listen: Option<SocketAddr>,
+    /// Address of the console: the browser pages at https://ADDR/ and
+    /// their JSON API at /api/v1/ (docs/API.md), with the services' TLS
+    /// and tokens.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        env = "SLUICE_CONSOLE_LISTEN"
+    )]
+    pub console_listen: SocketAddr,
+    /// Serve no console.
+    #[arg(long)]
+    pub no_console: bool,
     #[command(flatten)]
     pub otlp: crate::shared::otlp::OtlpArgs,
 }
@@ -343,7 +352,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let endpoint_for_shippers = endpoint.clone();
-    let console = match args.console_listen {
+    let console = match (!args.no_console).then_some(args.console_listen) {
         Some(listen) => {
             let upstream = crate::console::Upstream::new(&endpoint, ca.as_deref(), &data_dir)?;
             Some(crate::console::serve(listen, guard.clone(), upstream).await?)
@@ -374,8 +383,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(bound) = console {
         eprintln!(
-            "  console API on https://{}/api/v1/",
-            crate::shared::tls::reported(bound)
+            "  console on https://{}/ (log in with a token of {}, or the admin token in client.toml)",
+            crate::shared::tls::reported(bound),
+            data_dir.join("tokens.toml").display()
         );
     }
     if !args.log_stderr {
