@@ -25,7 +25,20 @@ def main():
 
     options = webdriver.ChromeOptions()
     options.binary_location = args.chromium
-    for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"]:
+    # As root Chromium needs --no-sandbox; the network is closed, so nothing
+    # in the background may try to reach Google's hosts.
+    for flag in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+    ]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(args.chromedriver), options=options)
     wait = WebDriverWait(driver, 60)
