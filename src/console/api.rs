@@ -428,14 +428,10 @@ async fn context(console: &Console, caller: &Caller, request: Request<Incoming>)
 /// `GET /api/v1/status`: what `sluice status --json` prints, scoped to the
 /// caller's roles by the admin service.
 async fn status(console: &Console, caller: &Caller) -> Reply {
-    let auth = match BearerInterceptor::new(&caller.token) {
-        Ok(auth) => auth,
-        Err(e) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", &e.to_string()),
+    let mut client = match authed(console, caller) {
+        Ok(channel) => pb::admin_client::AdminClient::new(channel),
+        Err(refusal) => return refusal.reply(),
     };
-    let mut client = pb::admin_client::AdminClient::new(InterceptedService::new(
-        console.upstream.channel.clone(),
-        auth,
-    ));
     let reply = match client.status(pb::StatusRequest {}).await {
         Ok(reply) => reply.into_inner(),
         Err(status) => return grpc_error(&status),
@@ -633,21 +629,26 @@ impl Table {
     }
 }
 
+/// The cluster's services as the caller: the shared channel with the
+/// caller's token on every call.
+type Authed = InterceptedService<tonic::transport::Channel, BearerInterceptor>;
+
+fn authed(console: &Console, caller: &Caller) -> Result<Authed, Refusal> {
+    let auth = BearerInterceptor::new(&caller.token)
+        .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?;
+    Ok(InterceptedService::new(
+        console.upstream.channel.clone(),
+        auth,
+    ))
+}
+
 /// A query client with the caller's token.
 fn query_client(
     console: &Console,
     caller: &Caller,
-) -> Result<
-    pb::query_client::QueryClient<InterceptedService<tonic::transport::Channel, BearerInterceptor>>,
-    Refusal,
-> {
-    let auth = BearerInterceptor::new(&caller.token)
-        .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?;
-    Ok(pb::query_client::QueryClient::new(InterceptedService::new(
-        console.upstream.channel.clone(),
-        auth,
-    ))
-    .max_decoding_message_size(64 << 20))
+) -> Result<pb::query_client::QueryClient<Authed>, Refusal> {
+    Ok(pb::query_client::QueryClient::new(authed(console, caller)?)
+        .max_decoding_message_size(64 << 20))
 }
 
 /// Runs `sql` on the query service as the caller.

@@ -29,7 +29,6 @@ mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tonic::transport::Channel;
@@ -96,30 +95,9 @@ pub async fn serve(
         upstream,
         sessions: session::Sessions::default(),
     });
-    tokio::spawn(async move {
-        while let Ok((stream, peer)) = listener.accept().await {
-            let (tls, console) = (tls.clone(), console.clone());
-            tokio::spawn(async move {
-                let accepted =
-                    tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await;
-                let Ok(Ok(stream)) = accepted else {
-                    return; // a plain-text client, or a handshake that failed
-                };
-                let service = hyper::service::service_fn(move |request| {
-                    let console = console.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            api::answer(&console, request, peer).await,
-                        )
-                    }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "console connection ended");
-                }
-            });
-        }
+    crate::shared::serve::serve_https(listener, tls, "console", move |request, peer| {
+        let console = console.clone();
+        async move { api::answer(&console, request, peer).await }
     });
     Ok(bound)
 }

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -74,30 +73,9 @@ pub async fn serve(args: &OtlpArgs, receiver: Arc<Receiver>, guard: &Guard) -> a
         let bound = listener.local_addr()?;
         let tls = guard.tls.acceptor()?;
         let guard = guard.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
-                let (tls, guard, receiver) = (tls.clone(), guard.clone(), receiver.clone());
-                tokio::spawn(async move {
-                    let accepted =
-                        tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await;
-                    let Ok(Ok(stream)) = accepted else {
-                        return; // a plain-text client, or a handshake that failed
-                    };
-                    let service = hyper::service::service_fn(move |request| {
-                        let (guard, receiver) = (guard.clone(), receiver.clone());
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                answer(request, peer, &guard, &receiver).await,
-                            )
-                        }
-                    });
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "OTLP/HTTP connection ended");
-                    }
-                });
-            }
+        crate::shared::serve::serve_https(listener, tls, "OTLP/HTTP", move |request, peer| {
+            let (guard, receiver) = (guard.clone(), receiver.clone());
+            async move { answer(request, peer, &guard, &receiver).await }
         });
         eprintln!(
             "OTLP/HTTP on https://{}/v1/logs",

@@ -40,6 +40,50 @@ impl Guard {
     }
 }
 
+/// Serves HTTP/1 over `tls` on `listener` until the process ends (the
+/// OTLP/HTTP receiver and the console): each connection's handshake gets at
+/// most 10 s (a plain-text client gets no answer), then every request is
+/// `answer(request, client address)`.
+pub fn serve_https<F, Fut, B>(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    what: &'static str,
+    answer: F,
+) where
+    F: Fn(hyper::Request<hyper::body::Incoming>, std::net::SocketAddr) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let (tls, answer) = (tls.clone(), answer.clone());
+            tokio::spawn(async move {
+                let accepted =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(stream))
+                        .await;
+                let Ok(Ok(stream)) = accepted else {
+                    return; // a plain-text client, or a handshake that failed
+                };
+                let service = hyper::service::service_fn(move |request| {
+                    let reply = answer(request, peer);
+                    async move { Ok::<_, std::convert::Infallible>(reply.await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "{what} connection ended");
+                }
+            });
+        }
+    });
+}
+
 /// Accepted connections of `listener`, for tonic.
 pub fn incoming(
     listener: tokio::net::TcpListener,

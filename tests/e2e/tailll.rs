@@ -319,23 +319,22 @@ fn assert_exactly_once(tailll: &Tailll, nodes: &Path, job: &str, secs: u64) {
     }
 }
 
+/// `up` for the tests that compare tailll with the sandboxes' files: a host
+/// disk that happens to be nearly full must not have them collected (the
+/// collector is told the node's disk is large and holds only them).
+const UP_ARGS: &[&str] = &[
+    "--nodes",
+    "3",
+    "--disk-watch-interval",
+    "1",
+    "--gc-capacity-mb",
+    "1000000",
+];
+
 fn start_up(tmp: &Path) -> Up {
     let dir = tmp.join("d");
     std::fs::create_dir(&dir).unwrap();
-    // The sandboxes' files are what tailll is compared with: a host disk
-    // that happens to be nearly full must not have them collected (the
-    // collector is told the node's disk is large and holds only them).
-    Up::start(
-        &dir,
-        &[
-            "--nodes",
-            "3",
-            "--disk-watch-interval",
-            "1",
-            "--gc-capacity-mb",
-            "1000000",
-        ],
-    )
+    Up::start(&dir, UP_ARGS)
 }
 
 /// The "done when": `sluice up --nodes 3`, 20 instances that
@@ -377,17 +376,7 @@ restart:
     });
 
     let dir = up.crash();
-    let up = Up::start(
-        &dir,
-        &[
-            "--nodes",
-            "3",
-            "--disk-watch-interval",
-            "1",
-            "--gc-capacity-mb",
-            "1000000",
-        ],
-    );
+    let up = Up::start(&dir, UP_ARGS);
     until_job(&data, "www/prod/web", 90, all_in(&["failed"]));
     let nodes = dir.join("nodes");
     assert_exactly_once(&tailll, &nodes, "www/prod/web", 30);
